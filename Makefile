@@ -1,0 +1,32 @@
+# The README's commands. `make test` is what CI runs (.ci/run).
+PY := .venv/bin/python
+export PATH := $(CURDIR)/.venv/bin:$(PATH)
+
+.PHONY: setup test lint typecheck unit demo bench clean-cluster
+
+setup:
+	bash .ci/setup
+
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+typecheck: setup
+	$(PY) -m mypy operator/sriov_dra operator/sriov_dra_operator operator/sriov_dra_devcluster node_agent/sriov_dra_agent
+
+# Everything: lint, types, unit, netns, integration and e2e tests.
+test: setup lint typecheck
+	$(PY) -m pytest
+
+# Only the tests that need no cluster and no root.
+unit: setup
+	$(PY) -m pytest tests/unit
+
+demo: setup
+	$(PY) -m sriov_dra_devcluster.demo $(DEMO_ARGS)
+
+bench: setup
+	$(PY) bench/run_all.py
+
+clean-cluster:
+	-.venv/bin/sriov-dra devcluster down

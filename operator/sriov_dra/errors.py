@@ -1,0 +1,78 @@
+"""Error types of the core.
+
+Every error names the field or object at fault and the fix. ``retryable`` says
+whether the same input can succeed later (a NAD that may still appear, a pool
+that may free up) or never will (a malformed VfConfig). Shells map these to
+kopf.TemporaryError / kopf.PermanentError, Kubernetes Events and gRPC errors.
+"""
+
+from __future__ import annotations
+
+
+class SriovDraError(Exception):
+    """Base class: a message for humans, the field at fault and how to fix it."""
+
+    reason: str = "Error"
+    """CamelCase Kubernetes Event reason."""
+    retryable: bool = False
+
+    def __init__(self, message: str, *, field: str = "", fix: str = "") -> None:
+        self.message = message
+        self.field = field
+        self.fix = fix
+        super().__init__(self.describe())
+
+    def describe(self) -> str:
+        """One line: what is wrong, where, and what to do about it."""
+        text = f"{self.field}: {self.message}" if self.field else self.message
+        return f"{text}; fix: {self.fix}" if self.fix else text
+
+
+class InvalidVfConfig(SriovDraError):
+    """The claim's or class's opaque VfConfig is malformed. Permanent."""
+
+    reason = "InvalidVfConfig"
+
+
+class NadNotFound(SriovDraError):
+    """The referenced NetworkAttachmentDefinition does not exist (yet). Retryable."""
+
+    reason = "NetworkAttachmentDefinitionNotFound"
+    retryable = True
+
+
+class InvalidNad(SriovDraError):
+    """The NetworkAttachmentDefinition's CNI config is not a valid sriov config.
+
+    Retryable: the user can fix the NAD and the claim then proceeds.
+    """
+
+    reason = "InvalidNetworkAttachmentDefinition"
+    retryable = True
+
+
+class NoDeviceAvailable(SriovDraError):
+    """No VF satisfies the claim now. Retryable: VFs get freed or published."""
+
+    reason = "NoDeviceAvailable"
+    retryable = True
+
+
+class SelectorError(SriovDraError):
+    """A CEL selector failed to compile or evaluate. Permanent for that claim."""
+
+    reason = "InvalidSelector"
+
+
+class AllocationConflict(SriovDraError):
+    """Two claims hold the same device."""
+
+    reason = "AllocationConflict"
+    retryable = True
+
+
+class DeviceBusy(SriovDraError):
+    """A VF is already prepared or attached for another claim. Retryable."""
+
+    reason = "DeviceBusy"
+    retryable = True

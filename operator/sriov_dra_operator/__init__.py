@@ -1,0 +1,1 @@
+"""Cluster operator: allocates static ResourceClaims to SR-IOV VFs (Kopf shell over sriov_dra)."""

@@ -1,0 +1,43 @@
+"""The source-root layout must never shadow the standard library."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_stdlib_operator_module_is_not_shadowed_from_repo_root() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", "import operator, collections; print(operator.__file__)"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "site-packages" not in out.stdout
+    assert Path(out.stdout.strip()).name == "operator.py"
+    assert not Path(out.stdout.strip()).is_relative_to(ROOT)
+
+
+def test_no_top_level_package_named_operator() -> None:
+    assert not (ROOT / "operator" / "__init__.py").exists()
+    assert not (ROOT / "node_agent" / "__init__.py").exists()
+
+
+def test_our_packages_import_from_the_source_roots() -> None:
+    code = "import sriov_dra, sriov_dra_operator, sriov_dra_agent, sriov_dra_devcluster, operator;"
+    code += "assert hasattr(operator, 'itemgetter')"
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def test_cli_lists_its_commands() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "sriov_dra.cli", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    for command in ("operator", "agent", "devcluster", "hook"):
+        assert command in out.stdout
