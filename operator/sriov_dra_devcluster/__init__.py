@@ -1,1 +1,1 @@
-"""Local development cluster: Kubernetes 1.34 control plane, kwok nodes, simulated SR-IOV hardware glue."""
+"""Local development cluster: a Kubernetes 1.34 control plane, kwok-kept nodes, demo glue."""

@@ -1,0 +1,82 @@
+"""Where the Kubernetes binaries are: an explicit directory or the build cache.
+
+The binaries are built by ``.ci/build-k8s-binaries`` into a cache keyed by the
+tools modules' go.sum and the Go version; that script is the only place that
+knows the key, so we ask it (``--check`` never builds).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Final
+
+from sriov_dra_devcluster.errors import BinariesMissing
+
+REQUIRED: Final = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubectl",
+    "kwok",
+)
+BIN_ENV: Final = "SRIOV_DRA_K8S_BIN"
+REPO_ROOT: Final = Path(__file__).resolve().parents[2]
+BUILD_SCRIPT: Final = REPO_ROOT / ".ci" / "build-k8s-binaries"
+
+
+def missing_binaries(bin_dir: Path) -> list[str]:
+    """Names from REQUIRED that are not executable files in ``bin_dir``."""
+    return [name for name in REQUIRED if not os.access(bin_dir / name, os.X_OK)]
+
+
+def find_bin_dir() -> Path:
+    """Return the directory holding every required binary, or raise BinariesMissing.
+
+    ``$SRIOV_DRA_K8S_BIN`` wins; otherwise the build cache is asked. Never builds.
+    """
+    explicit = os.environ.get(BIN_ENV)
+    if explicit:
+        bin_dir = Path(explicit)
+        missing = missing_binaries(bin_dir)
+        if missing:
+            raise BinariesMissing(
+                f"{', '.join(missing)} not found in {bin_dir}",
+                field=BIN_ENV,
+                fix=f"point {BIN_ENV} at a directory holding {', '.join(REQUIRED)}",
+            )
+        return bin_dir
+    if not BUILD_SCRIPT.exists():
+        raise BinariesMissing(
+            f"no {BIN_ENV} set and no build script at {BUILD_SCRIPT}",
+            field=BIN_ENV,
+            fix=f"set {BIN_ENV} to a directory holding {', '.join(REQUIRED)}",
+        )
+    try:
+        out = subprocess.run(
+            ["bash", str(BUILD_SCRIPT), "--check"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise BinariesMissing(
+            f"cannot run {BUILD_SCRIPT} --check: {exc}",
+            fix="install bash and Go (see .ci/setup)",
+        ) from exc
+    if out.returncode != 0:
+        raise BinariesMissing(
+            f"the Kubernetes binaries are not built: {out.stderr.strip()}",
+            fix=f"run `make setup` or `bash {BUILD_SCRIPT}` (a cold build takes 7-15 minutes)",
+        )
+    bin_dir = Path(out.stdout.strip().splitlines()[-1])
+    missing = missing_binaries(bin_dir)
+    if missing:
+        raise BinariesMissing(
+            f"{', '.join(missing)} missing from {bin_dir}",
+            fix=f"delete {bin_dir} and run `bash {BUILD_SCRIPT}`",
+        )
+    return bin_dir

@@ -1,0 +1,461 @@
+"""The control-plane processes: their command lines, how they start, stop and report health.
+
+Pure parts (argument lists, the kwok stage config) are separate from the
+process shell (spawn, probe, signal), so the flags can be read in one place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from sriov_dra_devcluster.certs import SERVICE_CIDR
+
+ETCD: Final = "etcd"
+APISERVER: Final = "kube-apiserver"
+CONTROLLER_MANAGER: Final = "kube-controller-manager"
+SCHEDULER: Final = "kube-scheduler"
+KWOK: Final = "kwok"
+START_ORDER: Final = (ETCD, APISERVER, CONTROLLER_MANAGER, SCHEDULER, KWOK)
+
+SIMULATED_NODE_ANNOTATION: Final = "kwok.x-k8s.io/node"
+SIMULATED_NODE_VALUE: Final = "fake"
+NODE_LEASE_SECONDS: Final = 40
+SERVICE_ACCOUNT_ISSUER: Final = "https://kubernetes.default.svc.cluster.local"
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Loopback ports of one cluster, picked free at ``up`` time."""
+
+    etcd_client: int
+    etcd_peer: int
+    apiserver: int
+    controller_manager: int
+    scheduler: int
+    kwok: int
+
+    @classmethod
+    def pick(cls) -> Ports:
+        """Six distinct ports that were free a moment ago."""
+        # Hold every socket until all are chosen so the kernel cannot hand one out twice.
+        socks = []
+        try:
+            for _ in range(6):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                s.bind(("127.0.0.1", 0))
+                socks.append(s)
+            numbers = [s.getsockname()[1] for s in socks]
+        finally:
+            for s in socks:
+                s.close()
+        return cls(*numbers)
+
+
+@dataclass(frozen=True)
+class Files:
+    """Inputs the components read (all inside the state dir)."""
+
+    state_dir: Path
+    ca_cert: Path
+    ca_key: Path
+    serving_cert: Path
+    serving_key: Path
+    sa_key: Path
+    sa_pub: Path
+    controller_manager_kubeconfig: Path
+    scheduler_kubeconfig: Path
+    kwok_kubeconfig: Path
+
+    @property
+    def etcd_data(self) -> Path:
+        return self.state_dir / "etcd"
+
+    @property
+    def scheduler_config(self) -> Path:
+        return self.state_dir / "config" / "kube-scheduler.yaml"
+
+    @property
+    def kwok_config(self) -> Path:
+        return self.state_dir / "config" / "kwok-stages.yaml"
+
+    @property
+    def kwok_workdir(self) -> Path:
+        return self.state_dir / "kwok"
+
+    def cert_dir(self, component: str) -> Path:
+        return self.state_dir / "run" / component
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    """How to run one component and how to ask whether it is healthy."""
+
+    name: str
+    argv: tuple[str, ...]
+    port: int
+    health_url: str
+    env: tuple[tuple[str, str], ...] = ()
+
+
+def component_specs(bin_dir: Path, files: Files, ports: Ports) -> dict[str, ComponentSpec]:
+    """Command lines of every component, keyed by name, in start order."""
+    api = f"https://127.0.0.1:{ports.apiserver}"
+    etcd_client = f"http://127.0.0.1:{ports.etcd_client}"
+    etcd_peer = f"http://127.0.0.1:{ports.etcd_peer}"
+    kcm_kc = str(files.controller_manager_kubeconfig)
+    sched_kc = str(files.scheduler_kubeconfig)
+    specs = [
+        ComponentSpec(
+            ETCD,
+            (
+                str(bin_dir / "etcd"),
+                "--name=default",
+                f"--data-dir={files.etcd_data}",
+                f"--listen-client-urls={etcd_client}",
+                f"--advertise-client-urls={etcd_client}",
+                f"--listen-peer-urls={etcd_peer}",
+                f"--initial-advertise-peer-urls={etcd_peer}",
+                f"--initial-cluster=default={etcd_peer}",
+                # Test data: speed over durability.
+                "--unsafe-no-fsync",
+                "--log-level=warn",
+            ),
+            ports.etcd_client,
+            f"{etcd_client}/health",
+        ),
+        ComponentSpec(
+            APISERVER,
+            (
+                str(bin_dir / "kube-apiserver"),
+                f"--etcd-servers={etcd_client}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={ports.apiserver}",
+                # Without it the apiserver looks for a default-route interface.
+                "--advertise-address=127.0.0.1",
+                # The kubernetes Service endpoint would be loopback, which the
+                # reconciler rejects forever; nothing in-cluster needs it here.
+                "--endpoint-reconciler-type=none",
+                f"--cert-dir={files.cert_dir(APISERVER)}",
+                f"--tls-cert-file={files.serving_cert}",
+                f"--tls-private-key-file={files.serving_key}",
+                f"--client-ca-file={files.ca_cert}",
+                "--authorization-mode=Node,RBAC",
+                f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
+                f"--service-account-key-file={files.sa_pub}",
+                f"--service-account-signing-key-file={files.sa_key}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--allow-privileged=true",
+                "--profiling=false",
+                "--v=1",
+            ),
+            ports.apiserver,
+            f"{api}/readyz",
+        ),
+        ComponentSpec(
+            CONTROLLER_MANAGER,
+            (
+                str(bin_dir / "kube-controller-manager"),
+                f"--kubeconfig={kcm_kc}",
+                f"--authentication-kubeconfig={kcm_kc}",
+                f"--authorization-kubeconfig={kcm_kc}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={ports.controller_manager}",
+                f"--cert-dir={files.cert_dir(CONTROLLER_MANAGER)}",
+                "--leader-elect=false",
+                "--use-service-account-credentials=true",
+                f"--service-account-private-key-file={files.sa_key}",
+                f"--root-ca-file={files.ca_cert}",
+                f"--cluster-signing-cert-file={files.ca_cert}",
+                f"--cluster-signing-key-file={files.ca_key}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--controllers=*",
+                "--profiling=false",
+                "--v=1",
+            ),
+            ports.controller_manager,
+            f"https://127.0.0.1:{ports.controller_manager}/healthz",
+        ),
+        ComponentSpec(
+            SCHEDULER,
+            (
+                str(bin_dir / "kube-scheduler"),
+                f"--config={files.scheduler_config}",
+                f"--authentication-kubeconfig={sched_kc}",
+                f"--authorization-kubeconfig={sched_kc}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={ports.scheduler}",
+                f"--cert-dir={files.cert_dir(SCHEDULER)}",
+                "--v=1",
+            ),
+            ports.scheduler,
+            f"https://127.0.0.1:{ports.scheduler}/healthz",
+        ),
+        ComponentSpec(
+            KWOK,
+            (
+                str(bin_dir / "kwok"),
+                f"--kubeconfig={files.kwok_kubeconfig}",
+                f"--config={files.kwok_config}",
+                "--manage-all-nodes=false",
+                "--manage-nodes-with-annotation-selector="
+                f"{SIMULATED_NODE_ANNOTATION}={SIMULATED_NODE_VALUE}",
+                f"--node-lease-duration-seconds={NODE_LEASE_SECONDS}",
+                # Plain HTTP /healthz on loopback; kwok's default would be 0.0.0.0.
+                f"--server-address=127.0.0.1:{ports.kwok}",
+                "--cidr=10.244.0.0/16",
+                "--node-ip=10.244.0.1",
+            ),
+            ports.kwok,
+            f"http://127.0.0.1:{ports.kwok}/healthz",
+            # kwok also reads ~/.kwok/kwok.yaml when it exists; keep it to our own config.
+            (("KWOK_WORKDIR", str(files.kwok_workdir)),),
+        ),
+    ]
+    return {spec.name: spec for spec in specs}
+
+
+def scheduler_config(kubeconfig: Path) -> str:
+    """KubeSchedulerConfiguration: our kubeconfig, no leader election, default plugins (DRA on)."""
+    return (
+        "apiVersion: kubescheduler.config.k8s.io/v1\n"
+        "kind: KubeSchedulerConfiguration\n"
+        f"clientConnection:\n  kubeconfig: {kubeconfig}\n"
+        "leaderElection:\n  leaderElect: false\n"
+    )
+
+
+# kwok plays nodes only. Pods on simulated nodes belong to our node emulator,
+# which reports Running only once the claim is prepared and the VF attached; a
+# kwok default pod stage would mark them Running at once. kwok falls back to its
+# default pod stages when the config has none, so we give it one that can never
+# match (every pod has a name).
+KWOK_STAGES: Final = """\
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: node-initialize
+spec:
+  resourceRef: {apiGroup: v1, kind: Node}
+  selector:
+    matchExpressions:
+    - key: '.status.conditions.[] | select( .type == "Ready" ) | .status'
+      operator: NotIn
+      values: ['True']
+  next:
+    statusTemplate: |
+      {{ $now := Now }}
+      {{ $since := or .metadata.creationTimestamp $now }}
+      conditions:
+      {{ range NodeConditions }}
+      - lastHeartbeatTime: {{ $now | Quote }}
+        lastTransitionTime: {{ $since | Quote }}
+        message: {{ .message | Quote }}
+        reason: {{ .reason | Quote }}
+        status: {{ .status | Quote }}
+        type: {{ .type | Quote }}
+      {{ end }}
+      addresses:
+      {{ with .status.addresses }}{{ YAML . 1 }}{{ else }}
+      - address: {{ NodeIP | Quote }}
+        type: InternalIP
+      - address: {{ .metadata.name | Quote }}
+        type: Hostname
+      {{ end }}
+      nodeInfo:
+        architecture: amd64
+        operatingSystem: linux
+        kubeletVersion: {{ printf "kwok-%s" Version | Quote }}
+        kubeProxyVersion: {{ printf "kwok-%s" Version | Quote }}
+        containerRuntimeVersion: "sriov-dra-node-emulator"
+        kernelVersion: ""
+        osImage: "simulated"
+        machineID: ""
+        systemUUID: ""
+        bootID: ""
+      phase: Running
+---
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: node-heartbeat-with-lease
+spec:
+  resourceRef: {apiGroup: v1, kind: Node}
+  selector:
+    matchExpressions:
+    - key: '.status.phase'
+      operator: In
+      values: ['Running']
+    - key: '.status.conditions.[] | select( .type == "Ready" ) | .status'
+      operator: In
+      values: ['True']
+  # The Lease carries the heartbeat; the status only needs refreshing now and then.
+  delay:
+    durationMilliseconds: 600000
+    jitterDurationMilliseconds: 610000
+  next:
+    statusTemplate: |
+      {{ $now := Now }}
+      {{ $since := or .metadata.creationTimestamp $now }}
+      conditions:
+      {{ range NodeConditions }}
+      - lastHeartbeatTime: {{ $now | Quote }}
+        lastTransitionTime: {{ $since | Quote }}
+        message: {{ .message | Quote }}
+        reason: {{ .reason | Quote }}
+        status: {{ .status | Quote }}
+        type: {{ .type | Quote }}
+      {{ end }}
+---
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: pods-belong-to-the-node-emulator
+spec:
+  resourceRef: {apiGroup: v1, kind: Pod}
+  selector:
+    matchExpressions:
+    - key: '.metadata.name'
+      operator: DoesNotExist
+  next: {}
+"""
+
+
+@dataclass(frozen=True)
+class RunningComponent:
+    """A started process: enough to find it again, and to be sure it is still the same one."""
+
+    name: str
+    pid: int
+    start_ticks: int
+    port: int
+    health_url: str
+    log_file: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunningComponent:
+        return cls(**data)
+
+    def alive(self) -> bool:
+        """True while the very process we started runs (a reused pid does not count)."""
+        return process_start_ticks(self.pid) == self.start_ticks
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot, None when it is gone or a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Field 2 (comm) may contain spaces and parentheses; the rest follows the last ')'.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] == "Z":
+        return None
+    return int(fields[19])
+
+
+def start(spec: ComponentSpec, log_file: Path) -> RunningComponent:
+    """Spawn the component detached from our session, logging to ``log_file``."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env.update(spec.env)
+    with log_file.open("ab") as log:
+        # A new session: the cluster outlives `sriov-dra devcluster up` and a
+        # Ctrl-C in the shell that ran it.
+        proc = subprocess.Popen(
+            spec.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            close_fds=True,
+        )
+    ticks = process_start_ticks(proc.pid)
+    return RunningComponent(
+        name=spec.name,
+        pid=proc.pid,
+        start_ticks=ticks if ticks is not None else -1,
+        port=spec.port,
+        health_url=spec.health_url,
+        log_file=str(log_file),
+    )
+
+
+def reap(pid: int) -> None:
+    """Collect the exit status if ``pid`` is our child, so it does not linger as a zombie."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def stop(components: Iterable[RunningComponent], grace_seconds: float = 10.0) -> list[str]:
+    """SIGTERM every live component, SIGKILL what is left after the grace period.
+
+    Returns the names that needed SIGKILL.
+    """
+    live = [c for c in components if c.alive()]
+    for c in live:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(c.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_seconds
+    while time.monotonic() < deadline:
+        for c in live:
+            reap(c.pid)
+        live = [c for c in live if c.alive()]
+        if not live:
+            return []
+        time.sleep(0.1)
+    killed = [c.name for c in live]
+    for c in live:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(c.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(c.alive() for c in live):
+        for c in live:
+            reap(c.pid)
+        time.sleep(0.05)
+    return killed
+
+
+def probe(url: str, context: ssl.SSLContext | None, timeout: float = 2.0) -> bool:
+    """True when GET ``url`` answers 200 (etcd: with ``"health":"true"``)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as response:
+            body = response.read(4096).decode("utf-8", "replace")
+            return bool(response.status == 200) and '"health":"false"' not in body
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def port_in_use(port: int) -> bool:
+    """True when something accepts connections on 127.0.0.1:``port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    """The last ``lines`` lines of a log file (empty when it does not exist)."""
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 64 * 1024))
+            data = f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return "\n".join(data.splitlines()[-lines:])
