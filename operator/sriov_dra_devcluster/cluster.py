@@ -474,6 +474,10 @@ class DevCluster:
             raise KubectlFailed(cmd, result.returncode, result.stdout, result.stderr)
         return result
 
+    def kubectl_json(self, *args: str) -> Any:
+        """``kubectl <args> -o json``, decoded."""
+        return json.loads(self.kubectl(*args, "-o", "json").stdout)
+
     def kubeconfig_for_service_account(
         self, namespace: str, name: str, *, duration: str = "24h"
     ) -> Path:
