@@ -1,0 +1,214 @@
+"""The agent's view of the API server: the few calls it makes, in plain dicts.
+
+A thin layer over kubernetes_asyncio that returns objects exactly as the API
+server sends them (camelCase JSON), so that the pure modules can work on them
+without generated models.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any, Final
+
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+__all__ = ["ApiException", "KubeApi", "load_api_client"]
+
+Body = dict[str, Any]
+
+NAD_GROUP: Final = "k8s.cni.cncf.io"
+NAD_VERSION: Final = "v1"
+NAD_PLURAL: Final = "network-attachment-definitions"
+
+
+async def load_api_client(kubeconfig: str | None) -> client.ApiClient:
+    """An ApiClient from ``kubeconfig``, else in-cluster config, else ``$KUBECONFIG``/default."""
+    configuration = client.Configuration()
+    if kubeconfig:
+        await config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    else:
+        try:
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        except config.ConfigException:
+            await config.load_kube_config(client_configuration=configuration)
+    return client.ApiClient(configuration)
+
+
+async def _decode(response: Any) -> Any:
+    try:
+        raw = await response.read()
+    finally:
+        response.release()
+    return json.loads(raw) if raw else None
+
+
+def is_status(exc: BaseException, *codes: int) -> bool:
+    """True for an ApiException with one of ``codes``."""
+    return isinstance(exc, ApiException) and exc.status in codes
+
+
+class KubeApi:
+    """ResourceSlices, ResourceClaims, Nodes, NADs and Events as dicts."""
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self.api_client = api_client
+        # The generated stubs want models; we send and receive plain dicts.
+        self.core: Any = client.CoreV1Api(api_client)
+        self.resource: Any = client.ResourceV1Api(api_client)
+        self.custom: Any = client.CustomObjectsApi(api_client)
+
+    @classmethod
+    async def from_kubeconfig(cls, kubeconfig: str | Path | None) -> KubeApi:
+        return cls(await load_api_client(str(kubeconfig) if kubeconfig else None))
+
+    async def close(self) -> None:
+        await self.api_client.close()
+
+    # -- nodes ------------------------------------------------------------------------------
+
+    async def get_node(self, name: str) -> Body | None:
+        try:
+            data: Body = await _decode(await self.core.read_node(name, _preload_content=False))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return data
+
+    # -- resource slices --------------------------------------------------------------------
+
+    async def list_slices(self, *, node: str, driver: str) -> list[Body]:
+        data = await _decode(
+            await self.resource.list_resource_slice(
+                field_selector=f"spec.nodeName={node},spec.driver={driver}",
+                _preload_content=False,
+            )
+        )
+        items: list[Body] = data["items"]
+        return items
+
+    async def create_slice(self, body: Mapping[str, Any]) -> Body:
+        data: Body = await _decode(
+            await self.resource.create_resource_slice(dict(body), _preload_content=False)
+        )
+        return data
+
+    async def replace_slice(self, name: str, body: Mapping[str, Any]) -> Body:
+        data: Body = await _decode(
+            await self.resource.replace_resource_slice(name, dict(body), _preload_content=False)
+        )
+        return data
+
+    async def delete_slice(self, name: str) -> None:
+        try:
+            await _decode(await self.resource.delete_resource_slice(name, _preload_content=False))
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    # -- resource claims --------------------------------------------------------------------
+
+    async def get_claim(self, namespace: str, name: str) -> Body | None:
+        try:
+            data: Body = await _decode(
+                await self.resource.read_namespaced_resource_claim(
+                    name, namespace, _preload_content=False
+                )
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return data
+
+    async def list_claims(self, *, label_selector: str = "") -> tuple[list[Body], str]:
+        """All claims (optionally by label) and the list's resourceVersion."""
+        data = await _decode(
+            await self.resource.list_resource_claim_for_all_namespaces(
+                label_selector=label_selector or None, _preload_content=False
+            )
+        )
+        return data["items"], data["metadata"]["resourceVersion"]
+
+    async def watch_claims(
+        self, resource_version: str, *, label_selector: str = "", timeout_seconds: int = 120
+    ) -> AsyncIterator[tuple[str, Body]]:
+        """(type, object) events until the server ends the watch; ApiException(410) = relist."""
+        response = await self.resource.list_resource_claim_for_all_namespaces(
+            watch=True,
+            label_selector=label_selector or None,
+            resource_version=resource_version,
+            timeout_seconds=timeout_seconds,
+            allow_watch_bookmarks=True,
+            _preload_content=False,
+            _request_timeout=timeout_seconds + 30,
+        )
+        try:
+            async for line in response.content:
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                if event["type"] == "ERROR":
+                    status = event["object"]
+                    raise ApiException(status=status.get("code", 500), reason=status.get("message"))
+                yield event["type"], event["object"]
+        finally:
+            response.release()
+
+    async def apply_claim_status(
+        self, namespace: str, name: str, body: Mapping[str, Any], *, field_manager: str
+    ) -> Body:
+        """Server-side apply on ``resourceclaims/status`` under ``field_manager``."""
+        data: Body = await _decode(
+            await self.resource.patch_namespaced_resource_claim_status(
+                name,
+                namespace,
+                dict(body),
+                field_manager=field_manager,
+                force=True,
+                _content_type="application/apply-patch+yaml",
+                _preload_content=False,
+            )
+        )
+        return data
+
+    async def patch_claim_metadata(
+        self, namespace: str, name: str, metadata: Mapping[str, Any]
+    ) -> Body:
+        """Merge-patch a claim's metadata (annotations, labels)."""
+        data: Body = await _decode(
+            await self.resource.patch_namespaced_resource_claim(
+                name,
+                namespace,
+                {"metadata": dict(metadata)},
+                _content_type="application/merge-patch+json",
+                _preload_content=False,
+            )
+        )
+        return data
+
+    # -- network attachment definitions -----------------------------------------------------
+
+    async def get_nad(self, namespace: str, name: str) -> Body | None:
+        try:
+            data: Body = await _decode(
+                await self.custom.get_namespaced_custom_object(
+                    NAD_GROUP, NAD_VERSION, namespace, NAD_PLURAL, name, _preload_content=False
+                )
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return data
+
+    # -- events -----------------------------------------------------------------------------
+
+    async def create_event(self, namespace: str, body: Mapping[str, Any]) -> Body:
+        data: Body = await _decode(
+            await self.core.create_namespaced_event(namespace, dict(body), _preload_content=False)
+        )
+        return data

@@ -1,0 +1,139 @@
+"""Keeps this node's ResourceSlices equal to what discovery finds.
+
+A periodic loop: rescan (so VFs created after start appear without a restart),
+and when the inventory differs from what the API server holds, publish the
+pool under a new generation -- obsolete slices deleted first, then every slice
+created or replaced. Slices are owned by the Node object, so they go with it.
+Slices are left in place on shutdown: an agent restart must not empty the
+pool (the kubelet wipes them itself once the plugin is gone for good).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from sriov_dra_agent.inventory import Inventory
+from sriov_dra_agent.kube_api import ApiException, KubeApi
+from sriov_dra_agent.slices import build_slices, next_generation
+
+logger = logging.getLogger(__name__)
+
+
+class SlicePublisher:
+    """Publishes one node's pool; :meth:`run` rescans every ``interval`` seconds."""
+
+    def __init__(
+        self,
+        api: KubeApi,
+        *,
+        node: str,
+        driver: str,
+        discover: Callable[[], Inventory],
+        interval: float = 5.0,
+        on_inventory: Callable[[Inventory], None] | None = None,
+        on_publish: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.api = api
+        self.node = node
+        self.driver = driver
+        self.discover = discover
+        self.interval = interval
+        self.inventory: Inventory | None = None
+        self.generation: int | None = None
+        self._on_inventory = on_inventory
+        self._on_publish = on_publish
+        self._published: Inventory | None = None
+        self.ready = asyncio.Event()
+        """Set once a publication succeeded (the liveness and tests wait on it)."""
+
+    async def _owner(self) -> dict[str, str] | None:
+        node = await self.api.get_node(self.node)
+        if node is None:
+            logger.warning(
+                "node object not found; publishing slices without an owner",
+                extra={"node": self.node},
+            )
+            return None
+        return {"name": self.node, "uid": node["metadata"]["uid"]}
+
+    async def publish(self, inventory: Inventory) -> bool:
+        """Make the API server hold ``inventory``'s slices; True when something was written."""
+        owner = await self._owner()
+        existing = await self.api.list_slices(node=self.node, driver=self.driver)
+        draft = build_slices(inventory, driver=self.driver, generation=0, owner=owner)
+        generation = next_generation(existing, draft)
+        if generation is None:
+            return False
+        desired = build_slices(inventory, driver=self.driver, generation=generation, owner=owner)
+        wanted = {s["metadata"]["name"] for s in desired}
+        current: dict[str, dict[str, Any]] = {s["metadata"]["name"]: s for s in existing}
+        for name in sorted(set(current) - wanted):
+            await self.api.delete_slice(name)
+        for body in desired:
+            name = body["metadata"]["name"]
+            old = current.get(name)
+            if old is None:
+                await self.api.create_slice(body)
+            else:
+                body["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
+                await self.api.replace_slice(name, body)
+        self.generation = generation
+        devices = sum(len(s["spec"]["devices"]) for s in desired)
+        logger.info(
+            "published resource slices",
+            extra={
+                "node": self.node,
+                "generation": generation,
+                "slices": len(desired),
+                "devices": devices,
+            },
+        )
+        if self._on_publish is not None:
+            self._on_publish(generation, devices)
+        return True
+
+    async def sync_once(self) -> bool:
+        """Rescan and publish if needed; True when the API server was written."""
+        inventory = await asyncio.to_thread(self.discover)
+        self.inventory = inventory
+        if self._on_inventory is not None:
+            self._on_inventory(inventory)
+        if inventory == self._published:
+            # Someone (the kubelet wipe, an admin) may have deleted our slices:
+            # publish() compares with the server, so check it only now and then.
+            return False
+        changed = await self.publish(inventory)
+        self._published = inventory
+        self.ready.set()
+        return changed
+
+    def forget(self) -> None:
+        """Compare with the API server on the next sync even if discovery saw no change."""
+        self._published = None
+
+    async def run(self, stop: asyncio.Event, *, verify_every: int = 6) -> None:
+        """Sync until ``stop`` is set; re-read the server every ``verify_every`` rounds."""
+        rounds = 0
+        while not stop.is_set():
+            if rounds % verify_every == 0:
+                self.forget()
+            rounds += 1
+            try:
+                await self.sync_once()
+            except ApiException as exc:
+                logger.warning(
+                    "publishing resource slices failed: %s %s",
+                    exc.status,
+                    exc.reason,
+                    extra={"node": self.node},
+                )
+                self.forget()
+            except Exception:
+                logger.exception("resource slice sync failed", extra={"node": self.node})
+                self.forget()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.interval)
