@@ -1,0 +1,574 @@
+"""Reconcile one ResourceClaim: read it from the cache, decide, write, explain.
+
+Life of a static claim of ours:
+
+1. *Waiting* -- it names a DeviceClass not yet created, its VfConfig is invalid,
+   its NAD is missing or invalid, no VF is free, or a pod is pending on it (the
+   scheduler then allocates; we never race it). Each reason is an Event.
+2. *Allocating* -- under one in-process lock the core chooses devices from the
+   cache (every claim's allocation counts as taken, plus decisions whose writes
+   are still in flight); outside the lock two guarded writes follow: metadata
+   (our finalizer, node label, allocation annotation) first, so an allocated
+   claim always carries our finalizer, then ``status.allocation``. A 409 means
+   the claim changed: re-read, decide again.
+3. *Allocated* -- nothing to do unless a device is also in another claim's
+   allocation (:mod:`.conflicts`).
+4. *Deleting* -- the allocation stays until ``reservedFor`` is empty and the
+   node agent set :data:`~sriov_dra.constants.RELEASED_ANNOTATION` to the claim's
+   uid; then the allocation is cleared and our finalizer removed.
+
+If someone else clears an allocation we wrote (the scheduler's PostFilter does
+when the claim's pod fits no node), we remove our marks and leave the claim
+alone for ``--yield-seconds`` and for as long as a pod is pending on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes_asyncio import client
+from sriov_dra import allocation_record, naming
+from sriov_dra.allocator import DeviceKey, Pool, allocate, pools_from_slices
+from sriov_dra.constants import (
+    ALLOCATION_ANNOTATION,
+    ATTR_PCI_ADDRESS,
+    ATTR_PF_NAME,
+    ATTR_VF_ID,
+    FINALIZER,
+    NODE_LABEL,
+    RELEASED_ANNOTATION,
+)
+from sriov_dra.errors import NadNotFound, SriovDraError
+from sriov_dra.nad import parse_nad_config
+from sriov_dra.vfconfig import (
+    VfConfig,
+    assign_interface_names,
+    effective_vfconfig,
+    nad_reference,
+    parse_vfconfig,
+)
+
+from .cache import Body, ClaimChange, ClusterCache, Ref, ref_of, uid_of
+from .conflicts import in_use, resolve
+from .events import EventRecorder
+from .metrics import OperatorMetrics
+from .ownership import Verdict, verdict
+from .settings import OperatorSettings
+from .slices import PublishedDevice, published_devices
+from .status_writer import ClaimWriter, StaleClaim
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_ERROR = 10.0
+"""Seconds before retrying a claim whose write failed for a reason other than a conflict."""
+
+
+class _Taken(Collection[DeviceKey]):
+    """Devices held by allocations in the cache or by decisions still being written."""
+
+    def __init__(self, held: Collection[DeviceKey], inflight: Collection[DeviceKey]) -> None:
+        self._held = held
+        self._inflight = inflight
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._held or key in self._inflight
+
+    def __iter__(self) -> Iterator[DeviceKey]:
+        yield from self._held
+        yield from (k for k in self._inflight if k not in self._held)
+
+    def __len__(self) -> int:
+        return len(self._held) + sum(1 for k in self._inflight if k not in self._held)
+
+
+@dataclass
+class Waiting:
+    """Claims to kick when the world changes, by what they wait for."""
+
+    for_devices: set[str] = field(default_factory=set)
+    """Unallocated claims of ours: a freed VF, a new slice or class may help."""
+    for_nad: dict[Ref, set[str]] = field(default_factory=dict)
+    """Claims whose NAD is missing or invalid, by the NAD's (namespace, name)."""
+
+    def discard(self, uid: str) -> None:
+        """Stop waiting (allocated, deleted, or not ours)."""
+        self.for_devices.discard(uid)
+        for uids in self.for_nad.values():
+            uids.discard(uid)
+
+    def wait_for_nad(self, uid: str, ref: Ref) -> None:
+        """Kick ``uid`` when NAD ``ref`` changes."""
+        self.for_nad.setdefault(ref, set()).add(uid)
+
+
+def _meta(claim: Mapping[str, Any]) -> Mapping[str, Any]:
+    return claim.get("metadata") or {}
+
+
+def _log_extra(claim: Mapping[str, Any], **more: Any) -> dict[str, Any]:
+    meta = _meta(claim)
+    return {"claim": f"{meta.get('namespace')}/{meta.get('name')}", "uid": meta.get("uid"), **more}
+
+
+def has_marks(claim: Mapping[str, Any]) -> bool:
+    """The claim carries our finalizer, node label or allocation annotation."""
+    meta = _meta(claim)
+    return (
+        FINALIZER in (meta.get("finalizers") or [])
+        or NODE_LABEL in (meta.get("labels") or {})
+        or ALLOCATION_ANNOTATION in (meta.get("annotations") or {})
+    )
+
+
+def config_entries(
+    claim: Mapping[str, Any],
+    class_name: str,
+    classes: Mapping[str, Mapping[str, Any]],
+) -> list[tuple[dict[str, Any], str]]:
+    """Config entries for a request of class ``class_name``, with the path naming each.
+
+    Shape as in ``status.allocation.devices.config``: the class's entries
+    (``FromClass``) then the claim's (``FromClaim``).
+    """
+    entries: list[tuple[dict[str, Any], str]] = []
+    device_class = classes.get(class_name) or {}
+    for i, item in enumerate((device_class.get("spec") or {}).get("config") or []):
+        entries.append(
+            (
+                {"source": "FromClass", "opaque": item.get("opaque") or {}},
+                f"DeviceClass {class_name} spec.config[{i}].opaque.parameters",
+            )
+        )
+    claim_config = ((claim.get("spec") or {}).get("devices") or {}).get("config") or []
+    for i, item in enumerate(claim_config):
+        entries.append(
+            (
+                {
+                    "source": "FromClaim",
+                    "requests": item.get("requests") or [],
+                    "opaque": item.get("opaque") or {},
+                },
+                f"spec.devices.config[{i}].opaque.parameters",
+            )
+        )
+    return entries
+
+
+def request_classes(claim: Mapping[str, Any]) -> dict[str, str]:
+    """Request (``req`` or ``req/sub``) -> DeviceClass name."""
+    out: dict[str, str] = {}
+    for request in ((claim.get("spec") or {}).get("devices") or {}).get("requests") or []:
+        if request.get("exactly"):
+            out[str(request["name"])] = str(request["exactly"].get("deviceClassName") or "")
+        for sub in request.get("firstAvailable") or []:
+            out[f"{request['name']}/{sub['name']}"] = str(sub.get("deviceClassName") or "")
+    return out
+
+
+def effective_configs(
+    claim: Mapping[str, Any], classes: Mapping[str, Mapping[str, Any]], *, driver: str
+) -> dict[str, VfConfig]:
+    """Validated VfConfig per request/subrequest; raises InvalidVfConfig naming the field."""
+    result: dict[str, VfConfig] = {}
+    for request, class_name in request_classes(claim).items():
+        entries = config_entries(claim, class_name, classes)
+        for entry, path in entries:
+            if entry["opaque"].get("driver") == driver:
+                parse_vfconfig(entry["opaque"].get("parameters") or {}, field=path)
+        result[request] = effective_vfconfig([e for e, _ in entries], request, driver=driver)
+    return result
+
+
+def allocation_records(
+    results: Sequence[Mapping[str, Any]],
+    node: str,
+    configs: Mapping[str, VfConfig],
+    devices: Mapping[DeviceKey, PublishedDevice],
+    nad_refs: Mapping[str, Ref | None],
+) -> list[allocation_record.AllocatedVf]:
+    """The annotation records for an allocation's results, in result order."""
+    names = assign_interface_names(
+        [(str(r["request"]), configs[str(r["request"])]) for r in results]
+    )
+    records = []
+    for result, if_name in zip(results, names, strict=True):
+        key = DeviceKey(str(result["driver"]), str(result["pool"]), str(result["device"]))
+        device = devices.get(key)
+        pci = device.attribute(ATTR_PCI_ADDRESS) if device else None
+        nad = nad_refs.get(str(result["request"]))
+        records.append(
+            allocation_record.AllocatedVf(
+                request=str(result["request"]),
+                pool=key.pool,
+                device=key.device,
+                node=node,
+                pf=str((device.attribute(ATTR_PF_NAME) if device else None) or ""),
+                pciAddress=str(pci or naming.pci_address(key.device)),
+                vfIndex=int((device.attribute(ATTR_VF_ID) if device else None) or 0),
+                ifName=if_name,
+                nad=f"{nad[0]}/{nad[1]}" if nad else "",
+            )
+        )
+    return records
+
+
+class ClaimReconciler:
+    """Decides and writes for one claim at a time; many may run concurrently."""
+
+    def __init__(
+        self,
+        *,
+        settings: OperatorSettings,
+        cache: ClusterCache,
+        writer: ClaimWriter,
+        events: EventRecorder,
+        metrics: OperatorMetrics,
+        api: client.ApiClient,
+        requeue: Any,
+    ) -> None:
+        self.settings = settings
+        self.cache = cache
+        self.writer = writer
+        self.events = events
+        self.metrics = metrics
+        self.requeue = requeue
+        """The work queue (``add``/``add_after``)."""
+        self.waiting = Waiting()
+        self.lock = asyncio.Lock()
+        """Serializes choose-and-reserve: no two decisions see the same free VF."""
+        self.inflight: set[DeviceKey] = set()
+        self.clearing: set[str] = set()
+        """Uids whose allocation we are clearing ourselves (not the scheduler's doing)."""
+        self.yielded: dict[str, float] = {}
+        """Uid -> monotonic deadline: leave alone, the scheduler took the claim over."""
+        self._objects = client.CustomObjectsApi(api)
+        self._pools: tuple[int, list[Pool], dict[DeviceKey, PublishedDevice]] = (-1, [], {})
+
+    # -- entry points ---------------------------------------------------------------------------
+
+    def pools(self) -> tuple[list[Pool], dict[DeviceKey, PublishedDevice]]:
+        """Pools for the allocator and the device lookup, recomputed when slices change."""
+        version = self.cache.slices_version
+        if self._pools[0] != version:
+            slices = list(self.cache.slices.values())
+            self._pools = (
+                version,
+                pools_from_slices(slices, driver=self.settings.driver),
+                published_devices(slices, driver=self.settings.driver),
+            )
+        return self._pools[1], self._pools[2]
+
+    def note_cleared_by_other(self, claim: Mapping[str, Any]) -> None:
+        """The allocation of ``claim`` vanished and we did not clear it: step back."""
+        uid = str(_meta(claim).get("uid"))
+        if uid in self.clearing or _meta(claim).get("deletionTimestamp"):
+            return
+        if FINALIZER not in (_meta(claim).get("finalizers") or []):
+            return
+        self.yielded[uid] = time.monotonic() + self.settings.yield_seconds
+        log.info(
+            "allocation cleared by someone else (the scheduler, for a pod that fits no node "
+            "there); not re-allocating while it handles the claim",
+            extra=_log_extra(claim, yield_seconds=self.settings.yield_seconds),
+        )
+
+    def kick_waiting(self) -> None:
+        """Re-check every claim waiting for a VF, a class or a valid config."""
+        for uid in list(self.waiting.for_devices):
+            self.requeue.add(uid)
+
+    def record(self, body: Mapping[str, Any]) -> ClaimChange | None:
+        """Put a claim as seen (watch or our own write) into the cache; kick on freed VFs."""
+        change = self.cache.upsert_claim(body)
+        if change is not None and change.freed:
+            self.kick_waiting()
+        return change
+
+    def record_removed(self, body: Mapping[str, Any]) -> None:
+        """A claim is gone: forget it and kick claims that may use its VFs."""
+        change = self.cache.remove_claim(body)
+        self.forget(uid_of(body))
+        if change is not None and change.freed:
+            self.kick_waiting()
+
+    def forget(self, uid: str) -> None:
+        """The claim is gone."""
+        self.waiting.discard(uid)
+        self.yielded.pop(uid, None)
+        self.clearing.discard(uid)
+        self.events.forget(uid)
+
+    async def reconcile(self, uid: str) -> None:
+        """Bring one claim one step closer to where it should be."""
+        claim = self.cache.claims.get(uid)
+        if claim is None:
+            return
+        started = time.perf_counter()
+        try:
+            if _meta(claim).get("deletionTimestamp"):
+                await self._finish_deletion(claim)
+            elif self.cache.devices_of(uid):
+                self.waiting.discard(uid)
+                await self._check_conflicts(claim)
+            else:
+                await self._allocate(claim)
+        except StaleClaim as exc:
+            self.metrics.write_conflicts.inc()
+            log.debug(
+                "claim changed under us, re-reading", extra=_log_extra(claim, http=exc.status)
+            )
+            await self._refresh(claim)
+            self.requeue.add(uid)
+        except client.ApiException as exc:
+            log.error(
+                "write refused",
+                extra=_log_extra(claim, http=exc.status, body=str(exc.body)[:500]),
+            )
+            self.requeue.add_after(uid, RETRY_AFTER_ERROR)
+        finally:
+            self.metrics.reconcile_seconds.observe(time.perf_counter() - started)
+
+    async def _refresh(self, claim: Mapping[str, Any]) -> None:
+        namespace, name = ref_of(claim)
+        try:
+            fresh = await self._objects.get_namespaced_custom_object(
+                "resource.k8s.io", "v1", namespace, "resourceclaims", name
+            )
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise
+            self.record_removed(claim)
+            return
+        if fresh["metadata"]["uid"] != _meta(claim).get("uid"):
+            self.record_removed(claim)
+        self.record(fresh)
+
+    # -- waiting and failing --------------------------------------------------------------------
+
+    async def _fail(self, claim: Body, error: SriovDraError) -> None:
+        uid = str(_meta(claim)["uid"])
+        posted = await self.events.post(
+            claim, warning=True, reason=error.reason, message=error.describe()
+        )
+        if posted:
+            self.metrics.failures.labels(error.reason).inc()
+            log.warning(error.describe(), extra=_log_extra(claim, reason=error.reason))
+        self.waiting.for_devices.add(uid)
+        if has_marks(claim) and not self.cache.devices_of(uid):
+            await self._unmark(claim, drop_finalizer=True)
+
+    async def _unmark(self, claim: Body, *, drop_finalizer: bool) -> Body:
+        body = await self.writer.unmark(claim, drop_finalizer=drop_finalizer)
+        self.record(body)
+        return body
+
+    # -- allocation -----------------------------------------------------------------------------
+
+    def _nad_refs(self, claim: Body, configs: Mapping[str, VfConfig]) -> dict[str, Ref | None]:
+        """NAD per request, each checked to exist and parse; raises the first problem."""
+        uid = str(_meta(claim)["uid"])
+        namespace = str(_meta(claim)["namespace"])
+        refs: dict[str, Ref | None] = {}
+        for request, cfg in configs.items():
+            ref = nad_reference(
+                cfg, claim_namespace=namespace, allowed_namespaces=self.settings.nad_namespaces
+            )
+            refs[request] = ref
+            if ref is None:
+                continue
+            nad = self.cache.nads.get(ref)
+            if nad is None:
+                self.waiting.wait_for_nad(uid, ref)
+                raise NadNotFound(
+                    f"NetworkAttachmentDefinition {ref[0]}/{ref[1]} named by request "
+                    f"{request!r} does not exist",
+                    field="netAttachDefName",
+                    fix=f"create NetworkAttachmentDefinition {ref[1]} in namespace {ref[0]} "
+                    "(the claim is allocated as soon as it exists) or correct netAttachDefName",
+                )
+            self.waiting.wait_for_nad(uid, ref)
+            parse_nad_config(
+                str((nad.get("spec") or {}).get("config") or ""), nad=f"{ref[0]}/{ref[1]}"
+            )
+        return refs
+
+    async def _allocate(self, claim: Body) -> None:
+        uid = str(_meta(claim)["uid"])
+        settings = self.settings
+        decision = verdict(claim, self.cache.classes, settings.driver)
+        if decision is not Verdict.OURS:
+            if decision is Verdict.CLASS_MISSING:
+                self.waiting.for_devices.add(uid)
+            else:
+                self.waiting.discard(uid)
+            log.debug("not allocating: %s", decision.value, extra=_log_extra(claim))
+            return
+        if self.cache.has_pending_pod(ref_of(claim)):
+            log.info(
+                "a pod is pending on the claim; leaving it to the scheduler",
+                extra=_log_extra(claim),
+            )
+            if has_marks(claim):
+                await self._unmark(claim, drop_finalizer=True)
+            return
+        deadline = self.yielded.get(uid)
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining > 0:
+                self.requeue.add_after(uid, remaining)
+                if has_marks(claim):
+                    await self._unmark(claim, drop_finalizer=True)
+                return
+            del self.yielded[uid]
+        self.waiting.discard(uid)
+        try:
+            configs = effective_configs(claim, self.cache.classes, driver=settings.driver)
+            nad_refs = self._nad_refs(claim, configs)
+        except SriovDraError as error:
+            await self._fail(claim, error)
+            return
+
+        async with self.lock:
+            current = self.cache.claims.get(uid)
+            if (
+                current is None
+                or self.cache.devices_of(uid)
+                or _meta(current).get("deletionTimestamp")
+            ):
+                self.requeue.add(uid)
+                return
+            claim = current
+            pools, devices = self.pools()
+            try:
+                allocation = allocate(
+                    claim,
+                    device_classes=self.cache.classes,
+                    pools=pools,
+                    in_use=_Taken(self.cache.holders.keys(), self.inflight),
+                    driver=settings.driver,
+                )
+            except SriovDraError as error:
+                decided: SriovDraError | None = error
+            else:
+                decided = None
+                keys = {
+                    DeviceKey(str(r["driver"]), str(r["pool"]), str(r["device"]))
+                    for r in allocation.results
+                }
+                self.inflight |= keys
+        if decided is not None:
+            await self._fail(claim, decided)
+            return
+        try:
+            await self._write_allocation(claim, allocation, configs, devices, nad_refs)
+        finally:
+            self.inflight -= keys
+
+    async def _write_allocation(
+        self,
+        claim: Body,
+        allocation: Any,
+        configs: Mapping[str, VfConfig],
+        devices: Mapping[DeviceKey, PublishedDevice],
+        nad_refs: Mapping[str, Ref | None],
+    ) -> None:
+        results = [dict(r) for r in allocation.results]
+        records = allocation_records(results, allocation.node, configs, devices, nad_refs)
+        status = allocation.status_allocation(claim, self.cache.classes)
+        marked = await self.writer.mark(
+            claim, node=allocation.node, annotation=allocation_record.encode(records)
+        )
+        self.record(marked)
+        written = await self.writer.write_allocation(marked, status)
+        self.record(written)
+        self.metrics.allocations.labels(allocation.node).inc()
+        vfs = ", ".join(
+            f"VF {r.pci_address} (vfIndex {r.vf_index}, device {r.pool}/{r.device}) of PF "
+            f"{r.pf or '?'} as {r.if_name}" + (f" for NAD {r.nad}" if r.nad else "")
+            for r in records
+        )
+        message = f"allocated {vfs} on node {allocation.node}"
+        await self.events.post(written, warning=False, reason="Allocated", message=message)
+        for r in records:
+            log.info(
+                "allocated",
+                extra=_log_extra(
+                    written,
+                    node=r.node,
+                    pf=r.pf,
+                    vf=r.pci_address,
+                    device=r.device,
+                    ifName=r.if_name,
+                    nad=r.nad,
+                ),
+            )
+
+    # -- allocated claims: conflicts ------------------------------------------------------------
+
+    async def _check_conflicts(self, claim: Body) -> None:
+        uid = str(_meta(claim)["uid"])
+        for key in sorted(self.cache.devices_of(uid)):
+            holders = [
+                self.cache.claims[u]
+                for u in self.cache.holders.get(key, ())
+                if u in self.cache.claims
+            ]
+            if len(holders) < 2:
+                continue
+            resolution = resolve(key, holders)
+            self.metrics.conflicts.inc()
+            for holder in [resolution.keeper, *resolution.clear, *resolution.stuck]:
+                message = resolution.message_for(holder)
+                await self.events.post(
+                    holder, warning=True, reason="AllocationConflict", message=message
+                )
+                log.warning(message, extra=_log_extra(holder, device=key.device, pool=key.pool))
+            for loser in resolution.clear:
+                await self._clear(loser)
+
+    async def _clear(self, claim: Mapping[str, Any]) -> None:
+        uid = str(_meta(claim)["uid"])
+        self.clearing.add(uid)
+        try:
+            cleared = await self.writer.clear_allocation(claim)
+            self.record(cleared)
+        finally:
+            self.clearing.discard(uid)
+        if has_marks(cleared):
+            await self._unmark(cleared, drop_finalizer=False)
+        self.requeue.add(uid)
+
+    # -- deletion -------------------------------------------------------------------------------
+
+    async def _finish_deletion(self, claim: Body) -> None:
+        uid = str(_meta(claim)["uid"])
+        self.waiting.discard(uid)
+        if FINALIZER not in (_meta(claim).get("finalizers") or []):
+            return
+        if self.cache.devices_of(uid):
+            if in_use(claim):
+                log.info(
+                    "deleted claim still reserved by a pod; keeping its VF", extra=_log_extra(claim)
+                )
+                return
+            released = (_meta(claim).get("annotations") or {}).get(RELEASED_ANNOTATION)
+            if released != uid:
+                log.info(
+                    "deleted claim waits for the node agent to release its VF",
+                    extra=_log_extra(claim, released=released),
+                )
+                return
+            self.clearing.add(uid)
+            try:
+                claim = await self.writer.clear_allocation(claim)
+                self.record(claim)
+            finally:
+                self.clearing.discard(uid)
+            self.metrics.releases.inc()
+            log.info("released", extra=_log_extra(claim))
+        await self._unmark(claim, drop_finalizer=True)

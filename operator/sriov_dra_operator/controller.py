@@ -1,0 +1,209 @@
+"""Wiring: watch events in, cache updates, kicks to the work queue, workers out.
+
+Nothing is decided here. Watch events (from kopf's ``on.event`` handlers) update
+the cache and enqueue the claims they may unblock; workers reconcile claims one
+at a time each (:mod:`.claims`). Before the first decision the whole state is
+listed from the API (:meth:`Controller.prime`), so a restarted operator sees
+every allocation, whoever wrote it, before it hands out a single VF.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from kubernetes_asyncio import client
+
+from .cache import ClusterCache, ref_of, uid_of
+from .claims import ClaimReconciler
+from .events import EventRecorder
+from .metrics import OperatorMetrics
+from .settings import OperatorSettings
+from .slices import vf_counts
+from .status_writer import ClaimWriter
+from .workqueue import WorkQueue
+
+log = logging.getLogger(__name__)
+
+GAUGE_INTERVAL = 2.0
+LIST_PAGE = 500
+
+Lister = Callable[..., Awaitable[Any]]
+
+
+async def _list_pages(call: Lister, *args: Any) -> list[dict[str, Any]]:
+    """Every item of a list call, page by page, as raw JSON dicts."""
+    items: list[dict[str, Any]] = []
+    token: str | None = None
+    while True:
+        kwargs: dict[str, Any] = {"limit": LIST_PAGE, "_preload_content": False}
+        if token:
+            kwargs["_continue"] = token
+        response = await call(*args, **kwargs)
+        page = json.loads(await response.read())
+        items.extend(page.get("items") or [])
+        token = (page.get("metadata") or {}).get("continue")
+        if not token:
+            return items
+
+
+class Controller:
+    """Owns the cache, the queue, the workers and the reconciler."""
+
+    def __init__(
+        self, settings: OperatorSettings, api: client.ApiClient, metrics: OperatorMetrics
+    ) -> None:
+        self.settings = settings
+        self.api = api
+        self.metrics = metrics
+        self.cache = ClusterCache()
+        self.queue = WorkQueue()
+        self.reconciler = ClaimReconciler(
+            settings=settings,
+            cache=self.cache,
+            writer=ClaimWriter(api),
+            events=EventRecorder(api, instance=socket.gethostname()),
+            metrics=metrics,
+            api=api,
+            requeue=self.queue,
+        )
+        self.primed = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- start and stop -------------------------------------------------------------------------
+
+    async def prime(self) -> None:
+        """List claims, slices, classes, NADs and pods before deciding anything."""
+        objects = client.CustomObjectsApi(self.api)
+        core = client.CoreV1Api(self.api)
+        for body in await _list_pages(
+            objects.list_cluster_custom_object, "resource.k8s.io", "v1", "resourceslices"
+        ):
+            self.cache.upsert_slice(body)
+        for body in await _list_pages(
+            objects.list_cluster_custom_object, "resource.k8s.io", "v1", "deviceclasses"
+        ):
+            self.cache.upsert_class(body)
+        try:
+            nads = await _list_pages(
+                objects.list_cluster_custom_object,
+                "k8s.cni.cncf.io",
+                "v1",
+                "network-attachment-definitions",
+            )
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise
+            log.warning(
+                "NetworkAttachmentDefinition CRD is not installed; claims naming a NAD wait",
+                extra={"fix": "kubectl apply -f crds/network-attachment-definition.yaml"},
+            )
+            nads = []
+        for body in nads:
+            self.cache.upsert_nad(body)
+        for body in await _list_pages(core.list_pod_for_all_namespaces):
+            self.cache.upsert_pod(body)
+        claims = await _list_pages(
+            objects.list_cluster_custom_object, "resource.k8s.io", "v1", "resourceclaims"
+        )
+        for body in claims:
+            self.cache.upsert_claim(body)
+        self.primed = True
+        log.info(
+            "state listed",
+            extra={
+                "claims": len(claims),
+                "slices": len(self.cache.slices),
+                "classes": len(self.cache.classes),
+                "nads": len(self.cache.nads),
+                "held_devices": len(self.cache.holders),
+            },
+        )
+
+    def start(self) -> None:
+        """Start the workers (after :meth:`prime`) and queue every known claim."""
+        for uid in self.cache.claim_uids():
+            self.queue.add(uid)
+        for _ in range(self.settings.workers):
+            self._tasks.append(asyncio.create_task(self.queue.run_worker(self._reconcile)))
+        self._tasks.append(asyncio.create_task(self._gauges()))
+
+    async def stop(self) -> None:
+        """Cancel workers and timers."""
+        self.queue.close()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    async def _reconcile(self, uid: str) -> None:
+        try:
+            await self.reconciler.reconcile(uid)
+        except Exception:
+            # One claim's surprise must not stop the others; it is retried later.
+            log.exception("reconcile failed", extra={"uid": uid})
+            self.queue.add_after(uid, 10.0)
+
+    async def _gauges(self) -> None:
+        while True:
+            _, devices = self.reconciler.pools()
+            self.metrics.set_vf_counts(vf_counts(devices, self.cache.holders.keys()))
+            self.metrics.queue_depth.set(len(self.queue))
+            await asyncio.sleep(GAUGE_INTERVAL)
+
+    # -- watch events ---------------------------------------------------------------------------
+
+    def on_claim(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """A ResourceClaim was listed, added, modified or deleted."""
+        if event_type == "DELETED":
+            self.reconciler.record_removed(body)
+            return
+        change = self.reconciler.record(body)
+        if change is None:
+            return
+        if change.allocation_cleared and change.new is not None:
+            self.reconciler.note_cleared_by_other(change.new)
+        self.queue.add(uid_of(body))
+
+    def on_slice(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """A ResourceSlice changed: new or vanished VFs."""
+        if event_type == "DELETED":
+            self.cache.remove_slice(body)
+        else:
+            self.cache.upsert_slice(body)
+        self.reconciler.kick_waiting()
+
+    def on_class(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """A DeviceClass changed: claims naming it may now be ours, or valid."""
+        if event_type == "DELETED":
+            self.cache.remove_class(body)
+        else:
+            self.cache.upsert_class(body)
+        self.reconciler.kick_waiting()
+
+    def on_nad(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """A NAD appeared, changed or went: re-check the claims that wait on it."""
+        if event_type == "DELETED":
+            self.cache.remove_nad(body)
+        else:
+            self.cache.upsert_nad(body)
+        for uid in list(self.reconciler.waiting.for_nad.get(ref_of(body), ())):
+            self.queue.add(uid)
+
+    def on_pod(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """A pod changed: claims it stopped (or started) pending on are re-checked."""
+        if event_type == "DELETED":
+            refs = self.cache.remove_pod(body)
+        else:
+            refs = self.cache.upsert_pod(body)
+        for ref in refs:
+            claim = self.cache.claim_by_ref(ref)
+            if claim is not None:
+                self.queue.add(uid_of(claim))

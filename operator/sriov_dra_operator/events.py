@@ -1,0 +1,107 @@
+"""Kubernetes Events on claims, posted once per state change.
+
+``kubectl describe resourceclaim`` lists core/v1 Events whose involvedObject is
+the claim. A claim that waits for a NAD is reconciled many times; it must not
+get an Event each time, so the last (reason, message) posted per claim is
+remembered and an identical one is skipped. The memory is per process: after a
+restart each waiting claim gets its current Event once more.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from collections.abc import Mapping
+from typing import Any, cast
+
+from kubernetes_asyncio import client
+
+log = logging.getLogger(__name__)
+
+COMPONENT = "sriov-dra-operator"
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def event_body(
+    claim: Mapping[str, Any], *, type_: str, reason: str, message: str, instance: str
+) -> dict[str, Any]:
+    """The core/v1 Event for ``claim`` (messages cut to the API's 1 KiB)."""
+    meta = claim["metadata"]
+    now = _now()
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+        "involvedObject": {
+            "apiVersion": claim.get("apiVersion", "resource.k8s.io/v1"),
+            "kind": "ResourceClaim",
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta["uid"],
+            "resourceVersion": meta.get("resourceVersion", ""),
+        },
+        "type": type_,
+        "reason": reason,
+        "message": message[:1024],
+        "source": {"component": COMPONENT},
+        "reportingComponent": COMPONENT,
+        "reportingInstance": instance,
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
+
+
+class EventRecorder:
+    """Posts Events, skipping repeats of the last one per claim."""
+
+    def __init__(self, api: client.ApiClient, *, instance: str) -> None:
+        self._core = client.CoreV1Api(api)
+        self._instance = instance
+        self._last: dict[str, tuple[str, str]] = {}
+
+    def forget(self, uid: str) -> None:
+        """Drop the memory of a claim that is gone."""
+        self._last.pop(uid, None)
+
+    def last(self, uid: str) -> tuple[str, str] | None:
+        """The (reason, message) last posted for claim ``uid``."""
+        return self._last.get(uid)
+
+    async def post(
+        self, claim: Mapping[str, Any], *, warning: bool, reason: str, message: str
+    ) -> bool:
+        """Post unless it repeats the claim's last Event; True when posted."""
+        uid = str(claim["metadata"]["uid"])
+        if self._last.get(uid) == (reason, message):
+            return False
+        self._last[uid] = (reason, message)
+        body = event_body(
+            claim,
+            type_="Warning" if warning else "Normal",
+            reason=reason,
+            message=message,
+            instance=self._instance,
+        )
+        try:
+            await self._core.create_namespaced_event(
+                claim["metadata"]["namespace"], cast(Any, body)
+            )
+        except client.ApiException as exc:
+            # An Event is an explanation, not state: losing one must not stop reconciling.
+            involved = body["involvedObject"]
+            log.warning(
+                "could not post event",
+                extra={
+                    "claim": f"{involved['namespace']}/{involved['name']}",
+                    "uid": uid,
+                    "reason": reason,
+                    "status": exc.status,
+                },
+            )
+            self._last.pop(uid, None)
+            return False
+        return True

@@ -1,0 +1,156 @@
+"""``sriov-dra operator``: kopf embedded, cluster-wide, standalone.
+
+Only ``on.event`` handlers watch resources, and they only feed the controller.
+That choice keeps kopf's state out of our objects: ``on.event`` handlers write
+no progress or diff-base annotations and add no finalizer (kopf adds its
+finalizer only for ``on.delete``, daemons and timers, none of which we use), and
+they return nothing, so nothing lands in ``status``. Should a changing handler
+ever be added, the storages below keep its annotations under our prefix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+from typing import Any
+
+import kopf
+from kubernetes_asyncio import client, config
+from sriov_dra import jsonlog
+from sriov_dra.constants import PREFIX
+
+from . import settings as settings_module
+from .controller import Controller
+from .metrics import OperatorMetrics
+from .settings import OperatorSettings
+
+log = logging.getLogger("sriov_dra_operator")
+
+CLAIMS = ("resource.k8s.io", "v1", "resourceclaims")
+SLICES = ("resource.k8s.io", "v1", "resourceslices")
+CLASSES = ("resource.k8s.io", "v1", "deviceclasses")
+NADS = ("k8s.cni.cncf.io", "v1", "network-attachment-definitions")
+PODS = ("", "v1", "pods")
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """The subcommand's flags (see :mod:`.settings`)."""
+    settings_module.configure_parser(parser)
+
+
+def build_registry() -> kopf.OperatorRegistry:
+    """A fresh registry with our handlers (fresh so tests can run several operators)."""
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.login(registry=registry)
+    async def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        return await kopf.login_via_async_client(**kwargs)
+
+    @kopf.on.startup(registry=registry)
+    async def startup(memo: kopf.Memo, **_: Any) -> None:
+        controller: Controller = memo.controller
+        await controller.prime()
+        controller.start()
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+        await memo.controller.stop()
+
+    @kopf.on.probe(id="reconcile", registry=registry)
+    def probe(memo: kopf.Memo, **_: Any) -> dict[str, Any]:
+        controller: Controller = memo.controller
+        return {"primed": controller.primed, "queued": len(controller.queue)}
+
+    @kopf.on.event(*CLAIMS, registry=registry)
+    def claim_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+        memo.controller.on_claim(event.get("type"), event["object"])
+
+    @kopf.on.event(*SLICES, registry=registry)
+    def slice_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+        memo.controller.on_slice(event.get("type"), event["object"])
+
+    @kopf.on.event(*CLASSES, registry=registry)
+    def class_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+        memo.controller.on_class(event.get("type"), event["object"])
+
+    @kopf.on.event(*NADS, registry=registry)
+    def nad_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+        memo.controller.on_nad(event.get("type"), event["object"])
+
+    @kopf.on.event(*PODS, registry=registry)
+    def pod_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+        memo.controller.on_pod(event.get("type"), event["object"])
+
+    return registry
+
+
+def kopf_settings() -> kopf.OperatorSettings:
+    """kopf's settings: our prefix for any state, no kopf-generated Events."""
+    settings = kopf.OperatorSettings()
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX, v1=False)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=PREFIX, key="last-handled-configuration", v1=False
+    )
+    # Our Events are posted explicitly (events.py), once per state change.
+    settings.posting.enabled = False
+    # Handlers only update an in-memory cache: no need to wait for bursts to settle.
+    settings.batching.batch_window = 0.01
+    return settings
+
+
+async def _load_client(settings: OperatorSettings) -> client.ApiClient:
+    if settings.kubeconfig:
+        await config.load_kube_config(config_file=settings.kubeconfig)
+    else:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    return client.ApiClient()
+
+
+async def operate(settings: OperatorSettings, *, stop_flag: asyncio.Event | None = None) -> None:
+    """Run until signalled (or ``stop_flag`` is set)."""
+    metrics = OperatorMetrics()
+    if settings.metrics_port:
+        metrics.serve(settings.metrics_port, settings.bind_address)
+    api = await _load_client(settings)
+    try:
+        controller = Controller(settings, api, metrics)
+        await kopf.operator(
+            registry=build_registry(),
+            settings=kopf_settings(),
+            standalone=True,
+            clusterwide=True,
+            liveness_endpoint=settings.liveness_endpoint,
+            memo=kopf.Memo(controller=controller),
+            stop_flag=stop_flag,
+        )
+    finally:
+        await api.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``sriov-dra operator``."""
+    try:
+        settings = settings_module.from_args(args)
+    except ValueError as exc:
+        print(f"sriov-dra operator: {exc}")
+        return 2
+    jsonlog.configure(settings.log_level)
+    if settings.log_level != "DEBUG":
+        # kopf logs every handled event at INFO; our own lines say what matters.
+        logging.getLogger("kopf").setLevel(logging.WARNING)
+    if settings.kubeconfig:
+        # kopf's login handler reads KUBECONFIG through kubernetes_asyncio.
+        os.environ["KUBECONFIG"] = settings.kubeconfig
+    log.info(
+        "starting",
+        extra={
+            "driver": settings.driver,
+            "nad_namespaces": sorted(settings.nad_namespaces),
+            "metrics_port": settings.metrics_port,
+            "health_port": settings.health_port,
+        },
+    )
+    asyncio.run(operate(settings))
+    return 0

@@ -1,0 +1,77 @@
+"""Which claims this operator allocates.
+
+A claim is ours when all of these hold:
+
+- it is *static*: no ``ownerReferences`` entry with ``controller: true`` and
+  ``kind: Pod`` (claims generated from a ResourceClaimTemplate are the
+  scheduler's, it allocates them when it schedules their pod);
+- it has at least one request, and every request (every subrequest of a
+  ``firstAvailable`` list) names a DeviceClass that selects our driver. An
+  allocation covers the whole claim, so a claim that mixes our VFs with other
+  drivers' devices is left to the scheduler;
+- a DeviceClass *selects our driver* when it is named like the driver (the
+  DeviceClass this project ships) or when one of its CEL selectors mentions the
+  driver name as a string literal (``device.driver == '<driver>'``). This is a
+  textual rule, not CEL analysis: it is cheap, predictable and documented.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+
+class Verdict(enum.Enum):
+    """Whether to allocate a claim."""
+
+    OURS = "ours"
+    NOT_OURS = "not ours"
+    CLASS_MISSING = "a DeviceClass it names does not exist yet"
+
+
+def is_template_claim(claim: Mapping[str, Any]) -> bool:
+    """Generated for a pod from a template (a Pod controls it)."""
+    return any(
+        ref.get("controller") and ref.get("kind") == "Pod"
+        for ref in claim.get("metadata", {}).get("ownerReferences") or []
+    )
+
+
+def class_selects_driver(device_class: Mapping[str, Any], driver: str) -> bool:
+    """The rule of the module docstring."""
+    if device_class.get("metadata", {}).get("name") == driver:
+        return True
+    for selector in (device_class.get("spec") or {}).get("selectors") or []:
+        expression = str((selector.get("cel") or {}).get("expression") or "")
+        if f"'{driver}'" in expression or f'"{driver}"' in expression:
+            return True
+    return False
+
+
+def requested_classes(claim: Mapping[str, Any]) -> Iterator[str]:
+    """Every DeviceClass name the claim's requests and subrequests use."""
+    for request in ((claim.get("spec") or {}).get("devices") or {}).get("requests") or []:
+        if request.get("exactly"):
+            yield str(request["exactly"].get("deviceClassName") or "")
+        for sub in request.get("firstAvailable") or []:
+            yield str(sub.get("deviceClassName") or "")
+
+
+def verdict(
+    claim: Mapping[str, Any], classes: Mapping[str, Mapping[str, Any]], driver: str
+) -> Verdict:
+    """Decide whether ``claim`` is ours to allocate."""
+    if is_template_claim(claim):
+        return Verdict.NOT_OURS
+    names = list(requested_classes(claim))
+    if not names:
+        return Verdict.NOT_OURS
+    missing = False
+    for name in names:
+        device_class = classes.get(name)
+        if device_class is None:
+            missing = True
+        elif not class_selects_driver(device_class, driver):
+            return Verdict.NOT_OURS
+    return Verdict.CLASS_MISSING if missing else Verdict.OURS

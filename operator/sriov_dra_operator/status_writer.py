@@ -1,0 +1,124 @@
+"""Every write the operator makes to a ResourceClaim, each guarded by resourceVersion.
+
+All writes are JSON merge patches that carry ``metadata.resourceVersion``: the
+apiserver then refuses them with 409 Conflict if the claim changed since we
+read it. A conflict is never retried blindly: the caller re-reads and decides
+again (:class:`StaleClaim`). Status writes touch only ``status.allocation``
+(plus, when clearing, the lists the API requires to be empty without one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from kubernetes_asyncio import client
+from sriov_dra.constants import ALLOCATION_ANNOTATION, FINALIZER, NODE_LABEL
+
+GROUP = "resource.k8s.io"
+VERSION = "v1"
+PLURAL = "resourceclaims"
+MERGE_PATCH = "application/merge-patch+json"
+
+Body = dict[str, Any]
+
+
+class StaleClaim(Exception):
+    """The claim changed (409) or vanished (404) since it was read: re-read, decide again."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"claim write refused with HTTP {status}")
+        self.status = status
+
+
+def _meta(claim: Mapping[str, Any]) -> tuple[str, str, str]:
+    meta = claim["metadata"]
+    return str(meta["namespace"]), str(meta["name"]), str(meta["resourceVersion"])
+
+
+def finalizers_with(claim: Mapping[str, Any], present: bool) -> list[str]:
+    """The claim's finalizers with ours added (``present``) or removed, order kept."""
+    current = [str(f) for f in claim["metadata"].get("finalizers") or []]
+    others = [f for f in current if f != FINALIZER]
+    return [*others, FINALIZER] if present else others
+
+
+def mark_patch(claim: Mapping[str, Any], *, node: str, annotation: str) -> Body:
+    """Merge patch: our finalizer, the node label and the allocation annotation."""
+    return {
+        "metadata": {
+            "resourceVersion": _meta(claim)[2],
+            "finalizers": finalizers_with(claim, True),
+            "labels": {NODE_LABEL: node},
+            "annotations": {ALLOCATION_ANNOTATION: annotation},
+        }
+    }
+
+
+def unmark_patch(claim: Mapping[str, Any], *, drop_finalizer: bool) -> Body:
+    """Merge patch removing the node label and allocation annotation (and our finalizer)."""
+    metadata: Body = {
+        "resourceVersion": _meta(claim)[2],
+        "labels": {NODE_LABEL: None},
+        "annotations": {ALLOCATION_ANNOTATION: None},
+    }
+    if drop_finalizer:
+        metadata["finalizers"] = finalizers_with(claim, False)
+    return {"metadata": metadata}
+
+
+class ClaimWriter:
+    """Guarded writes to claims; each returns the claim as the apiserver stored it."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self._objects = client.CustomObjectsApi(api)
+
+    async def _patch(self, claim: Mapping[str, Any], body: Body, *, status: bool) -> Body:
+        namespace, name, _ = _meta(claim)
+        call: Any = (
+            self._objects.patch_namespaced_custom_object_status
+            if status
+            else self._objects.patch_namespaced_custom_object
+        )
+        try:
+            result: Body = await call(
+                GROUP, VERSION, namespace, PLURAL, name, body, _content_type=MERGE_PATCH
+            )
+        except client.ApiException as exc:
+            if exc.status in (404, 409):
+                raise StaleClaim(exc.status) from exc
+            raise
+        return result
+
+    async def mark(self, claim: Mapping[str, Any], *, node: str, annotation: str) -> Body:
+        """Add our finalizer, node label and allocation annotation."""
+        return await self._patch(
+            claim, mark_patch(claim, node=node, annotation=annotation), status=False
+        )
+
+    async def unmark(self, claim: Mapping[str, Any], *, drop_finalizer: bool) -> Body:
+        """Remove the node label and annotation, and our finalizer if asked."""
+        return await self._patch(
+            claim, unmark_patch(claim, drop_finalizer=drop_finalizer), status=False
+        )
+
+    async def write_allocation(
+        self, claim: Mapping[str, Any], allocation: Mapping[str, Any]
+    ) -> Body:
+        """Set ``status.allocation`` (write-once in the API)."""
+        body = {
+            "metadata": {"resourceVersion": _meta(claim)[2]},
+            "status": {"allocation": dict(allocation)},
+        }
+        return await self._patch(claim, body, status=True)
+
+    async def clear_allocation(self, claim: Mapping[str, Any]) -> Body:
+        """Clear ``status.allocation``; callers ensure ``reservedFor`` is already empty.
+
+        ``devices`` goes too: the API drops entries of deallocated devices anyway.
+        """
+        body = {
+            "metadata": {"resourceVersion": _meta(claim)[2]},
+            "status": {"allocation": None, "devices": None},
+        }
+        return await self._patch(claim, body, status=True)

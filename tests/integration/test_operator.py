@@ -1,0 +1,414 @@
+"""The operator as a process against the real control plane.
+
+ResourceSlices are created by the tests for the simulated nodes; the tests play
+the node agent when a deleted claim's VF must be reported released. Each test
+uses its own namespace and its own VFs (a DeviceClass that selects only them),
+so tests never take each other's VFs.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from operator_harness import (
+    OperatorProcess,
+    allocated_devices,
+    apply,
+    claim,
+    claim_manifest,
+    claims,
+    create,
+    ensure_crds_and_class,
+    events_for,
+    load_seed,
+    nad_manifest,
+    release,
+    release_all,
+    simulated_vfs,
+    sriov_conf,
+    vfconfig,
+    wait_allocated,
+    wait_for_event,
+)
+from sriov_dra import allocation_record
+from sriov_dra.constants import (
+    ALLOCATION_ANNOTATION,
+    DRIVER_NAME,
+    FINALIZER,
+    NODE_LABEL,
+)
+from sriov_dra.errors import SriovDraError
+from sriov_dra.nad import parse_nad_config
+from sriov_dra.vfconfig import nad_reference, parse_vfconfig
+from sriov_dra_devcluster.cluster import DevCluster
+from sriov_dra_devcluster.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+
+CONFIG_FIELD = "spec.devices.config[0].opaque.parameters"
+
+
+@pytest.fixture(scope="module")
+def operator(
+    cluster: DevCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    """One operator process for the module's tests that need no restart."""
+    ensure_crds_and_class(cluster)
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    process = OperatorProcess(cluster.kubeconfig, log).start()
+    try:
+        yield process
+    finally:
+        process.stop()
+        print(f"\noperator log: {log}")
+
+
+@pytest.fixture
+def clean_claims(cluster: DevCluster, namespace: str) -> Iterator[str]:
+    """The namespace; afterwards every claim in it is released and deleted."""
+    yield namespace
+    release_all(cluster, namespace)
+
+
+def assert_untouched_by_kopf(body: dict[str, Any]) -> None:
+    """No kopf bookkeeping on the claim, nothing in status but the allocation."""
+    meta = body["metadata"]
+    foreign = [k for k in meta.get("annotations") or {} if "kopf" in k]
+    assert foreign == [], f"kopf annotations on the claim: {foreign}"
+    assert [f for f in meta.get("finalizers") or [] if f != FINALIZER] == []
+    assert set(body.get("status") or {}) <= {"allocation"}
+
+
+def test_seed_claim_is_allocated_and_described(
+    cluster: DevCluster, operator: OperatorProcess, clean_claims: str
+) -> None:
+    namespace = clean_claims
+    with simulated_vfs(cluster, f"{namespace}-vfs", per_node=4):
+        nad, seed_claim = load_seed(namespace)
+        apply(cluster, nad, seed_claim)
+        body = wait_allocated(cluster, namespace, "static-vf-claim")
+
+        allocation = body["status"]["allocation"]
+        [result] = allocation["devices"]["results"]
+        assert result["request"] == "vf"
+        assert result["driver"] == DRIVER_NAME
+        node = allocation["nodeSelector"]["nodeSelectorTerms"][0]["matchFields"][0]["values"][0]
+        assert node in cluster.node_names
+        assert allocation["devices"]["config"] == [
+            {
+                "source": "FromClaim",
+                "requests": ["vf"],
+                "opaque": seed_claim["spec"]["devices"]["config"][0]["opaque"],
+            }
+        ]
+        assert body["metadata"]["labels"][NODE_LABEL] == node
+        assert FINALIZER in body["metadata"]["finalizers"]
+        [record] = allocation_record.decode(body["metadata"]["annotations"][ALLOCATION_ANNOTATION])
+        assert (record.node, record.pool, record.device) == (node, result["pool"], result["device"])
+        assert record.pf == "simpf0"
+        assert record.if_name == "net1"
+        assert record.nad == f"{namespace}/vf-resourceclaim-test"
+        assert_untouched_by_kopf(body)
+
+        event = wait_for_event(cluster, namespace, "static-vf-claim", "Allocated")
+        assert event["type"] == "Normal"
+        assert event["message"] == (
+            f"allocated VF {record.pci_address} (vfIndex {record.vf_index}, device "
+            f"{record.pool}/{record.device}) of PF simpf0 as net1 for NAD "
+            f"{namespace}/vf-resourceclaim-test on node {node}"
+        )
+        described = cluster.kubectl(
+            "describe", "resourceclaim", "static-vf-claim", "-n", namespace
+        ).stdout
+        assert "Allocated" in described and record.pci_address in described
+        metrics = operator.metrics()
+        assert f'sriov_dra_operator_allocations_total{{node="{node}"}}' in metrics
+        assert "sriov_dra_operator_reconcile_duration_seconds_bucket" in metrics
+        assert operator.healthz() == 200
+        logged = [
+            r
+            for r in operator.log_records()
+            if r.get("message") == "allocated" and r.get("claim") == f"{namespace}/static-vf-claim"
+        ]
+        assert logged and logged[0]["vf"] == record.pci_address and logged[0]["pf"] == "simpf0"
+
+
+def _invalid_vfconfig(parameters: dict[str, Any]) -> str:
+    with pytest.raises(SriovDraError) as info:
+        parse_vfconfig(parameters, field=CONFIG_FIELD)
+    return info.value.describe()
+
+
+def _cross_namespace(parameters: dict[str, Any], namespace: str) -> str:
+    cfg = parse_vfconfig(parameters, field=CONFIG_FIELD)
+    with pytest.raises(SriovDraError) as info:
+        nad_reference(cfg, claim_namespace=namespace, allowed_namespaces=frozenset())
+    return info.value.describe()
+
+
+def _invalid_nad(config: dict[str, Any], nad: str) -> str:
+    with pytest.raises(SriovDraError) as info:
+        parse_nad_config(json.dumps(config), nad=nad)
+    return info.value.describe()
+
+
+BAD_INPUTS = [
+    ("wrong-kind", {"kind": "VfConf", "ifName": "net1"}, None, "InvalidVfConfig"),
+    ("unknown-field", {"ifNmae": "net1"}, None, "InvalidVfConfig"),
+    ("ifname-too-long", {"ifName": "averyveryverylongname"}, None, "InvalidVfConfig"),
+    ("ifname-slash", {"ifName": "net/1"}, None, "InvalidVfConfig"),
+    ("bad-driver", {"driver": "igb_uio"}, None, "InvalidVfConfig"),
+    (
+        "cross-namespace-nad",
+        {"netAttachDefName": "net", "netAttachDefNamespace": "elsewhere"},
+        None,
+        "InvalidVfConfig",
+    ),
+    ("missing-nad", {"netAttachDefName": "absent"}, None, "NetworkAttachmentDefinitionNotFound"),
+    (
+        "nad-vlan-out-of-range",
+        {"netAttachDefName": "net"},
+        {"vlan": 5000},
+        "InvalidNetworkAttachmentDefinition",
+    ),
+    (
+        "nad-qos-without-vlan",
+        {"netAttachDefName": "net"},
+        {"vlanQoS": 3},
+        "InvalidNetworkAttachmentDefinition",
+    ),
+    (
+        "nad-spoofchk-bool",
+        {"netAttachDefName": "net"},
+        {"spoofchk": True},
+        "InvalidNetworkAttachmentDefinition",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "params", "nad_fields", "reason"), BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS]
+)
+def test_bad_input_gets_its_event_and_no_allocation(
+    cluster: DevCluster,
+    operator: OperatorProcess,
+    clean_claims: str,
+    case: str,
+    params: dict[str, Any],
+    nad_fields: dict[str, Any] | None,
+    reason: str,
+) -> None:
+    namespace = clean_claims
+    parameters = {**vfconfig(), **params}
+    if reason == "InvalidVfConfig" and case == "cross-namespace-nad":
+        expected = _cross_namespace(parameters, namespace)
+    elif reason == "InvalidVfConfig":
+        expected = _invalid_vfconfig(parameters)
+    elif reason == "NetworkAttachmentDefinitionNotFound":
+        expected = (
+            f"netAttachDefName: NetworkAttachmentDefinition {namespace}/absent named by request "
+            f"'vf' does not exist; fix: create NetworkAttachmentDefinition absent in namespace "
+            f"{namespace} (the claim is allocated as soon as it exists) or correct "
+            "netAttachDefName"
+        )
+    else:
+        assert nad_fields is not None
+        expected = _invalid_nad(sriov_conf("net", **nad_fields), f"{namespace}/net")
+    with simulated_vfs(cluster, f"{namespace}-vfs", per_node=2) as device_class:
+        objects = [claim_manifest("bad", namespace, device_class, parameters)]
+        if nad_fields is not None:
+            objects.insert(0, nad_manifest("net", namespace, sriov_conf("net", **nad_fields)))
+        apply(cluster, *objects)
+        event = wait_for_event(cluster, namespace, "bad", reason)
+        assert event["type"] == "Warning"
+        assert event["message"] == expected
+        body = claim(cluster, namespace, "bad")
+        assert body is not None
+        assert allocated_devices(body) == []
+        assert FINALIZER not in (body["metadata"].get("finalizers") or [])
+        assert NODE_LABEL not in (body["metadata"].get("labels") or {})
+        assert_untouched_by_kopf(body)
+        # Reconciled again later (any kick) it must not repeat itself.
+        assert [e["reason"] for e in events_for(cluster, namespace, "bad")] == [reason]
+
+
+def test_nad_created_or_fixed_after_the_claim_unblocks_it(
+    cluster: DevCluster, operator: OperatorProcess, clean_claims: str
+) -> None:
+    namespace = clean_claims
+    with simulated_vfs(cluster, f"{namespace}-vfs", per_node=2) as device_class:
+        apply(
+            cluster,
+            claim_manifest("late", namespace, device_class, vfconfig(netAttachDefName="late")),
+            nad_manifest("broken", namespace, sriov_conf("broken", vlan=9999)),
+            claim_manifest("fixed", namespace, device_class, vfconfig(netAttachDefName="broken")),
+        )
+        wait_for_event(cluster, namespace, "late", "NetworkAttachmentDefinitionNotFound")
+        wait_for_event(cluster, namespace, "fixed", "InvalidNetworkAttachmentDefinition")
+        # Well within kopf's and our 10-60 s retry delays: only the NAD watch can do this.
+        apply(
+            cluster,
+            nad_manifest("late", namespace, sriov_conf("late")),
+            nad_manifest("broken", namespace, sriov_conf("broken", vlan=100)),
+        )
+        wait_allocated(cluster, namespace, "late", timeout=8)
+        wait_allocated(cluster, namespace, "fixed", timeout=8)
+
+
+def _burst(namespace: str, device_class: str, count: int) -> list[dict[str, Any]]:
+    return [
+        claim_manifest(f"burst-{i:02d}", namespace, device_class, vfconfig(ifName="net1"))
+        for i in range(count)
+    ]
+
+
+def _holders(items: list[dict[str, Any]]) -> dict[tuple[str, str, str], list[str]]:
+    holders: dict[tuple[str, str, str], list[str]] = collections.defaultdict(list)
+    for body in items:
+        for key in allocated_devices(body):
+            holders[key].append(body["metadata"]["name"])
+    return holders
+
+
+def _settled(cluster: DevCluster, namespace: str, allocated: int, waiting: int) -> list[dict]:
+    """Claims once ``allocated`` have an allocation and ``waiting`` got NoDeviceAvailable."""
+
+    def probe() -> list[dict[str, Any]] | None:
+        items = claims(cluster, namespace)
+        done = [b for b in items if allocated_devices(b)]
+        if len(done) != allocated:
+            return None
+        events = cluster.kubectl_json("get", "events", "-n", namespace)["items"]
+        refused = {
+            e["involvedObject"]["name"] for e in events if e["reason"] == "NoDeviceAvailable"
+        }
+        pending = {b["metadata"]["name"] for b in items if not allocated_devices(b)}
+        return items if len(pending) == waiting and pending <= refused else None
+
+    return wait_until(probe, timeout=60, what=f"{allocated} allocated and {waiting} refused")
+
+
+def test_burst_of_50_claims_on_40_vfs_then_a_deleted_claim_frees_its_vf(
+    cluster: DevCluster, operator: OperatorProcess, clean_claims: str
+) -> None:
+    namespace = clean_claims
+    with simulated_vfs(cluster, f"{namespace}-vfs", per_node=20) as device_class:
+        create(cluster, *_burst(namespace, device_class, 50))
+        items = _settled(cluster, namespace, allocated=40, waiting=10)
+        holders = _holders(items)
+        assert len(holders) == 40
+        assert all(len(names) == 1 for names in holders.values()), holders
+        refused = next(b for b in items if not allocated_devices(b))
+        [event] = [
+            e
+            for e in events_for(cluster, namespace, refused["metadata"]["name"])
+            if e["reason"] == "NoDeviceAvailable"
+        ]
+        assert event["type"] == "Warning"
+        assert "40" in event["message"] and "0" in event["message"], event["message"]
+
+        victim = next(b for b in items if allocated_devices(b))
+        [device] = allocated_devices(victim)
+        cluster.kubectl(
+            "delete", "resourceclaim", victim["metadata"]["name"], "-n", namespace, "--wait=false"
+        )
+        # Not released by the agent yet: the VF stays with the deleted claim.
+        time.sleep(3)
+        still = claim(cluster, namespace, victim["metadata"]["name"])
+        assert still is not None and allocated_devices(still) == [device]
+        assert sum(1 for b in claims(cluster, namespace) if allocated_devices(b)) == 40
+
+        release(cluster, namespace, still)
+        wait_until(
+            lambda: claim(cluster, namespace, victim["metadata"]["name"]) is None,
+            timeout=30,
+            what="the released claim to be gone",
+        )
+        items = wait_until(
+            lambda: (lambda xs: xs if sum(1 for b in xs if allocated_devices(b)) == 40 else None)(
+                claims(cluster, namespace)
+            ),
+            timeout=30,
+            what="a waiting claim to get the freed VF",
+        )
+        holders = _holders(items)
+        assert device in holders and len(holders[device]) == 1
+        assert holders[device][0] != victim["metadata"]["name"]
+        assert len(holders) == 40 and all(len(n) == 1 for n in holders.values())
+
+
+def test_conflicting_allocation_keeps_the_older_claim_and_reallocates_the_other(
+    cluster: DevCluster, operator: OperatorProcess, clean_claims: str
+) -> None:
+    namespace = clean_claims
+    with simulated_vfs(cluster, f"{namespace}-vfs", per_node=2) as device_class:
+        apply(cluster, claim_manifest("first", namespace, device_class, vfconfig()))
+        first = wait_allocated(cluster, namespace, "first")
+        # Someone else (think: the scheduler racing us) allocates the same VF to a newer claim
+        # of a class we do not allocate ourselves.
+        cluster.kubectl("apply", "-f", "-", input=json.dumps({
+            "apiVersion": "resource.k8s.io/v1", "kind": "DeviceClass",
+            "metadata": {"name": f"{namespace}-foreign",
+                         "labels": {"sriov-dra-test-group": f"{namespace}-vfs"}},
+            "spec": {"selectors": [{"cel": {"expression": "device.driver == 'other.example'"}}]},
+        }))  # fmt: skip
+        apply(cluster, claim_manifest("second", namespace, f"{namespace}-foreign"))
+        allocation = dict(first["status"]["allocation"])
+        allocation["devices"] = {"results": [
+            dict(r, request="vf") for r in allocation["devices"]["results"]
+        ]}  # fmt: skip
+        cluster.kubectl(
+            "patch", "resourceclaim", "second", "-n", namespace, "--subresource=status",
+            "--type=merge", "-p", json.dumps({"status": {"allocation": allocation}}),
+        )  # fmt: skip
+        conflict_first = wait_for_event(cluster, namespace, "first", "AllocationConflict")
+        conflict_second = wait_for_event(cluster, namespace, "second", "AllocationConflict")
+        assert "this claim keeps it because it is older" in conflict_first["message"]
+        assert "this claim's allocation is cleared" in conflict_second["message"]
+        wait_until(
+            lambda: not allocated_devices(claim(cluster, namespace, "second") or {}),
+            timeout=30, what="the newer claim's allocation to be cleared",
+        )  # fmt: skip
+        assert allocated_devices(claim(cluster, namespace, "first") or {}) == allocated_devices(
+            first
+        )
+
+
+def test_sigkill_in_the_middle_of_a_burst_doubles_nothing(
+    cluster: DevCluster, clean_claims: str, tmp_path: Path
+) -> None:
+    namespace = clean_claims
+    ensure_crds_and_class(cluster)
+    log = tmp_path / "operator.log"
+    process = OperatorProcess(cluster.kubeconfig, log, "--workers=2").start()
+    try:
+        with simulated_vfs(cluster, f"{namespace}-vfs", per_node=20) as device_class:
+            create(cluster, *_burst(namespace, device_class, 50))
+            wait_until(
+                lambda: any(allocated_devices(b) for b in claims(cluster, namespace)),
+                timeout=60, interval=0.05, what="the first allocation",
+            )  # fmt: skip
+            process.kill()
+            at_kill = sum(1 for b in claims(cluster, namespace) if allocated_devices(b))
+            print(f"\nallocated when SIGKILLed: {at_kill}/40")
+            process.start()
+            items = _settled(cluster, namespace, allocated=40, waiting=10)
+            holders = _holders(items)
+            assert len(holders) == 40
+            assert all(len(names) == 1 for names in holders.values()), holders
+            for body in items:
+                if allocated_devices(body):
+                    record = allocation_record.decode(
+                        body["metadata"]["annotations"][ALLOCATION_ANNOTATION]
+                    )
+                    assert [(r.pool, r.device) for r in record] == [
+                        (p, d) for _, p, d in allocated_devices(body)
+                    ]
+    finally:
+        process.stop()
