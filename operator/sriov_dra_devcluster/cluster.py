@@ -462,11 +462,20 @@ class DevCluster:
     # --- clients ---------------------------------------------------------------------------
 
     def kubectl(
-        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60.0
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        timeout: float = 60.0,
+        kubeconfig: Path | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """Run kubectl against this cluster as admin; KubectlFailed (with stderr) if it fails."""
+        """Run kubectl against this cluster; KubectlFailed (with stderr) if it fails.
+
+        As admin unless ``kubeconfig`` names another identity (e.g. one from
+        ``kubeconfig_for_service_account``).
+        """
         kubectl = str(self.bin_dir / "kubectl")
-        cmd: Sequence[str] = [kubectl, f"--kubeconfig={self.kubeconfig}", *args]
+        cmd: Sequence[str] = [kubectl, f"--kubeconfig={kubeconfig or self.kubeconfig}", *args]
         result = subprocess.run(
             cmd, input=input, capture_output=True, text=True, check=False, timeout=timeout
         )
