@@ -76,3 +76,39 @@ class DeviceBusy(SriovDraError):
 
     reason = "DeviceBusy"
     retryable = True
+
+
+class IpamError(SriovDraError):
+    """The IPAM plugin failed (no address left, bad config, plugin missing).
+
+    Retryable: addresses get freed and NADs get fixed. ``code`` is the CNI error
+    code the plugin returned (0 when it did not answer with a CNI error).
+    """
+
+    reason = "IpamFailed"
+    retryable = True
+
+    def __init__(self, message: str, *, field: str = "", fix: str = "", code: int = 0) -> None:
+        self.code = code
+        super().__init__(message, field=field, fix=fix)
+
+
+class AttachError(SriovDraError):
+    """Moving or configuring a VF in a pod's network namespace failed. Retryable."""
+
+    reason = "AttachFailed"
+    retryable = True
+
+
+class NetnsNotFound(AttachError):
+    """The pod's network namespace does not exist (the pod is gone). Permanent for that pod."""
+
+    reason = "NetnsNotFound"
+    retryable = False
+
+
+class VfProgrammingError(SriovDraError):
+    """The kernel refused a VF setting or a driver binding. Retryable."""
+
+    reason = "VfProgrammingFailed"
+    retryable = True

@@ -1,0 +1,38 @@
+"""VF backends: real SR-IOV hardware (sysfs + netlink) and the simulated NIC.
+
+Both implement :class:`sriov_dra_agent.backends.base.VfBackend`; pick one with
+:func:`make_backend`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sriov_dra_agent.backends.base import VfBackend
+
+BACKENDS = ("sysfs", "simulated")
+
+
+def make_backend(
+    kind: str, *, node: str, sysfs_root: Path | None = None, sim_prefix: str = "sriovsim"
+) -> VfBackend:
+    """The backend named ``kind`` for ``node``.
+
+    ``sysfs``: real NICs under ``sysfs_root`` (default ``/sys``), netdevs in the
+    agent's own netns. ``simulated``: the simulated NIC of ``node`` built by
+    :mod:`sriov_dra_agent.simulated_nic` (``sysfs_root`` defaults to its tree).
+    """
+    if kind == "sysfs":
+        from sriov_dra_agent.backends.sysfs_netlink import SysfsNetlinkBackend
+
+        return SysfsNetlinkBackend(node=node, sysfs_root=sysfs_root or Path("/sys"))
+    if kind == "simulated":
+        from sriov_dra_agent.backends.simulated import SimulatedBackend
+        from sriov_dra_agent.simulated_nic import SimulatedNic
+
+        nic = SimulatedNic(node, prefix=sim_prefix)
+        return SimulatedBackend(nic, sysfs_root=sysfs_root)
+    raise ValueError(f"unknown backend {kind!r}: choose one of {', '.join(BACKENDS)}")
+
+
+__all__ = ["BACKENDS", "VfBackend", "make_backend"]

@@ -1,0 +1,376 @@
+"""Move a VF netdev into a pod's netns and back: pure step plans, thin netlink.
+
+A VF netdev is recognised by identity, never by name alone: a real VF by its
+parent device (``IFLA_PARENT_DEV_NAME`` = its PCI address), a simulated one by its
+alias (``sriovsim:<pci>``). Each function looks first, then plans only the steps
+still missing (:func:`plan_into_pod`, :func:`plan_back_to_host`), so any of them
+can be re-run after a crash at any point. Namespaces are always opened with
+``flags=0``: a missing one is an error, never silently created.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+from sriov_dra.errors import AttachError, DeviceBusy, NetnsNotFound
+
+from sriov_dra_agent.ipam import IpamResult
+from sriov_dra_agent.simulated_nic import vf_alias
+
+IFF_UP: Final = 1
+
+
+@dataclass(frozen=True)
+class LinkView:
+    """What we need to know about one netdev."""
+
+    index: int
+    name: str
+    mac: str
+    mtu: int
+    up: bool
+
+
+@dataclass(frozen=True)
+class Step:
+    """One netlink action: ``down``, ``move``, ``rename``, ``mac``, ``mtu``, ``up``."""
+
+    action: str
+    value: str | int | None = None
+
+
+def netns_id(path: str) -> tuple[int, int]:
+    """(device, inode) of a netns file: tells a reused ``/proc/<pid>`` path apart.
+
+    Raises :class:`NetnsNotFound` when the path does not exist.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError as exc:
+        raise NetnsNotFound(
+            f"network namespace {path} does not exist",
+            field="netns",
+            fix="the pod's sandbox is gone; the runtime will retry with a new one",
+        ) from exc
+    return st.st_dev, st.st_ino
+
+
+def netns_alive(path: str, expected: tuple[int, int] | None) -> bool:
+    """True when ``path`` exists and (if given) is still the same netns."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return expected is None or (st.st_dev, st.st_ino) == tuple(expected)
+
+
+def host_netns_path(host_netns: str | None) -> str:
+    """The path to move a VF back to: the backend's host netns or the agent's own."""
+    return host_netns or f"/proc/{os.getpid()}/ns/net"
+
+
+@contextlib.contextmanager
+def open_netns(path: str | None) -> Iterator[IPRoute]:
+    """IPRoute in netns ``path`` (``None`` = ours); never creates a netns."""
+    if path is None:
+        with IPRoute() as ipr:
+            yield ipr
+        return
+    try:
+        ipr = IPRoute(netns=path, flags=0)
+    except FileNotFoundError as exc:
+        raise NetnsNotFound(
+            f"network namespace {path} does not exist",
+            field="netns",
+            fix="the pod's sandbox is gone; the runtime will retry with a new one",
+        ) from exc
+    with ipr:
+        yield ipr
+
+
+def is_vf(link: Any, pci: str) -> bool:
+    """Whether a link message is the VF ``pci`` (real: parent device; simulated: alias)."""
+    return bool(
+        link.get("IFLA_PARENT_DEV_NAME") == pci or link.get("IFLA_IFALIAS") == vf_alias(pci)
+    )
+
+
+def _view(link: Any) -> LinkView:
+    return LinkView(
+        index=int(link["index"]),
+        name=str(link.get("IFLA_IFNAME")),
+        mac=str(link.get("IFLA_ADDRESS") or "").lower(),
+        mtu=int(link.get("IFLA_MTU") or 0),
+        up=bool(link["flags"] & IFF_UP),
+    )
+
+
+def find_vf(ipr: IPRoute, pci: str) -> LinkView | None:
+    """The VF ``pci``'s netdev in ``ipr``'s netns, if it is there."""
+    for link in ipr.link("dump"):
+        if is_vf(link, pci):
+            return _view(link)
+    return None
+
+
+def find_name(ipr: IPRoute, name: str) -> LinkView | None:
+    found = ipr.link_lookup(ifname=name)
+    if not found:
+        return None
+    (link,) = ipr.link("get", index=found[0])
+    return _view(link)
+
+
+def plan_into_pod(
+    in_host: LinkView | None,
+    in_pod: LinkView | None,
+    *,
+    if_name: str,
+    mac: str | None,
+    mtu: int | None,
+    name_taken: bool,
+) -> list[Step]:
+    """Steps that bring the VF into the pod named ``if_name``, with ``mac``/``mtu``, up.
+
+    ``in_host``/``in_pod``: where the VF is now; ``name_taken``: another link in the
+    pod already has ``if_name``. Rename only while down (many drivers refuse
+    renaming an up link). Raises :class:`AttachError` when the VF is nowhere or the
+    name belongs to something else.
+    """
+    if in_pod is None and in_host is None:
+        raise AttachError(
+            "VF netdev is neither in the host netns nor in the pod",
+            field="vf",
+            fix="check the VF is bound to a network driver; the agent repairs it on its sweep",
+        )
+    if name_taken:
+        raise DeviceBusy(
+            f"interface name {if_name} is already used in the pod",
+            field="ifName",
+            fix="give each VF of the pod a distinct ifName in the VfConfig",
+        )
+    steps: list[Step] = []
+    current = in_pod
+    if current is None:
+        assert in_host is not None
+        if in_host.up:
+            steps.append(Step("down"))
+        steps.append(Step("move"))
+        current = LinkView(in_host.index, in_host.name, in_host.mac, in_host.mtu, up=False)
+    if current.name != if_name:
+        if current.up:
+            steps.append(Step("down"))
+        steps.append(Step("rename", if_name))
+    if mac is not None and current.mac != mac.lower():
+        steps.append(Step("mac", mac.lower()))
+    if mtu is not None and current.mtu != mtu:
+        steps.append(Step("mtu", mtu))
+    if not current.up or current.name != if_name:
+        steps.append(Step("up"))
+    return steps
+
+
+def plan_back_to_host(
+    link: LinkView, *, in_pod: bool, host_name: str, host_mac: str | None, host_mtu: int | None
+) -> list[Step]:
+    """Steps that return the VF to the host netns down, named, addressed as before."""
+    steps: list[Step] = []
+    if link.up:
+        steps.append(Step("down"))
+    if link.name != host_name:
+        steps.append(Step("rename", host_name))
+    if host_mac is not None and link.mac != host_mac:
+        steps.append(Step("mac", host_mac))
+    if host_mtu is not None and link.mtu != host_mtu:
+        steps.append(Step("mtu", host_mtu))
+    if in_pod:
+        steps.append(Step("move"))
+    return steps
+
+
+def _run(ipr: IPRoute, index: int, steps: Sequence[Step], *, move_to: str) -> None:
+    for step in steps:
+        if step.action == "down":
+            ipr.link("set", index=index, state="down")
+        elif step.action == "up":
+            ipr.link("set", index=index, state="up")
+        elif step.action == "rename":
+            ipr.link("set", index=index, ifname=step.value)
+        elif step.action == "mac":
+            ipr.link("set", index=index, address=step.value)
+        elif step.action == "mtu":
+            ipr.link("set", index=index, mtu=step.value)
+        elif step.action == "move":
+            ipr.link("set", index=index, net_ns_fd=move_to)
+
+
+def _netlink_error(what: str, exc: NetlinkError) -> AttachError:
+    return AttachError(f"{what}: {exc}", field="vf", fix="see the agent log; the sweep retries")
+
+
+def move_into_pod(
+    *,
+    pci: str,
+    host_netns: str | None,
+    pod_netns: str,
+    if_name: str,
+    mac: str | None = None,
+    mtu: int | None = None,
+) -> LinkView:
+    """Ensure VF ``pci`` is in ``pod_netns`` as ``if_name``, with ``mac``/``mtu``, up.
+
+    Idempotent: a VF already there is only completed. Raises :class:`NetnsNotFound`,
+    :class:`DeviceBusy` (name taken), :class:`AttachError`.
+    """
+    with open_netns(pod_netns) as pod:
+        in_pod = find_vf(pod, pci)
+        in_host = None
+        if in_pod is None:
+            with open_netns(host_netns) as host:
+                in_host = find_vf(host, pci)
+                holder = find_name(pod, if_name)
+                steps = plan_into_pod(
+                    in_host, None, if_name=if_name, mac=mac, mtu=mtu, name_taken=holder is not None
+                )
+                assert in_host is not None
+                try:
+                    _run(
+                        host,
+                        in_host.index,
+                        steps[: steps.index(Step("move")) + 1],
+                        move_to=pod_netns,
+                    )
+                except NetlinkError as exc:
+                    raise _netlink_error(f"moving VF {pci} into {pod_netns}", exc) from exc
+            in_pod = find_vf(pod, pci)
+            if in_pod is None:
+                raise AttachError(
+                    f"VF {pci} vanished while moving into {pod_netns}",
+                    field="vf",
+                    fix="the pod netns may have died; the runtime retries",
+                )
+        holder = find_name(pod, if_name)
+        steps = plan_into_pod(
+            None,
+            in_pod,
+            if_name=if_name,
+            mac=mac,
+            mtu=mtu,
+            name_taken=holder is not None and holder.index != in_pod.index,
+        )
+        try:
+            _run(pod, in_pod.index, steps, move_to=pod_netns)
+        except NetlinkError as exc:
+            raise _netlink_error(f"configuring VF {pci} as {if_name} in {pod_netns}", exc) from exc
+        done = find_vf(pod, pci)
+        assert done is not None
+        return done
+
+
+def _gateway_for(address: str, result: IpamResult) -> str | None:
+    version = ipaddress.ip_interface(address).version
+    for ip in result.ips:
+        if ip.gateway and ipaddress.ip_address(ip.gateway).version == version:
+            return ip.gateway
+    return None
+
+
+def configure_addresses(*, pod_netns: str, pci: str, result: IpamResult) -> list[str]:
+    """Add the IPAM addresses and routes to the VF in the pod (missing ones only).
+
+    Returns the addresses as CIDR strings. A route without ``gw`` goes via the
+    gateway of its family, as CNI's ConfigureIface does.
+    """
+    with open_netns(pod_netns) as pod:
+        link = find_vf(pod, pci)
+        if link is None:
+            raise AttachError(
+                f"VF {pci} is not in {pod_netns}", field="vf", fix="re-run the attach"
+            )
+        have = {
+            f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}" for a in pod.addr("dump", index=link.index)
+        }
+        cidrs = []
+        try:
+            for ip in result.ips:
+                iface = ipaddress.ip_interface(ip.address)
+                cidr = f"{iface.ip}/{iface.network.prefixlen}"
+                cidrs.append(cidr)
+                if cidr not in have:
+                    pod.addr(
+                        "add",
+                        index=link.index,
+                        address=str(iface.ip),
+                        prefixlen=iface.network.prefixlen,
+                    )
+            for route in result.routes:
+                net = ipaddress.ip_network(route.dst, strict=False)
+                gateway = route.gw or _gateway_for(f"{net.network_address}/{net.prefixlen}", result)
+                spec: dict[str, Any] = {"dst": str(net), "oif": link.index}
+                if gateway:
+                    spec["gateway"] = gateway
+                with contextlib.suppress(NetlinkError):
+                    # EEXIST on a re-run: the route is already there.
+                    pod.route("add", **spec)
+        except NetlinkError as exc:
+            raise _netlink_error(f"adding addresses to VF {pci} in {pod_netns}", exc) from exc
+        return cidrs
+
+
+def move_to_host(
+    *,
+    pci: str,
+    host_netns: str | None,
+    pod_netns: str | None,
+    host_name: str,
+    host_mac: str | None,
+    host_mtu: int | None,
+) -> LinkView | None:
+    """Ensure VF ``pci`` is in the host netns, down, named ``host_name`` with its MAC/MTU.
+
+    ``pod_netns`` ``None`` (or gone) means look only in the host (a real VF returns
+    there when its netns dies, still carrying the pod's name). Returns the VF's link
+    in the host, or ``None`` when it is in neither (a simulated VF destroyed with its
+    netns, or a real one whose netns is still held elsewhere).
+    """
+    target = host_netns_path(host_netns)
+    if pod_netns is not None:
+        with contextlib.suppress(NetnsNotFound), open_netns(pod_netns) as pod:
+            link = find_vf(pod, pci)
+            if link is not None:
+                steps = plan_back_to_host(
+                    link, in_pod=True, host_name=host_name, host_mac=host_mac, host_mtu=host_mtu
+                )
+                try:
+                    with contextlib.suppress(NetlinkError):
+                        # Flushing is courtesy: addresses vanish with the move anyway.
+                        pod.flush_addr(index=link.index)
+                    _run(pod, link.index, steps, move_to=target)
+                except NetlinkError as exc:
+                    raise _netlink_error(f"moving VF {pci} back from {pod_netns}", exc) from exc
+    with open_netns(host_netns) as host:
+        link = find_vf(host, pci)
+        if link is None:
+            return None
+        holder = find_name(host, host_name)
+        if link.name != host_name and holder is not None:
+            raise DeviceBusy(
+                f"cannot rename VF {pci} back to {host_name}: the name is taken by another link",
+                field="vf",
+                fix=f"rename or remove the other {host_name} in the host netns",
+            )
+        steps = plan_back_to_host(
+            link, in_pod=False, host_name=host_name, host_mac=host_mac, host_mtu=host_mtu
+        )
+        try:
+            _run(host, link.index, steps, move_to=target)
+        except NetlinkError as exc:
+            raise _netlink_error(f"restoring VF {pci} in the host netns", exc) from exc
+        return find_vf(host, pci)

@@ -1,0 +1,482 @@
+"""A software SR-IOV NIC made of real kernel objects, for machines without one.
+
+Layout for node ``N`` with prefix ``P`` (default ``sriovsim``):
+
+- netns ``P-N`` (the node's "host"): PF netdevs (``simpf0``) and VF netdevs
+  (``simpf0v3``), each one end of a veth pair, nothing else; as on real hardware.
+- netns ``P-N-esw`` (the PFs' embedded switches): per PF index ``i`` and VLAN ``v``
+  a bridge ``b<i>v<v>``; VF ``n``'s switch port ``p<i>vf<n>`` (the other veth end)
+  joins the bridge of its VLAN, the PF's port ``p<i>pf`` joins ``b<i>v0``, and
+  each bridge has an uplink ``u<i>v<v>`` into the fabric. No bridge VLAN filtering
+  or 802.1Q exist on the target kernel, so a VF's VLAN is which bridge its port
+  joins: VFs on different VLANs are really isolated.
+- netns ``P-fabric`` (shared by all nodes, the top-of-rack switch): per VLAN a
+  bridge ``fv<v>`` joining every node's uplink ports (``f<hash6>v<v>``).
+- A sysfs-shaped tree under ``<root>/<N>/sys`` (PCI devices with ``vendor``,
+  ``device``, ``sriov_totalvfs``, ``sriov_numvfs``, ``virtfnN``, ``physfn``,
+  ``driver``, ``numa_node``, ``net/<ifname>``) that :mod:`discovery` walks. Each
+  device directory holds a ``sriov_dra_simulated`` JSON file: the marker, plus the
+  "PF firmware" memory of the VF (admin MAC, VLAN, link state, original name/MAC)
+  that survives the VF netdev being destroyed, as a real PF keeps VF settings.
+
+A VF netdev carries the alias ``sriovsim:<pci>`` so it can be found after renames
+and netns moves. When a pod netns holding a VF end is destroyed the kernel destroys
+the whole veth pair (a real VF would return to the host): :meth:`ensure_vfs`
+recreates such VFs with their original name and MAC and their saved settings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from pyroute2 import IPRoute, netns
+from pyroute2.netlink.exceptions import NetlinkError
+
+DEFAULT_ROOT: Final = Path("/run/sriov-dra-sim")
+MARKER: Final = "sriov_dra_simulated"
+VENDOR: Final = "8086"
+PF_DEVICE: Final = "1592"
+VF_DEVICE: Final = "1889"
+PF_DRIVER: Final = "sriovsim"
+VF_DRIVER: Final = "sriovsim-vf"
+ALIAS_PREFIX: Final = "sriovsim:"
+MAX_VFS: Final = 64
+
+
+@dataclass(frozen=True)
+class SimPf:
+    """One simulated PF to build."""
+
+    name: str = "simpf0"
+    total_vfs: int = 8
+    num_vfs: int = 4
+    numa_node: int = 0
+
+
+def _netns_path(name: str) -> str:
+    return f"/var/run/netns/{name}"
+
+
+def pf_pci(pf_index: int) -> str:
+    """PCI address of PF ``pf_index`` (bus 0x3b, 0x3d, ...)."""
+    return f"0000:{0x3B + 2 * pf_index:02x}:00.0"
+
+
+def vf_pci(pf_index: int, vf_index: int) -> str:
+    """PCI address of VF ``vf_index`` of PF ``pf_index``, on the PF's bus as on real NICs."""
+    device, function = divmod(vf_index, 8)
+    return f"0000:{0x3B + 2 * pf_index:02x}:{0x02 + device:02x}.{function}"
+
+
+def vf_alias(pci: str) -> str:
+    """IFLA_IFALIAS of a simulated VF netdev; it survives renames and netns moves."""
+    return f"{ALIAS_PREFIX}{pci}"
+
+
+class SimulatedNic:
+    """Build, change and tear down the simulated SR-IOV NIC of one node."""
+
+    def __init__(self, node: str, *, prefix: str = "sriovsim", root: Path = DEFAULT_ROOT) -> None:
+        self.node = node
+        self.prefix = prefix
+        self.root = root
+        self.host_ns = f"{prefix}-{node}"
+        self.esw_ns = f"{prefix}-{node}-esw"
+        self.fabric_ns = f"{prefix}-fabric"
+        self.sysfs_root = root / node / "sys"
+
+    # --- paths and names -------------------------------------------------------------
+
+    @property
+    def host_netns_path(self) -> str:
+        return _netns_path(self.host_ns)
+
+    def _devices(self) -> Path:
+        return self.sysfs_root / "bus" / "pci" / "devices"
+
+    def _device_dir(self, pci: str) -> Path:
+        return self._devices() / pci
+
+    def _fabric_port(self, pf_index: int, vlan: int) -> str:
+        digest = hashlib.sha256(f"{self.prefix}/{self.node}/{pf_index}".encode()).hexdigest()
+        return f"f{digest[:6]}v{vlan}"
+
+    def _mac(self, pf_index: int, vf_index: int | None) -> str:
+        key = f"{self.prefix}/{self.node}/{pf_index}/{vf_index}"
+        raw = hashlib.sha256(key.encode()).digest()[:5]
+        return "02:" + ":".join(f"{b:02x}" for b in raw)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Serialise changes of this node's NIC across threads and processes."""
+        (self.root / self.node).mkdir(parents=True, exist_ok=True)
+        with open(self.root / self.node / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    # --- sysfs tree -------------------------------------------------------------------
+
+    def _write_device(
+        self,
+        pci: str,
+        parent: Path,
+        *,
+        device_id: str,
+        driver: str,
+        numa: int,
+        marker: dict[str, Any],
+    ) -> Path:
+        path = parent / pci
+        (path / "net" / marker["ifname"]).mkdir(parents=True, exist_ok=True)
+        (path / "net" / marker["ifname"] / "type").write_text("1\n")
+        (path / "vendor").write_text(f"0x{VENDOR}\n")
+        (path / "device").write_text(f"0x{device_id}\n")
+        (path / "numa_node").write_text(f"{numa}\n")
+        (path / MARKER).write_text(json.dumps(marker, sort_keys=True))
+        drivers = self.sysfs_root / "bus" / "pci" / "drivers" / driver
+        drivers.mkdir(parents=True, exist_ok=True)
+        link = path / "driver"
+        if not link.is_symlink():
+            link.symlink_to(os.path.relpath(drivers, path))
+        bus_link = self._devices() / pci
+        self._devices().mkdir(parents=True, exist_ok=True)
+        if not bus_link.is_symlink():
+            bus_link.symlink_to(os.path.relpath(path, self._devices()))
+        return path
+
+    def read_marker(self, pci: str) -> dict[str, Any]:
+        """The simulated device's saved data (see the module docstring)."""
+        data: dict[str, Any] = json.loads((self._device_dir(pci) / MARKER).read_text())
+        return data
+
+    def _update_marker(self, pci: str, **changes: Any) -> dict[str, Any]:
+        marker = self.read_marker(pci)
+        marker.update(changes)
+        tmp = self._device_dir(pci) / f".{MARKER}.tmp"
+        tmp.write_text(json.dumps(marker, sort_keys=True))
+        os.replace(tmp, self._device_dir(pci) / MARKER)
+        return marker
+
+    def pfs(self) -> list[dict[str, Any]]:
+        """Markers of every PF of this node, by PF index."""
+        if not self._devices().is_dir():
+            return []
+        found = []
+        for entry in os.listdir(self._devices()):
+            marker = self.read_marker(entry)
+            if marker.get("role") == "pf":
+                found.append(marker)
+        return sorted(found, key=lambda m: int(m["pf_index"]))
+
+    def _pf_marker(self, pf_name: str) -> dict[str, Any]:
+        for marker in self.pfs():
+            if marker["ifname"] == pf_name:
+                return marker
+        raise KeyError(f"node {self.node} has no simulated PF {pf_name!r}")
+
+    def vf_markers(self, pf_name: str | None = None) -> list[dict[str, Any]]:
+        """Markers of the VFs that exist now (per ``sriov_numvfs``)."""
+        out = []
+        for pf in self.pfs():
+            if pf_name is not None and pf["ifname"] != pf_name:
+                continue
+            pf_dir = self._device_dir(pf["pci"]).resolve()
+            num = int((pf_dir / "sriov_numvfs").read_text())
+            out += [self.read_marker(vf_pci(int(pf["pf_index"]), n)) for n in range(num)]
+        return out
+
+    # --- kernel objects -----------------------------------------------------------------
+
+    @staticmethod
+    def _ensure_netns(name: str) -> None:
+        if name not in netns.listnetns():
+            with contextlib.suppress(FileExistsError):
+                netns.create(name)
+
+    @staticmethod
+    def _lookup(ipr: IPRoute, name: str) -> int | None:
+        found = ipr.link_lookup(ifname=name)
+        return int(found[0]) if found else None
+
+    def _ensure_bridge(self, esw: IPRoute, pf_index: int, vlan: int) -> int:
+        """Bridge ``b<i>v<vlan>`` with its uplink into the fabric bridge ``fv<vlan>``."""
+        name = f"b{pf_index}v{vlan}"
+        index = self._lookup(esw, name)
+        if index is not None:
+            return index
+        esw.link("add", ifname=name, kind="bridge")
+        index = self._lookup(esw, name)
+        assert index is not None
+        esw.link("set", index=index, state="up")
+        uplink, fabric_port = f"u{pf_index}v{vlan}", self._fabric_port(pf_index, vlan)
+        esw.link("add", ifname=uplink, kind="veth", peer={"ifname": fabric_port})
+        up_index = self._lookup(esw, uplink)
+        fp_index = self._lookup(esw, fabric_port)
+        esw.link("set", index=up_index, master=index, state="up")
+        self._ensure_netns(self.fabric_ns)
+        esw.link("set", index=fp_index, net_ns_fd=_netns_path(self.fabric_ns))
+        with IPRoute(netns=self.fabric_ns, flags=0) as fabric:
+            fabric_bridge = self._lookup(fabric, f"fv{vlan}")
+            if fabric_bridge is None:
+                with contextlib.suppress(NetlinkError):
+                    fabric.link("add", ifname=f"fv{vlan}", kind="bridge")
+                fabric_bridge = self._lookup(fabric, f"fv{vlan}")
+                fabric.link("set", index=fabric_bridge, state="up")
+            port = self._lookup(fabric, fabric_port)
+            fabric.link("set", index=port, master=fabric_bridge, state="up")
+        return index
+
+    def _create_pair(
+        self,
+        esw: IPRoute,
+        host_name: str,
+        port: str,
+        *,
+        mac: str,
+        alias: str,
+        bridge: int,
+        up: bool,
+    ) -> None:
+        """veth ``host_name`` (moved to the host netns) <-> ``port`` (on ``bridge``)."""
+        stale = self._lookup(esw, port)
+        if stale is not None:
+            esw.link("del", index=stale)
+        esw.link("add", ifname=host_name, kind="veth", peer={"ifname": port}, address=mac)
+        host_index = self._lookup(esw, host_name)
+        esw.link("set", index=host_index, ifalias=alias)
+        esw.link("set", index=host_index, net_ns_fd=self.host_netns_path)
+        esw.link("set", index=self._lookup(esw, port), master=bridge, state="up" if up else "down")
+
+    def _create_vf(self, esw: IPRoute, marker: dict[str, Any]) -> None:
+        bridge = self._ensure_bridge(esw, int(marker["pf_index"]), int(marker["vlan"]))
+        self._create_pair(
+            esw,
+            marker["ifname"],
+            marker["port"],
+            mac=marker["admin_mac"],
+            alias=vf_alias(marker["pci"]),
+            bridge=bridge,
+            up=marker["link_state"] != "disable",
+        )
+
+    def build(self, pfs: Sequence[SimPf] = (SimPf(),)) -> None:
+        """Create the node's namespaces, switches, PFs, VFs and sysfs tree. Idempotent."""
+        with self._locked():
+            for ns in (self.host_ns, self.esw_ns, self.fabric_ns):
+                self._ensure_netns(ns)
+            with (
+                IPRoute(netns=self.esw_ns, flags=0) as esw,
+                IPRoute(netns=self.host_ns, flags=0) as host,
+            ):
+                for ns_ipr in (esw, host):
+                    ns_ipr.link("set", index=self._lookup(ns_ipr, "lo"), state="up")
+                for pf_index, pf in enumerate(pfs):
+                    self._build_pf(esw, host, pf_index, pf)
+
+    def _build_pf(self, esw: IPRoute, host: IPRoute, pf_index: int, pf: SimPf) -> None:
+        if not 0 < pf.total_vfs <= MAX_VFS or not 0 <= pf.num_vfs <= pf.total_vfs:
+            raise ValueError(f"PF {pf.name}: want 0 <= num_vfs <= total_vfs <= {MAX_VFS}")
+        if len(f"{pf.name}v{MAX_VFS - 1}") > 15:
+            raise ValueError(
+                f"PF name {pf.name!r} too long: VF names {pf.name}vN must fit 15 chars"
+            )
+        pci = pf_pci(pf_index)
+        parent = self.sysfs_root / "devices" / f"pci0000:{0x3A + 2 * pf_index:02x}"
+        parent = parent / f"0000:{0x3A + 2 * pf_index:02x}:00.0"
+        marker = {
+            "role": "pf",
+            "pci": pci,
+            "pf_index": pf_index,
+            "ifname": pf.name,
+            "total_vfs": pf.total_vfs,
+            "numa_node": pf.numa_node,
+        }
+        pf_dir = self._write_device(
+            pci, parent, device_id=PF_DEVICE, driver=PF_DRIVER, numa=pf.numa_node, marker=marker
+        )
+        (pf_dir / "sriov_totalvfs").write_text(f"{pf.total_vfs}\n")
+        if not (pf_dir / "sriov_numvfs").exists():
+            (pf_dir / "sriov_numvfs").write_text("0\n")
+        if self._lookup(host, pf.name) is None:
+            bridge = self._ensure_bridge(esw, pf_index, 0)
+            self._create_pair(
+                esw,
+                pf.name,
+                f"p{pf_index}pf",
+                mac=self._mac(pf_index, None),
+                alias=f"{ALIAS_PREFIX}{pci}",
+                bridge=bridge,
+                up=True,
+            )
+            host.link("set", index=self._lookup(host, pf.name), state="up")
+        self._set_num_vfs(esw, pf.name, pf.num_vfs)
+
+    def set_num_vfs(self, pf_name: str, count: int) -> None:
+        """Write ``sriov_numvfs``: create or remove VFs (discovery sees them on its next walk).
+
+        Unlike some real drivers, going from N to M without passing through 0 is allowed.
+        """
+        with self._locked(), IPRoute(netns=self.esw_ns, flags=0) as esw:
+            self._set_num_vfs(esw, pf_name, count)
+
+    def _set_num_vfs(self, esw: IPRoute, pf_name: str, count: int) -> None:
+        pf = self._pf_marker(pf_name)
+        pf_index, total = int(pf["pf_index"]), int(pf["total_vfs"])
+        if not 0 <= count <= total:
+            raise ValueError(f"sriov_numvfs of {pf_name} must be 0..{total}, not {count}")
+        pf_dir = self._device_dir(pf["pci"]).resolve()
+        current = int((pf_dir / "sriov_numvfs").read_text())
+        for n in range(count):
+            pci = vf_pci(pf_index, n)
+            if not (pf_dir / f"virtfn{n}").is_symlink():
+                marker: dict[str, Any] = {
+                    "role": "vf",
+                    "pci": pci,
+                    "pf": pf_name,
+                    "pf_index": pf_index,
+                    "vf": n,
+                    "ifname": f"{pf_name}v{n}",
+                    "port": f"p{pf_index}vf{n}",
+                    "mac": self._mac(pf_index, n),
+                    "admin_mac": self._mac(pf_index, n),
+                    "vlan": 0,
+                    "link_state": "auto",
+                }
+                vf_dir = self._write_device(
+                    pci,
+                    pf_dir.parent,
+                    device_id=VF_DEVICE,
+                    driver=VF_DRIVER,
+                    numa=int(pf["numa_node"]),
+                    marker=marker,
+                )
+                (vf_dir / "physfn").symlink_to(f"../{pf['pci']}")
+                (pf_dir / f"virtfn{n}").symlink_to(f"../{pci}")
+                self._create_vf(esw, marker)
+        for n in range(count, current):
+            pci = vf_pci(pf_index, n)
+            port = self._lookup(esw, str(self.read_marker(pci)["port"]))
+            if port is not None:
+                esw.link("del", index=port)
+            (pf_dir / f"virtfn{n}").unlink()
+            (self._devices() / pci).unlink()
+            shutil.rmtree(pf_dir.parent / pci)
+        (pf_dir / "sriov_numvfs").write_text(f"{count}\n")
+
+    def ensure_vfs(self) -> list[str]:
+        """Recreate every VF whose veth pair is gone; returns the VF netdev names recreated.
+
+        A pair is gone when its switch port is: a VF end living in a pod netns still has
+        its port, so attached VFs are never duplicated.
+        """
+        recreated: list[str] = []
+        with self._locked(), IPRoute(netns=self.esw_ns, flags=0) as esw:
+            for marker in self.vf_markers():
+                if self._lookup(esw, marker["port"]) is None:
+                    self._create_vf(esw, marker)
+                    recreated.append(marker["ifname"])
+        return recreated
+
+    # --- "PF firmware": per-VF settings ------------------------------------------------
+
+    def find_vf_netdev(self, host: IPRoute, pci: str) -> int | None:
+        """Index of the VF netdev with ``pci``'s alias in the host netns, if it is there."""
+        alias = vf_alias(pci)
+        for link in host.link("dump"):
+            if link.get("IFLA_IFALIAS") == alias:
+                return int(link["index"])
+        return None
+
+    def set_vf_mac(self, pci: str, mac: str) -> None:
+        """Admin MAC: saved, and set on the VF netdev when it is in the host netns."""
+        with self._locked():
+            self._update_marker(pci, admin_mac=mac)
+            with IPRoute(netns=self.host_ns, flags=0) as host:
+                index = self.find_vf_netdev(host, pci)
+                if index is not None:
+                    host.link("set", index=index, address=mac)
+
+    def set_vf_vlan(self, pci: str, vlan: int) -> None:
+        """Move the VF's switch port onto the bridge of ``vlan``."""
+        with self._locked(), IPRoute(netns=self.esw_ns, flags=0) as esw:
+            marker = self._update_marker(pci, vlan=vlan)
+            bridge = self._ensure_bridge(esw, int(marker["pf_index"]), vlan)
+            port = self._lookup(esw, marker["port"])
+            if port is not None:
+                esw.link("set", index=port, master=bridge)
+
+    def set_vf_link_state(self, pci: str, state: str) -> None:
+        """``disable`` takes the switch port down, so the VF sees no carrier; else up."""
+        with self._locked(), IPRoute(netns=self.esw_ns, flags=0) as esw:
+            marker = self._update_marker(pci, link_state=state)
+            port = self._lookup(esw, marker["port"])
+            if port is not None:
+                esw.link("set", index=port, state="down" if state == "disable" else "up")
+
+    def vf_vlan(self, pci: str) -> int:
+        """The VLAN whose bridge the VF's port is on now (kernel state, not the marker)."""
+        with IPRoute(netns=self.esw_ns, flags=0) as esw:
+            index = self._lookup(esw, self.read_marker(pci)["port"])
+            if index is None:
+                raise LookupError(f"simulated VF {pci} has no switch port")
+            (link,) = esw.link("get", index=index)
+            master = link.get("IFLA_MASTER")
+            (bridge,) = esw.link("get", index=master)
+            return int(str(bridge.get("IFLA_IFNAME")).split("v", 1)[1])
+
+    def _wait_fabric_ports_gone(self, pf_indexes: list[int], timeout: float = 5.0) -> None:
+        """The kernel destroys a removed netns's links asynchronously; wait for our uplinks."""
+        prefixes = tuple(self._fabric_port(i, 0)[:7] for i in pf_indexes)
+        deadline = time.monotonic() + timeout
+        with IPRoute(netns=self.fabric_ns, flags=0) as fabric:
+            while time.monotonic() < deadline:
+                names = [str(link.get("IFLA_IFNAME")) for link in fabric.link("dump")]
+                if not any(name.startswith(prefixes) for name in names):
+                    return
+                time.sleep(0.05)
+
+    # --- teardown -------------------------------------------------------------------------
+
+    def destroy(self) -> None:
+        """Remove the node's namespaces and sysfs tree; the fabric goes with its last node."""
+        pf_indexes = [int(m["pf_index"]) for m in self.pfs()]
+        with self._locked():
+            for ns in (self.host_ns, self.esw_ns):
+                if ns in netns.listnetns():
+                    netns.remove(ns)
+            shutil.rmtree(self.sysfs_root, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            (self.root / self.node / ".lock").unlink()
+        with contextlib.suppress(OSError):
+            (self.root / self.node).rmdir()
+        if self.fabric_ns in netns.listnetns():
+            self._wait_fabric_ports_gone(pf_indexes)
+            self._remove_fabric_if_unused()
+
+    def _remove_fabric_if_unused(self) -> None:
+        try:
+            with IPRoute(netns=self.fabric_ns, flags=0) as fabric:
+                # Ports vanish with their node's esw netns; only bridges and lo mean unused.
+                kinds = [
+                    link.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND")
+                    for link in fabric.link("dump")
+                    if link.get("IFLA_IFNAME") != "lo"
+                ]
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+            return
+        if all(kind == "bridge" for kind in kinds):
+            with contextlib.suppress(FileNotFoundError):
+                netns.remove(self.fabric_ns)

@@ -1,0 +1,120 @@
+"""What the agent did to each VF, on disk, so that any step can be undone after a crash.
+
+One JSON file per VF (named by PCI address) in a state directory, replaced
+atomically. A record is written *before* each change it describes (the original
+state before programming, the attachment before moving), so a crash between any
+two steps leaves enough to undo them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from sriov_dra_agent.vf_programmer import ApplyResult, VfSettings
+
+
+class ClaimRef(BaseModel):
+    """The claim a VF belongs to."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    uid: str
+    namespace: str
+    name: str
+
+    def ref(self) -> str:
+        """``namespace/name``, as logs and Events name a claim."""
+        return f"{self.namespace}/{self.name}"
+
+
+class Attachment(BaseModel):
+    """A VF in (or on its way into or out of) a pod's netns."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    phase: Literal["attaching", "attached", "detaching"]
+    netns: str
+    netns_id: tuple[int, int] | None = None
+    """(st_dev, st_ino) of the netns when attached: a reused /proc/<pid> path differs."""
+    if_name: str
+    mac: str | None = None
+    mtu: int | None = None
+    container_id: str
+    """CNI_CONTAINERID: claim UID + request, so an address is tied to the claim."""
+    ipam_conf: dict[str, Any] | None = None
+    """The exact IPAM stdin used for ADD, kept for DEL even if the NAD changes."""
+    ips: tuple[str, ...] = ()
+    hardware_address: str = ""
+
+
+class VfRecord(BaseModel):
+    """Everything needed to restore one VF."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pci_address: str
+    pf_name: str
+    vf_index: int
+    claim: ClaimRef
+    request: str
+    host_ifname: str | None
+    """The VF netdev's name in the host netns before we touched it (None: no netdev)."""
+    host_mac: str | None = None
+    host_mtu: int | None = None
+    original: VfSettings
+    """PF-side settings before programming."""
+    original_driver: str | None = None
+    driver: str | None = None
+    """Driver we bound, None when we left the original."""
+    desired: VfSettings = Field(default_factory=VfSettings)
+    """Settings requested (written before applying, so a partial apply is restored)."""
+    result: ApplyResult = Field(default_factory=ApplyResult)
+    attachment: Attachment | None = None
+
+
+class RecordStore:
+    """VF records in ``directory`` (created on first write)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def _path(self, pci: str) -> Path:
+        return self.directory / f"{pci}.json"
+
+    def get(self, pci: str) -> VfRecord | None:
+        try:
+            return VfRecord.model_validate_json(self._path(pci).read_text())
+        except FileNotFoundError:
+            return None
+
+    def put(self, record: VfRecord) -> None:
+        """Write atomically and durably (tmp file, fsync, rename)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".json")
+        try:
+            with os.fdopen(fd, "w") as out:
+                out.write(record.model_dump_json())
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, self._path(record.pci_address))
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    def delete(self, pci: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._path(pci).unlink()
+
+    def all(self) -> list[VfRecord]:
+        if not self.directory.is_dir():
+            return []
+        names = sorted(n for n in os.listdir(self.directory) if n.endswith(".json"))
+        records = [self.get(name[: -len(".json")]) for name in names]
+        return [r for r in records if r is not None]
