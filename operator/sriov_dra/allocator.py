@@ -36,7 +36,7 @@ device's CEL input is built once. Pass a :class:`DeviceUsage` as ``in_use`` to l
 
 from __future__ import annotations
 
-import weakref
+import itertools
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
@@ -101,10 +101,23 @@ class Pool:
     problem: str = ""
     """Why the pool cannot be used (empty when it can)."""
     _matching: dict[tuple[str, ...], tuple[Device, ...]] = field(default_factory=dict)
+    names: frozenset[str] = field(init=False)
+    """The device names, for counting taken devices with one set operation."""
+    _usage: tuple[int, int, int] | None = None
+    """(DeviceUsage serial, its version for this pool, free devices) of the last count."""
+
+    def __post_init__(self) -> None:
+        self.names = frozenset(d.key.device for d in self.devices)
 
     def matching(self, selectors: Sequence[_Selector]) -> tuple[Device, ...]:
         """Devices for which every selector is true (memoized per selector set)."""
         key = tuple(s.compiled.expression for s in selectors)
+        return self.matching_key(key, selectors)
+
+    def matching_key(
+        self, key: tuple[str, ...], selectors: Sequence[_Selector]
+    ) -> tuple[Device, ...]:
+        """:meth:`matching` with the selector set's key (its expressions) precomputed."""
         found = self._matching.get(key)
         if found is None:
             found = tuple(d for d in self.devices if all(s.test(d) for s in selectors))
@@ -236,6 +249,9 @@ def allocated_devices(claims: Iterable[Mapping[str, Any]]) -> dict[DeviceKey, st
     return held
 
 
+_USAGE_SERIALS: Final = itertools.count(1)
+
+
 class DeviceUsage(Collection[DeviceKey]):
     """Taken devices with per-pool counts, kept up to date by the caller.
 
@@ -247,7 +263,7 @@ class DeviceUsage(Collection[DeviceKey]):
         self._owners: dict[DeviceKey, str] = {}
         self._by_pool: dict[tuple[str, str], set[str]] = {}
         self._versions: dict[tuple[str, str], int] = {}
-        self._counts: weakref.WeakKeyDictionary[Pool, tuple[int, int]] = weakref.WeakKeyDictionary()
+        self._serial = next(_USAGE_SERIALS)
         owners = held.items() if isinstance(held, Mapping) else ((k, "") for k in held)
         for key, owner in owners:
             self.add(key, owner)
@@ -260,6 +276,11 @@ class DeviceUsage(Collection[DeviceKey]):
 
     def __len__(self) -> int:
         return len(self._owners)
+
+    @property
+    def held(self) -> Collection[DeviceKey]:
+        """The taken keys as a view with C-speed membership tests."""
+        return self._owners.keys()
 
     def owner(self, key: DeviceKey) -> str | None:
         """``namespace/name`` of the claim holding ``key``, or None."""
@@ -285,14 +306,12 @@ class DeviceUsage(Collection[DeviceKey]):
         """How many devices of ``pool`` are not taken (cached until the pool's usage changes)."""
         ident = (pool.driver, pool.name)
         version = self._versions.get(ident, 0)
-        cached = self._counts.get(pool)
-        if cached is not None and cached[0] == version:
-            return cached[1]
-        used = self._by_pool.get(ident, set())
-        free = len(pool.devices) - (
-            sum(1 for d in pool.devices if d.key.device in used) if used else 0
-        )
-        self._counts[pool] = (version, free)
+        cached = pool._usage
+        if cached is not None and cached[0] == self._serial and cached[1] == version:
+            return cached[2]
+        used = self._by_pool.get(ident)
+        free = len(pool.devices) - (len(pool.names & used) if used else 0)
+        pool._usage = (self._serial, version, free)
         return free
 
 
@@ -306,6 +325,8 @@ class _Alternative:
     count: int
     admin: bool
     path: str
+    key: tuple[str, ...] = ()
+    """The selector expressions: the memo key of :meth:`Pool.matching`."""
 
     @property
     def need(self) -> int:
@@ -374,6 +395,7 @@ def _alternative(
         name=name,
         class_name=class_name,
         selectors=tuple(class_selectors + request_selectors),
+        key=tuple(s.compiled.expression for s in class_selectors + request_selectors),
         all_mode=all_mode,
         count=0 if all_mode else int(raw.get("count") or 1),
         admin=bool(raw.get("adminAccess")),
@@ -426,7 +448,8 @@ class _Search:
 
     def candidates(self, alternative: _Alternative) -> list[Device] | None:
         """Devices the alternative may take here; None when it cannot be met here."""
-        matching = [d for pool in self.pools for d in pool.matching(alternative.selectors)]
+        key, selectors = alternative.key, alternative.selectors
+        matching = [d for pool in self.pools for d in pool.matching_key(key, selectors)]
         if alternative.all_mode:
             if not matching or any(not p.complete for p in self.pools):
                 return None
@@ -633,6 +656,28 @@ def _explain(
     )
 
 
+_NODE_CACHE: dict[tuple[str, tuple[int, ...]], tuple[Sequence[Pool], dict[str, list[Pool]]]] = {}
+
+
+def _nodes(pools: Sequence[Pool], driver: str) -> dict[str, list[Pool]]:
+    """Usable pools of ``driver`` by node, nodes and pools in name order (cached).
+
+    The cache entry keeps the pools alive, so their ids cannot be reused meanwhile.
+    """
+    key = (driver, tuple(map(id, pools)))
+    cached = _NODE_CACHE.get(key)
+    if cached is not None:
+        return cached[1]
+    nodes: dict[str, list[Pool]] = {}
+    for pool in sorted(pools, key=lambda p: (p.node, p.name)):
+        if pool.driver == driver and not pool.problem:
+            nodes.setdefault(pool.node, []).append(pool)
+    if len(_NODE_CACHE) >= 8:
+        _NODE_CACHE.clear()
+    _NODE_CACHE[key] = (tuple(pools), nodes)
+    return nodes
+
+
 def allocate(
     claim: Mapping[str, Any],
     *,
@@ -654,16 +699,18 @@ def allocate(
         for c in spec.get("constraints") or ()
         if c.get("matchAttribute")
     ]
-    nodes: dict[str, list[Pool]] = {}
-    for pool in sorted(pools, key=lambda p: p.name):
-        if pool.driver == driver and not pool.problem:
-            nodes.setdefault(pool.node, []).append(pool)
+    nodes = _nodes(pools, driver)
     need = sum(min(a.need for a in r.alternatives) for r in requests)
-    for node in sorted(nodes):
-        node_pools = nodes[node]
-        if isinstance(in_use, DeviceUsage) and sum(map(in_use.free_in, node_pools)) < need:
-            continue
-        picked = _Search(node_pools, requests, constraints, in_use).run()
+    usage = in_use if isinstance(in_use, DeviceUsage) else None
+    taken = usage.held if usage is not None else in_use
+    for node, node_pools in nodes.items():
+        if usage is not None:
+            free = 0
+            for pool in node_pools:
+                free += usage.free_in(pool)
+            if free < need:
+                continue
+        picked = _Search(node_pools, requests, constraints, taken).run()
         if picked is not None:
             results = []
             for alternative, device in picked:
@@ -677,4 +724,4 @@ def allocate(
                     result["adminAccess"] = True
                 results.append(result)
             return Allocation(node=node, results=results, devices=[d.data for _, d in picked])
-    raise _explain(requests, constraints, nodes, in_use)
+    raise _explain(requests, constraints, nodes, taken)
