@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, Final
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_STATE_DIR: Final = Path("/var/lib/sriov-dra/vfs")
 _KEEP_DRIVER: Final = frozenset({"", "default"})
+RETURN_TIMEOUT_SECONDS: Final = 3.0
 
 
 class NetworkData(BaseModel):
@@ -367,18 +369,25 @@ class NodeHardware:
         }
         if netns_attach.move_to_host(pod_netns=pod, **kwargs) is not None:
             return
-        recreated = self.backend.repair()
-        if recreated:
-            log.info(
-                "simulated VFs recreated",
-                extra=self._ctx(record, record.pci_address, recreated=recreated),
-            )
-        if netns_attach.move_to_host(pod_netns=None, **kwargs) is None:
-            raise AttachError(
-                f"VF {record.pci_address} is not back in the host netns yet",
-                field="vf",
-                fix="its pod netns is still held by some process; the sweep retries",
-            )
+        # A dead netns is torn down asynchronously: a real VF reappears in the host, a
+        # simulated one's veth pair vanishes (then repair() recreates it). Give it a moment.
+        deadline = time.monotonic() + RETURN_TIMEOUT_SECONDS
+        while True:
+            recreated = self.backend.repair()
+            if recreated:
+                log.info(
+                    "simulated VFs recreated",
+                    extra=self._ctx(record, record.pci_address, recreated=recreated),
+                )
+            if netns_attach.move_to_host(pod_netns=None, **kwargs) is not None:
+                return
+            if time.monotonic() > deadline:
+                raise AttachError(
+                    f"VF {record.pci_address} is not back in the host netns yet",
+                    field="vf",
+                    fix="its pod netns is still held by some process; the sweep retries",
+                )
+            time.sleep(0.05)
 
     # --- release -------------------------------------------------------------------------
 
