@@ -77,6 +77,6 @@ def held_ips(data_dir: Path, name: str = "net-a") -> dict[str, str]:
     out = {}
     for entry in net.iterdir():
         if entry.name[0].isdigit():
-            container, _, ifname = entry.read_text().partition("\r\n")
+            container, _, ifname = entry.read_bytes().decode().partition("\r\n")
             out[entry.name] = f"{container}/{ifname}"
     return out
