@@ -1,0 +1,682 @@
+"""What the agent does with the claims of its node: the one place that ties it together.
+
+Three callers, one set of operations, all run under the claim's lock
+(:class:`~sriov_dra_agent.claim_locks.ClaimLocks`, shared with the kubelet
+plugin and the attach socket, so nothing for one claim ever interleaves):
+
+- the claim watcher: :meth:`reconcile` on every change (program VFs on
+  allocation, release them on deallocation or deletion), :meth:`claim_gone`;
+- the kubelet plugin: :meth:`prepare` / :meth:`unprepare` (the ``ClaimPreparer``);
+- the attach socket: :meth:`attach` (the ``Attacher``), called by our OCI hook.
+
+VF state lives in the VF records (:mod:`vf_records`); which claims are prepared
+lives in the checkpoint (:mod:`checkpoint`) together with the CDI specs. The
+API server learns the outcome through ``status.devices`` conditions, Events and,
+at the end of a claim's life, the released annotation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sriov_dra.constants import RELEASED_ANNOTATION
+from sriov_dra.errors import AttachError, DeviceBusy, NadNotFound, SriovDraError
+from sriov_dra.nad import SriovNetConf, parse_nad_config
+from sriov_dra.naming import claim_ref
+
+from sriov_dra_agent import cdi, claim_devices, netns_attach
+from sriov_dra_agent.attach_socket import AttachRequest, AttachResult
+from sriov_dra_agent.checkpoint import (
+    ClaimRecord,
+    DeviceRecord,
+    load_checkpoint,
+    save_checkpoint,
+)
+from sriov_dra_agent.claim_devices import ClaimDevice
+from sriov_dra_agent.device_status import DeviceState, DeviceStatusWriter, NetworkData
+from sriov_dra_agent.events import EventRecorder
+from sriov_dra_agent.inventory import Inventory, VfInfo
+from sriov_dra_agent.kube_api import KubeApi
+from sriov_dra_agent.kubelet_plugin import ClaimRef, PreparedDevice
+from sriov_dra_agent.metrics import AgentMetrics
+from sriov_dra_agent.vf_ops import VfOps
+from sriov_dra_agent.vf_programmer import VfSettings, settings_from_netconf
+from sriov_dra_agent.vf_records import ClaimRef as RecordClaim
+from sriov_dra_agent.vf_records import VfRecord
+
+logger = logging.getLogger(__name__)
+
+
+class ClaimMismatch(SriovDraError):
+    """The kubelet's claim is not the one on the API server or not for this node. Permanent."""
+
+    reason = "ClaimMismatch"
+
+
+class NotPrepared(AttachError):
+    """The hook asked to attach a claim this node has not prepared."""
+
+    reason = "ClaimNotPrepared"
+    retryable = False
+
+
+@dataclass(frozen=True)
+class ManagerConfig:
+    node: str
+    driver: str
+    cdi_dir: Path
+    checkpoint_path: Path
+    hook_path: str
+    attach_socket: Path
+    cni_data_dir: Path
+    sysfs_root: Path | None = None
+
+
+@dataclass(frozen=True)
+class _Nad:
+    conf: SriovNetConf
+    resource_version: str
+
+
+def _ctx(claim: Mapping[str, Any], **more: Any) -> dict[str, Any]:
+    return {"claim": claim_devices.ref(claim), "uid": claim_devices.uid(claim), **more}
+
+
+class ClaimManager:
+    """Claims of one node: program, prepare, attach, detach, unprepare, release."""
+
+    def __init__(
+        self,
+        config: ManagerConfig,
+        *,
+        api: KubeApi,
+        ops: VfOps,
+        status: DeviceStatusWriter,
+        events: EventRecorder,
+        metrics: AgentMetrics,
+        inventory: Any = None,
+    ) -> None:
+        self.config = config
+        self.api = api
+        self.ops = ops
+        self.status = status
+        self.events = events
+        self.metrics = metrics
+        self._inventory_source = inventory
+        self._checkpoint_lock = asyncio.Lock()
+        self._errors: dict[str, dict[str, SriovDraError]] = {}
+        self._warned: dict[str, set[str]] = {}
+        self._programmed: dict[str, tuple[Any, ...]] = {}
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    async def _inventory(self, *, fresh: bool = False) -> Inventory:
+        source = self._inventory_source
+        current = getattr(source, "inventory", None) if source is not None else None
+        if current is not None and not fresh:
+            return current  # type: ignore[no-any-return]
+        return await asyncio.to_thread(self.ops.backend.discover)
+
+    async def _vf(self, pci: str) -> VfInfo | None:
+        for fresh in (False, True):
+            for vf in (await self._inventory(fresh=fresh)).vfs():
+                if vf.pci_address == pci:
+                    return vf
+        return None
+
+    async def _nad(self, device: ClaimDevice) -> _Nad | None:
+        if device.nad is None:
+            return None
+        namespace, name = device.nad
+        obj = await self.api.get_nad(namespace, name)
+        if obj is None:
+            raise NadNotFound(
+                f"NetworkAttachmentDefinition {namespace}/{name} does not exist",
+                field="VfConfig.netAttachDefName",
+                fix=f"create NetworkAttachmentDefinition {namespace}/{name}",
+            )
+        config = (obj.get("spec") or {}).get("config") or ""
+        conf = parse_nad_config(config, nad=f"{namespace}/{name}")
+        return _Nad(conf, str(obj["metadata"].get("resourceVersion", "")))
+
+    def _ipam_conf(self, nad: _Nad | None) -> dict[str, Any] | None:
+        if nad is None or not nad.conf.ipam:
+            return None
+        conf = nad.conf.ipam_stdin()
+        ipam_section = dict(conf["ipam"])
+        if ipam_section.get("type") == "host-local" and "dataDir" not in ipam_section:
+            # Per-agent default, so that simulated nodes sharing a host keep apart.
+            ipam_section["dataDir"] = str(self.config.cni_data_dir)
+        conf["ipam"] = ipam_section
+        return conf
+
+    async def _warn_once(self, claim: Mapping[str, Any], exc: SriovDraError) -> None:
+        uid = claim_devices.uid(claim)
+        key = f"{exc.reason}:{exc.describe()}"
+        seen = self._warned.setdefault(uid, set())
+        if key in seen:
+            return
+        seen.add(key)
+        await self.events.warning(claim, exc.reason, exc.describe())
+
+    async def _load_checkpoint(self) -> Any:
+        return await asyncio.to_thread(load_checkpoint, self.config.checkpoint_path)
+
+    def _records_of(self, uid: str) -> list[VfRecord]:
+        return [r for r in self.ops.records.all() if r.claim.uid == uid]
+
+    def vf_state_counts(self, inventory: Inventory | None, prepared: set[str]) -> dict[str, int]:
+        """VFs per state for the metrics gauge."""
+        records = self.ops.records.all()
+        counts = {"programmed": 0, "prepared": 0, "attached": 0}
+        for record in records:
+            if record.attachment is not None and record.attachment.phase == "attached":
+                counts["attached"] += 1
+            elif record.claim.uid in prepared:
+                counts["prepared"] += 1
+            else:
+                counts["programmed"] += 1
+        total = len(inventory.vfs()) if inventory is not None else len(records)
+        counts["free"] = max(total - len(records), 0)
+        return counts
+
+    # -- status ----------------------------------------------------------------------------
+
+    def _states(
+        self, claim: Mapping[str, Any], devices: Sequence[ClaimDevice]
+    ) -> list[DeviceState]:
+        uid = claim_devices.uid(claim)
+        errors = self._errors.get(uid, {})
+        states = []
+        for device in devices:
+            record = self.ops.records.get(device.pci_address)
+            mine = record is not None and record.claim.uid == uid
+            error = errors.get(device.device)
+            network = None
+            if mine and record is not None and record.attachment is not None:
+                att = record.attachment
+                if att.phase == "attached":
+                    network = NetworkData(att.if_name, att.ips, att.hardware_address)
+            data: dict[str, Any] = {"pciAddress": device.pci_address, "ifName": device.if_name}
+            if device.nad:
+                data["networkAttachmentDefinition"] = "/".join(device.nad)
+            if error is not None:
+                states.append(
+                    DeviceState(device, False, error.reason, error.describe(), network, data=data)
+                )
+            elif mine and record is not None:
+                result = record.result
+                parts = [f"VF {device.pci_address} of PF {record.pf_name} configured"]
+                done = sorted({*result.applied, *result.unchanged})
+                if done:
+                    parts.append(f"settings in effect: {', '.join(done)}")
+                if result.unsupported:
+                    unsupported = "; ".join(f"{k}: {v}" for k, v in result.unsupported.items())
+                    parts.append(f"not applied (unsupported here): {unsupported}")
+                    data["unsupported"] = dict(result.unsupported)
+                if record.pf_name:
+                    data["pf"] = record.pf_name
+                states.append(
+                    DeviceState(device, True, "Configured", "; ".join(parts), network, data=data)
+                )
+            else:
+                states.append(
+                    DeviceState(device, False, "Pending", "the agent has not configured the VF yet",
+                                network, data=data)
+                )  # fmt: skip
+        return states
+
+    async def write_status(
+        self, claim: Mapping[str, Any], devices: Sequence[ClaimDevice] | None = None
+    ) -> None:
+        """Apply this node's ``status.devices`` entries of ``claim`` (best effort)."""
+        if devices is None:
+            devices = claim_devices.claim_devices(
+                claim, node=self.config.node, driver=self.config.driver
+            )
+        try:
+            await self.status.write(claim, self._states(claim, devices))
+        except Exception as exc:
+            logger.warning("could not write status.devices: %s", exc, extra=_ctx(claim))
+
+    # -- program / release (claim watcher) ---------------------------------------------------
+
+    async def _program(
+        self, claim: Mapping[str, Any], devices: Sequence[ClaimDevice]
+    ) -> dict[str, SriovDraError]:
+        """Program every device; returns the errors by device name (also kept for status)."""
+        uid = claim_devices.uid(claim)
+        owner = RecordClaim(
+            uid=uid,
+            namespace=str(claim_devices.meta(claim)["namespace"]),
+            name=str(claim_devices.meta(claim)["name"]),
+        )
+        errors: dict[str, SriovDraError] = {}
+        nads: dict[tuple[str, str], _Nad | None] = {}
+        signature: list[Any] = []
+        for device in devices:
+            try:
+                if device.nad not in nads and device.nad is not None:
+                    nads[device.nad] = await self._nad(device)
+                nad = nads.get(device.nad) if device.nad else None
+                signature.append((device, nad.resource_version if nad else ""))
+            except SriovDraError as exc:
+                errors[device.device] = exc
+        key = tuple(signature)
+        records_ok = all(
+            (r := self.ops.records.get(d.pci_address)) is not None and r.claim.uid == uid
+            for d in devices
+        )
+        if not errors and records_ok and self._programmed.get(uid) == key:
+            return {}
+        for device in devices:
+            if device.device in errors:
+                continue
+            nad = nads.get(device.nad) if device.nad else None
+            extra = _ctx(claim, vf=device.pci_address, request=device.request)
+            try:
+                vf = await self._vf(device.pci_address)
+                if vf is None:
+                    raise DeviceBusy(
+                        f"VF {device.pci_address} is not on node {self.config.node}",
+                        field="status.allocation.devices.results",
+                        fix="the VF disappeared (sriov_numvfs lowered?); delete and re-create "
+                        "the claim so that it gets another VF",
+                    )
+                extra["pf"] = vf.pf_name
+                desired = settings_from_netconf(nad.conf.raw) if nad else VfSettings()
+                with self.metrics.timed("program"):
+                    await asyncio.to_thread(
+                        self.ops.program,
+                        vf,
+                        owner,
+                        request=device.request,
+                        driver=device.driver,
+                        desired=desired,
+                    )
+            except SriovDraError as exc:
+                logger.warning("programming VF failed: %s", exc.describe(), extra=extra)
+                errors[device.device] = exc
+            except Exception as exc:
+                logger.exception("programming VF failed", extra=extra)
+                errors[device.device] = SriovDraError(f"{type(exc).__name__}: {exc}")
+        self._errors[uid] = errors
+        if errors:
+            self._programmed.pop(uid, None)
+            for error in errors.values():
+                await self._warn_once(claim, error)
+        else:
+            first = uid not in self._programmed
+            self._programmed[uid] = key
+            if first:
+                names = ", ".join(f"{d.device} ({d.if_name})" for d in devices)
+                await self.events.normal(
+                    claim, "VfConfigured", f"node {self.config.node} configured {names}"
+                )
+        return errors
+
+    async def reconcile(self, claim: Mapping[str, Any]) -> None:
+        """Bring this node in line with ``claim`` (caller holds the claim's lock)."""
+        uid = claim_devices.uid(claim)
+        try:
+            devices = claim_devices.claim_devices(
+                claim, node=self.config.node, driver=self.config.driver
+            )
+        except SriovDraError as exc:
+            await self._warn_once(claim, exc)
+            logger.warning("claim unusable: %s", exc.describe(), extra=_ctx(claim))
+            return
+        releasing = claim_devices.is_deleting(claim) and not claim_devices.is_reserved(claim)
+        if devices and not releasing:
+            await self._program(claim, devices)
+            await self.write_status(claim, devices)
+            return
+        held = self._records_of(uid)
+        prepared = uid in (await self._load_checkpoint()).claims
+        if held or prepared:
+            await self.release(claim, held)
+        if claim_devices.is_deleting(claim) and (devices or held):
+            await self._mark_released(claim)
+
+    async def release(self, claim: Mapping[str, Any], held: Sequence[VfRecord]) -> None:
+        """Detach and restore every VF of the claim, forget its preparation."""
+        uid = claim_devices.uid(claim)
+        inventory = await self._inventory(fresh=True)
+        by_pci = {vf.pci_address: vf for vf in inventory.vfs()}
+        failures = []
+        for record in held:
+            extra = _ctx(claim, pf=record.pf_name, vf=record.pci_address)
+            try:
+                with self.metrics.timed("release"):
+                    await asyncio.to_thread(
+                        self.ops.restore, by_pci.get(record.pci_address), record
+                    )
+            except Exception as exc:
+                logger.exception("restoring VF failed", extra=extra)
+                failures.append(f"{record.pci_address}: {exc}")
+        await self._forget_prepared(uid)
+        self._errors.pop(uid, None)
+        self._programmed.pop(uid, None)
+        self._warned.pop(uid, None)
+        self.status.forget(uid)
+        if failures:
+            message = "restoring VFs failed: " + "; ".join(failures)
+            await self.events.warning(claim, "VfReleaseFailed", message)
+            raise SriovDraError(message, fix="see the agent log; the agent retries")
+        if held:
+            await self.events.normal(
+                claim,
+                "VfReleased",
+                f"node {self.config.node} restored " + ", ".join(r.pci_address for r in held),
+            )
+
+    async def _mark_released(self, claim: Mapping[str, Any]) -> None:
+        uid = claim_devices.uid(claim)
+        annotations = claim_devices.meta(claim).get("annotations") or {}
+        if annotations.get(RELEASED_ANNOTATION) == uid:
+            return
+        meta = claim_devices.meta(claim)
+        try:
+            await self.api.patch_claim_metadata(
+                str(meta["namespace"]),
+                str(meta["name"]),
+                {"annotations": {RELEASED_ANNOTATION: uid}},
+            )
+        except Exception as exc:
+            if getattr(exc, "status", None) == 404:
+                return
+            raise
+        logger.info("claim released", extra=_ctx(claim))
+
+    async def claim_gone(self, uid: str, namespace: str, name: str) -> None:
+        """The claim no longer exists: restore whatever this node still holds for it."""
+        held = self._records_of(uid)
+        prepared = uid in (await self._load_checkpoint()).claims
+        if not held and not prepared:
+            return
+        stub = {"metadata": {"uid": uid, "namespace": namespace, "name": name}}
+        await self.release(stub, held)
+
+    def held_claims(self) -> dict[str, tuple[str, str]]:
+        """uid -> (namespace, name) of every claim this node holds VFs for."""
+        return {r.claim.uid: (r.claim.namespace, r.claim.name) for r in self.ops.records.all()}
+
+    # -- prepare / unprepare (kubelet plugin) -----------------------------------------------
+
+    async def _get_claim(self, ref: ClaimRef) -> Mapping[str, Any]:
+        claim = await self.api.get_claim(ref.namespace, ref.name)
+        if claim is None:
+            raise ClaimMismatch(
+                f"ResourceClaim {claim_ref(ref.namespace, ref.name)} does not exist",
+                field="claim",
+                fix="the claim was deleted; delete the pod",
+            )
+        if claim_devices.uid(claim) != ref.uid:
+            raise ClaimMismatch(
+                f"ResourceClaim {claim_ref(ref.namespace, ref.name)} has uid "
+                f"{claim_devices.uid(claim)}, not {ref.uid}",
+                field="claim.uid",
+                fix="the claim was deleted and re-created; delete and re-create the pod",
+            )
+        return claim
+
+    def _vfio_group(self, pci: str) -> str | None:
+        root = self.config.sysfs_root or Path("/sys")
+        link = root / "bus/pci/devices" / pci / "iommu_group"
+        return link.resolve().name if link.exists() else None
+
+    async def prepare(self, ref: ClaimRef) -> list[PreparedDevice]:
+        """NodePrepareResources for one claim (caller holds its lock). Idempotent."""
+        start = time.perf_counter()
+        try:
+            with self.metrics.timed("prepare"):
+                return await self._prepare(ref)
+        finally:
+            logger.debug("prepare took %.3fs", time.perf_counter() - start)
+
+    async def _prepare(self, ref: ClaimRef) -> list[PreparedDevice]:
+        claim = await self._get_claim(ref)
+        devices = claim_devices.claim_devices(
+            claim, node=self.config.node, driver=self.config.driver
+        )
+        if not devices:
+            raise ClaimMismatch(
+                f"ResourceClaim {claim_ref(ref.namespace, ref.name)} has no VF allocated "
+                f"on node {self.config.node}",
+                field="status.allocation",
+                fix="the pod runs on a node its claim is not allocated for; "
+                "wait for the allocation or delete the pod",
+            )
+        checkpoint = await self._load_checkpoint()
+        for device in devices:
+            holder = checkpoint.claim_holding(device.pool, device.device)
+            if holder is not None and holder.uid != ref.uid:
+                raise DeviceBusy(
+                    f"VF {device.device} is prepared for claim "
+                    f"{claim_ref(holder.namespace, holder.name)} ({holder.uid})",
+                    field="status.allocation.devices.results",
+                    fix="the other claim must be unprepared first (delete its pod)",
+                )
+        errors = await self._program(claim, devices)
+        await self.write_status(claim, devices)
+        if errors:
+            first = next(iter(errors.values()))
+            raise first
+        existing = checkpoint.claims.get(ref.uid)
+        ids = cdi.claim_cdi_device_ids(ref.uid, [d.device for d in devices])
+        if existing is None or [d.device_name for d in existing.devices] != [
+            d.device for d in devices
+        ]:
+            vfs = []
+            for device in devices:
+                record = self.ops.records.get(device.pci_address)
+                vfio = record is not None and record.driver == "vfio-pci"
+                vfs.append(
+                    cdi.CdiVf(
+                        device_name=device.device,
+                        pci_address=device.pci_address,
+                        if_name="" if vfio else device.if_name,
+                        vfio_group=self._vfio_group(device.pci_address) if vfio else None,
+                    )
+                )
+            hook = None
+            if any(not v.vfio_group for v in vfs):
+                hook = cdi.CdiHook(
+                    path=self.config.hook_path, attach_socket=str(self.config.attach_socket)
+                )
+            spec = cdi.build_claim_spec(ref.uid, vfs, hook)
+            await asyncio.to_thread(cdi.write_claim_spec, self.config.cdi_dir, ref.uid, spec)
+            prepared = ClaimRecord(
+                uid=ref.uid,
+                namespace=ref.namespace,
+                name=ref.name,
+                devices=tuple(
+                    DeviceRecord(
+                        pool_name=d.pool,
+                        device_name=d.device,
+                        request_names=(d.request.split("/", 1)[0],),
+                        cdi_device_ids=(cdi_id,),
+                        pci_address=d.pci_address,
+                        if_name=d.if_name,
+                    )
+                    for d, cdi_id in zip(devices, ids, strict=True)
+                ),
+            )
+            async with self._checkpoint_lock:
+                current = await self._load_checkpoint()
+                await asyncio.to_thread(
+                    save_checkpoint, self.config.checkpoint_path, current.with_claim(prepared)
+                )
+            logger.info("prepared claim", extra=_ctx(claim, devices=[d.device for d in devices]))
+        return [
+            PreparedDevice(
+                request_names=(d.request.split("/", 1)[0],),
+                pool_name=d.pool,
+                device_name=d.device,
+                cdi_device_ids=(cdi_id,),
+            )
+            for d, cdi_id in zip(devices, ids, strict=True)
+        ]
+
+    async def _forget_prepared(self, uid: str) -> bool:
+        async with self._checkpoint_lock:
+            checkpoint = await self._load_checkpoint()
+            await asyncio.to_thread(cdi.remove_claim_spec, self.config.cdi_dir, uid)
+            if uid not in checkpoint.claims:
+                return False
+            await asyncio.to_thread(
+                save_checkpoint, self.config.checkpoint_path, checkpoint.without_claim(uid)
+            )
+            return True
+
+    async def unprepare(self, ref: ClaimRef) -> None:
+        """NodeUnprepareResources: detach the claim's VFs, drop its CDI spec. Idempotent."""
+        with self.metrics.timed("unprepare"):
+            await self._detach_claim(ref.uid)
+            await self._forget_prepared(ref.uid)
+        claim = await self.api.get_claim(ref.namespace, ref.name)
+        if claim is not None and claim_devices.uid(claim) == ref.uid:
+            await self.write_status(claim)
+
+    async def _detach_claim(self, uid: str) -> list[str]:
+        detached = []
+        for record in self._records_of(uid):
+            if record.attachment is None:
+                continue
+            with self.metrics.timed("detach"):
+                await asyncio.to_thread(self.ops.detach, record)
+            detached.append(record.pci_address)
+        return detached
+
+    # -- attach (OCI hook) -----------------------------------------------------------------
+
+    async def attach(self, request: AttachRequest) -> AttachResult:
+        """Attach every VF of a prepared claim into the container's netns (lock held)."""
+        with self.metrics.timed("attach"):
+            return await self._attach(request)
+
+    async def _attach(self, request: AttachRequest) -> AttachResult:
+        checkpoint = await self._load_checkpoint()
+        prepared = checkpoint.claims.get(request.claim_uid)
+        if prepared is None:
+            raise NotPrepared(
+                f"claim {request.claim_uid} is not prepared on node {self.config.node}",
+                field="claimUid",
+                fix="the kubelet prepares a claim before its containers start; "
+                "check the pod's events for a failed NodePrepareResources",
+            )
+        claim = await self.api.get_claim(prepared.namespace, prepared.name)
+        if claim is None or claim_devices.uid(claim) != request.claim_uid:
+            raise NotPrepared(
+                f"claim {claim_ref(prepared.namespace, prepared.name)} ({request.claim_uid}) "
+                "no longer exists",
+                field="claimUid",
+                fix="delete the pod; its claim is gone",
+            )
+        devices = claim_devices.claim_devices(
+            claim, node=self.config.node, driver=self.config.driver
+        )
+        pod = request.annotations.get("io.kubernetes.pod.name", "")
+        done: list[VfRecord] = []
+        names = []
+        try:
+            for device in devices:
+                record = self.ops.records.get(device.pci_address)
+                if record is None or record.claim.uid != request.claim_uid:
+                    raise AttachError(
+                        f"VF {device.pci_address} is not configured for this claim",
+                        field="claim",
+                        fix="wait for the agent to configure the VF (see the claim's "
+                        "VfConfigured condition)",
+                    )
+                if record.driver == "vfio-pci":
+                    continue
+                nad = await self._nad(device)
+                attached = await asyncio.to_thread(
+                    self.ops.attach,
+                    record,
+                    netns=request.netns,
+                    if_name=device.if_name,
+                    ipam_conf=self._ipam_conf(nad),
+                )
+                done.append(attached)
+                names.append(device.if_name)
+        except Exception as exc:
+            for record in done:
+                try:
+                    await asyncio.to_thread(self.ops.detach, record)
+                except Exception:
+                    logger.exception("rollback of attach failed", extra=_ctx(claim))
+            error = (
+                exc
+                if isinstance(exc, SriovDraError)
+                else AttachError(f"{type(exc).__name__}: {exc}", fix="see the agent log")
+            )
+            await self.events.warning(
+                claim,
+                error.reason,
+                f"attaching to container {request.container_id[:12]}"
+                + (f" of pod {pod}" if pod else "")
+                + f" failed: {error.describe()}",
+            )
+            await self.write_status(claim, devices)
+            if error is exc:
+                raise
+            raise error from exc
+        await self.write_status(claim, devices)
+        message = f"attached {', '.join(names)} on node {self.config.node}"
+        logger.info(message, extra=_ctx(claim, pod=pod, netns=request.netns))
+        return AttachResult(interfaces=tuple(names), message=message)
+
+    # -- start-up --------------------------------------------------------------------------
+
+    async def startup_sweep(self) -> dict[str, Any]:
+        """Repair what a crash left: half attaches/detaches, dead netns, stray CDI specs."""
+        detached = await asyncio.to_thread(self.ops.sweep)
+        checkpoint = await self._load_checkpoint()
+        stray = [
+            uid
+            for uid in await asyncio.to_thread(cdi.claim_uids_with_specs, self.config.cdi_dir)
+            if uid not in checkpoint.claims
+        ]
+        for uid in stray:
+            await asyncio.to_thread(cdi.remove_claim_spec, self.config.cdi_dir, uid)
+        report = {"detached": detached, "stray_cdi_specs": stray}
+        logger.info("start-up sweep done", extra={"node": self.config.node, **report})
+        return report
+
+    async def detach_dead(self, locks: Any) -> list[str]:
+        """Detach VFs whose pod netns died without an unprepare (periodic), update status.
+
+        Only settled attachments are looked at, each under its claim's lock: an
+        attach or detach in flight is never disturbed.
+        """
+        detached = []
+        for candidate in self.ops.records.all():
+            att = candidate.attachment
+            if att is None or att.phase != "attached":
+                continue
+            if netns_attach.netns_alive(att.netns, att.netns_id):
+                continue
+            uid = candidate.claim.uid
+            async with locks.hold(uid):
+                record = self.ops.records.get(candidate.pci_address)
+                if record is None or record.attachment != att:
+                    continue
+                with self.metrics.timed("detach"):
+                    await asyncio.to_thread(self.ops.detach, record)
+                detached.append(record.pci_address)
+                logger.info(
+                    "detached VF of a dead pod netns",
+                    extra={"claim": record.claim.ref(), "uid": uid, "vf": record.pci_address},
+                )
+                claim = await self.api.get_claim(record.claim.namespace, record.claim.name)
+                if claim is not None and claim_devices.uid(claim) == uid:
+                    await self.write_status(claim)
+        return detached

@@ -1,0 +1,176 @@
+"""Watches the ResourceClaims that concern this node and feeds them to the claim manager.
+
+Two watches: one filtered server-side by the operator's node label (the claims
+it allocated here), one over every claim filtered here (claims allocated by
+anyone else -- the scheduler -- with results for our driver in this node's pool,
+and claims this node still holds VFs for). Events are coalesced per claim UID and
+handled by a few workers, each claim under its lock, so a burst of updates
+becomes one reconcile of the newest object. A periodic resync re-lists, releases
+VFs of claims that vanished while the agent was down, and detaches VFs whose pod
+netns died.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from sriov_dra.constants import NODE_LABEL
+
+from sriov_dra_agent import claim_devices
+from sriov_dra_agent.claim_locks import ClaimLocks
+from sriov_dra_agent.claim_manager import ClaimManager
+from sriov_dra_agent.kube_api import ApiException, KubeApi
+
+logger = logging.getLogger(__name__)
+
+Body = dict[str, Any]
+
+
+class ClaimWatcher:
+    """Two watches, a coalescing queue and ``workers`` reconcilers."""
+
+    def __init__(
+        self,
+        api: KubeApi,
+        manager: ClaimManager,
+        locks: ClaimLocks,
+        *,
+        node: str,
+        driver: str,
+        workers: int = 4,
+        resync_seconds: float = 30.0,
+    ) -> None:
+        self.api = api
+        self.manager = manager
+        self.locks = locks
+        self.node = node
+        self.driver = driver
+        self.workers = workers
+        self.resync_seconds = resync_seconds
+        self._latest: dict[str, tuple[str, Body]] = {}
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._queued: set[str] = set()
+        self.synced = asyncio.Event()
+        """Set after the first full list has been handed to the workers."""
+
+    # -- relevance -------------------------------------------------------------------------
+
+    def concerns_us(self, claim: Mapping[str, Any]) -> bool:
+        return (
+            claim_devices.labelled_for(claim, self.node)
+            or bool(claim_devices.our_results(claim, node=self.node, driver=self.driver))
+            or claim_devices.uid(claim) in self.manager.held_claims()
+        )
+
+    def offer(self, kind: str, claim: Body) -> None:
+        """Queue the newest state of a claim (``kind``: ADDED/MODIFIED/DELETED)."""
+        uid = claim_devices.uid(claim)
+        if not uid:
+            return
+        self._latest[uid] = (kind, claim)
+        if uid not in self._queued:
+            self._queued.add(uid)
+            self._queue.put_nowait(uid)
+
+    # -- workers ---------------------------------------------------------------------------
+
+    async def _handle(self, uid: str) -> None:
+        kind, claim = self._latest.pop(uid)
+        meta = claim_devices.meta(claim)
+        async with self.locks.hold(uid):
+            if kind == "DELETED":
+                await self.manager.claim_gone(uid, str(meta["namespace"]), str(meta["name"]))
+            else:
+                await self.manager.reconcile(claim)
+
+    async def _worker(self) -> None:
+        while True:
+            uid = await self._queue.get()
+            self._queued.discard(uid)
+            if uid not in self._latest:
+                continue
+            try:
+                await self._handle(uid)
+            except Exception:
+                logger.exception("reconcile failed; retrying later", extra={"uid": uid})
+                # Retry with the object we had unless a newer one arrived meanwhile.
+                await asyncio.sleep(2)
+            finally:
+                self._queue.task_done()
+
+    # -- watches ---------------------------------------------------------------------------
+
+    async def _list(self, label_selector: str) -> str:
+        items, version = await self.api.list_claims(label_selector=label_selector)
+        for item in items:
+            if label_selector or self.concerns_us(item):
+                self.offer("MODIFIED", item)
+        if not label_selector:
+            await self._gone_while_away({claim_devices.uid(i) for i in items})
+        return version
+
+    async def _gone_while_away(self, present: set[str]) -> None:
+        for uid, (namespace, name) in self.manager.held_claims().items():
+            if uid not in present:
+                self.offer(
+                    "DELETED", {"metadata": {"uid": uid, "namespace": namespace, "name": name}}
+                )
+
+    async def _watch(self, label_selector: str, stop: asyncio.Event) -> None:
+        version = ""
+        while not stop.is_set():
+            try:
+                if not version:
+                    version = await self._list(label_selector)
+                    if not label_selector:
+                        self.synced.set()
+                async for kind, claim in self.api.watch_claims(
+                    version, label_selector=label_selector, timeout_seconds=60
+                ):
+                    version = claim_devices.meta(claim).get("resourceVersion", version)
+                    if kind != "BOOKMARK" and (label_selector or self.concerns_us(claim)):
+                        self.offer(kind, claim)
+            except ApiException as exc:
+                if exc.status == 410:
+                    version = ""
+                    continue
+                logger.warning("claim watch failed: %s %s", exc.status, exc.reason)
+                version = ""
+                await asyncio.sleep(1)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("claim watch broke: %s", exc)
+                version = ""
+                await asyncio.sleep(1)
+
+    async def _resync(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.resync_seconds)
+            if stop.is_set():
+                return
+            try:
+                await self._list("")
+                await self.manager.detach_dead(self.locks)
+            except Exception as exc:
+                logger.warning("claim resync failed: %s", exc)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Watch and reconcile until ``stop`` is set."""
+        tasks = [
+            asyncio.create_task(self._watch(f"{NODE_LABEL}={self.node}", stop)),
+            asyncio.create_task(self._watch("", stop)),
+            asyncio.create_task(self._resync(stop)),
+            *(asyncio.create_task(self._worker()) for _ in range(self.workers)),
+        ]
+        try:
+            await stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)

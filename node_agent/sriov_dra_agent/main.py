@@ -1,0 +1,199 @@
+"""``sriov-dra agent``: the per-node process.
+
+Start-up order matters: the sweep repairs what a crash left *before* anyone
+can ask for new work; then the attach socket and the kubelet plugin serve
+(the DRA socket before the registration socket, see ``kubelet_plugin``); then the
+slice publisher and the claim watcher run until SIGTERM/SIGINT. Shutdown stops
+accepting, lets running claim operations finish and leaves the ResourceSlices
+in place (a restart must not empty the pool).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from typing import Any
+
+from sriov_dra import jsonlog
+from sriov_dra.errors import SriovDraError
+
+from sriov_dra_agent.attach_socket import AttachServer
+from sriov_dra_agent.backends import make_backend
+from sriov_dra_agent.checkpoint import load_checkpoint
+from sriov_dra_agent.claim_locks import ClaimLocks
+from sriov_dra_agent.claim_manager import ClaimManager, ManagerConfig
+from sriov_dra_agent.claim_watcher import ClaimWatcher
+from sriov_dra_agent.device_status import DeviceStatusWriter
+from sriov_dra_agent.events import EventRecorder
+from sriov_dra_agent.kube_api import KubeApi
+from sriov_dra_agent.kubelet_plugin import KubeletPlugin, KubeletPluginConfig
+from sriov_dra_agent.metrics import AgentMetrics, HttpEndpoints
+from sriov_dra_agent.settings import AgentSettings
+from sriov_dra_agent.settings import configure_parser as _configure_parser
+from sriov_dra_agent.slice_publisher import SlicePublisher
+from sriov_dra_agent.vf_ops import VfOps
+from sriov_dra_agent.vf_records import RecordStore
+
+logger = logging.getLogger("sriov_dra_agent")
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``sriov-dra agent`` (see :mod:`sriov_dra_agent.settings`)."""
+    _configure_parser(parser)
+
+
+class Agent:
+    """All parts of one node's agent, wired together."""
+
+    def __init__(self, settings: AgentSettings, api: KubeApi) -> None:
+        self.settings = settings
+        self.api = api
+        self.metrics = AgentMetrics(settings.node_name)
+        self.locks = ClaimLocks()
+        self.backend = make_backend(
+            settings.backend,
+            node=settings.node_name,
+            sysfs_root=settings.sysfs_root,
+            sim_prefix=settings.sim_prefix,
+        )
+        self.ops = VfOps(
+            self.backend, RecordStore(settings.state_dir / "vfs"), cni_path=settings.cni_path
+        )
+        self.publisher = SlicePublisher(
+            api,
+            node=settings.node_name,
+            driver=settings.driver_name,
+            discover=self.backend.discover,
+            interval=settings.rescan_interval,
+            on_publish=self.metrics.on_publish,
+        )
+        self.manager = ClaimManager(
+            ManagerConfig(
+                node=settings.node_name,
+                driver=settings.driver_name,
+                cdi_dir=settings.cdi_dir,
+                checkpoint_path=settings.checkpoint_path,
+                hook_path=settings.hook_path,
+                attach_socket=settings.attach_socket,
+                cni_data_dir=settings.cni_data_dir,
+                sysfs_root=settings.sysfs_root,
+            ),
+            api=api,
+            ops=self.ops,
+            status=DeviceStatusWriter(
+                api, driver=settings.driver_name, field_manager=settings.field_manager
+            ),
+            events=EventRecorder(api, node=settings.node_name),
+            metrics=self.metrics,
+            inventory=self.publisher,
+        )
+        self.plugin = KubeletPlugin(
+            self.manager,
+            KubeletPluginConfig(
+                driver_name=settings.driver_name,
+                registrar_dir=settings.kubelet_registrar_dir,
+                plugins_dir=settings.kubelet_plugins_dir,
+            ),
+            locks=self.locks,
+        )
+        self.attach_server = AttachServer(self.manager, settings.attach_socket, locks=self.locks)
+        self.watcher = ClaimWatcher(
+            api,
+            self.manager,
+            self.locks,
+            node=settings.node_name,
+            driver=settings.driver_name,
+            resync_seconds=max(settings.rescan_interval * 3, 5.0),
+        )
+        self.http = HttpEndpoints(
+            self.metrics,
+            self.healthy,
+            address=settings.bind_address,
+            metrics_port=settings.metrics_port,
+            health_port=settings.health_port,
+        )
+        self.tasks: list[asyncio.Task[Any]] = []
+
+    def healthy(self) -> tuple[bool, str]:
+        """Alive while every loop runs."""
+        dead = [t.get_name() for t in self.tasks if t.done()]
+        if dead:
+            return False, f"stopped: {', '.join(dead)}"
+        return True, "running"
+
+    async def _gauges(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                checkpoint = await asyncio.to_thread(load_checkpoint, self.settings.checkpoint_path)
+                counts = self.manager.vf_state_counts(
+                    self.publisher.inventory, set(checkpoint.claims)
+                )
+                self.metrics.set_vf_states(counts)
+            except Exception as exc:
+                logger.warning("metrics refresh failed: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.settings.rescan_interval)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Sweep, serve, watch, until ``stop``; then shut down cleanly."""
+        await self.manager.startup_sweep()
+        await self.attach_server.start()
+        try:
+            await self.plugin.start()
+            try:
+                await self.http.start()
+                self.tasks = [
+                    asyncio.create_task(self.publisher.run(stop), name="slice-publisher"),
+                    asyncio.create_task(self.watcher.run(stop), name="claim-watcher"),
+                    asyncio.create_task(self._gauges(stop), name="gauges"),
+                ]
+                logger.info(
+                    "agent running",
+                    extra={
+                        "node": self.settings.node_name,
+                        "backend": self.settings.backend,
+                        "dra_socket": str(self.plugin.config.dra_socket),
+                        "attach_socket": str(self.settings.attach_socket),
+                    },
+                )
+                await stop.wait()
+                await asyncio.gather(*self.tasks, return_exceptions=True)
+            finally:
+                await self.http.stop()
+                await self.plugin.stop()
+        finally:
+            await self.attach_server.stop()
+        logger.info("agent stopped", extra={"node": self.settings.node_name})
+
+
+async def _main(settings: AgentSettings) -> int:
+    api = await KubeApi.from_kubeconfig(settings.kubeconfig)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        agent = Agent(settings, api)
+        await agent.run(stop)
+    finally:
+        await api.close()
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``sriov-dra agent``."""
+    try:
+        settings = AgentSettings.from_args(args)
+    except ValueError as exc:
+        print(f"sriov-dra agent: {exc}", file=sys.stderr, flush=True)
+        return 2
+    jsonlog.configure(settings.log_level)
+    try:
+        return asyncio.run(_main(settings))
+    except SriovDraError as exc:
+        logger.error("agent failed: %s", exc.describe(), extra={"node": settings.node_name})
+        return 1

@@ -1,0 +1,244 @@
+"""The agent's command line: every flag has an environment twin (DaemonSet-friendly).
+
+``sriov-dra agent --node-name NAME`` is enough on a real node; everything else
+defaults to where the kubelet, the container runtime and Debian's CNI plugins
+expect things. The dev cluster runs one agent per simulated node and moves every
+directory and port (see ``--help``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from sriov_dra.constants import DRIVER_NAME
+
+BACKENDS: Final = ("sysfs", "simulated")
+DEFAULT_REGISTRAR_DIR: Final = "/var/lib/kubelet/plugins_registry"
+DEFAULT_PLUGINS_DIR: Final = "/var/lib/kubelet/plugins"
+DEFAULT_CDI_DIR: Final = "/var/run/cdi"
+DEFAULT_CNI_PATH: Final = "/usr/lib/cni:/opt/cni/bin"
+DEFAULT_CNI_DATA_DIR: Final = "/var/lib/cni/networks"
+DEFAULT_METRICS_PORT: Final = 9464
+DEFAULT_HEALTH_PORT: Final = 9465
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def _default_hook_path() -> str:
+    found = shutil.which("sriov-dra")
+    if found:
+        return os.path.abspath(found)
+    return os.path.join(os.path.dirname(os.path.abspath(sys.executable)), "sriov-dra")
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """Everything ``run`` needs, resolved (directories absolute, defaults filled in)."""
+
+    node_name: str
+    driver_name: str
+    backend: str
+    sysfs_root: Path | None
+    sim_prefix: str
+    kubelet_registrar_dir: Path
+    kubelet_plugins_dir: Path
+    cdi_dir: Path
+    cni_path: str
+    cni_data_dir: Path
+    state_dir: Path
+    attach_socket: Path
+    hook_path: str
+    metrics_port: int
+    health_port: int
+    bind_address: str
+    kubeconfig: str | None
+    rescan_interval: float
+    log_level: str
+
+    @property
+    def plugin_dir(self) -> Path:
+        """``<plugins-dir>/<driver>``: where the kubelet expects our DRA socket."""
+        return self.kubelet_plugins_dir / self.driver_name
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.state_dir / "checkpoint.json"
+
+    @property
+    def field_manager(self) -> str:
+        """Server-side-apply manager of this node's ``status.devices`` entries."""
+        return f"{self.driver_name}/{self.node_name}"
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> AgentSettings:
+        """Resolve parsed flags; raises ``ValueError`` naming the flag and the fix."""
+        if not args.node_name:
+            raise ValueError(
+                "--node-name is required; fix: pass --node-name or set NODE_NAME "
+                "(in a DaemonSet: valueFrom.fieldRef.fieldPath: spec.nodeName)"
+            )
+        if args.backend not in BACKENDS:
+            raise ValueError(
+                f"--backend {args.backend!r} is unknown; fix: use one of {', '.join(BACKENDS)}"
+            )
+        plugins_dir = Path(args.kubelet_plugins_dir).absolute()
+        plugin_dir = plugins_dir / args.driver_name
+        state_dir = Path(args.state_dir).absolute() if args.state_dir else plugin_dir
+        attach_socket = (
+            Path(args.attach_socket).absolute()
+            if args.attach_socket
+            else plugin_dir / "attach.sock"
+        )
+        hook_path = args.hook_path or _default_hook_path()
+        if not os.path.isabs(hook_path):
+            raise ValueError(
+                f"--hook-path {hook_path!r} is not absolute; fix: the container runtime "
+                "runs it from its own working directory, pass the absolute host path"
+            )
+        return cls(
+            node_name=args.node_name,
+            driver_name=args.driver_name,
+            backend=args.backend,
+            sysfs_root=Path(args.sysfs_root).absolute() if args.sysfs_root else None,
+            sim_prefix=args.sim_prefix,
+            kubelet_registrar_dir=Path(args.kubelet_registrar_dir).absolute(),
+            kubelet_plugins_dir=plugins_dir,
+            cdi_dir=Path(args.cdi_dir).absolute(),
+            cni_path=args.cni_path,
+            cni_data_dir=Path(args.cni_data_dir).absolute(),
+            state_dir=state_dir,
+            attach_socket=attach_socket,
+            hook_path=hook_path,
+            metrics_port=int(args.metrics_port),
+            health_port=int(args.health_port),
+            bind_address=args.bind_address,
+            kubeconfig=args.kubeconfig or None,
+            rescan_interval=float(args.rescan_interval),
+            log_level=args.log_level,
+        )
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Define every flag of ``sriov-dra agent``."""
+    add = parser.add_argument
+    add(
+        "--node-name",
+        default=_env("NODE_NAME"),
+        help="name of this node's Node object (env NODE_NAME; required)",
+    )
+    add(
+        "--driver-name",
+        default=_env("DRIVER_NAME", DRIVER_NAME),
+        help=f"DRA driver name (env DRIVER_NAME; default {DRIVER_NAME})",
+    )
+    add(
+        "--backend",
+        default=_env("SRIOV_DRA_BACKEND", "sysfs"),
+        choices=BACKENDS,
+        help="sysfs: real SR-IOV NICs; simulated: the software NIC of sriov_dra_agent."
+        "simulated_nic (env SRIOV_DRA_BACKEND; default sysfs)",
+    )
+    add(
+        "--sysfs-root",
+        default=_env("SYSFS_ROOT"),
+        help="sysfs tree to discover PFs/VFs in (env SYSFS_ROOT; default /sys, or the "
+        "simulated NIC's own tree with --backend simulated)",
+    )
+    add(
+        "--sim-prefix",
+        default=_env("SRIOV_DRA_SIM_PREFIX", "sriovsim"),
+        help="netns prefix of the simulated NIC; its host netns is <prefix>-<node> "
+        "(env SRIOV_DRA_SIM_PREFIX; default sriovsim)",
+    )
+    add(
+        "--kubelet-registrar-dir",
+        "--kubelet-registrar-directory-path",
+        dest="kubelet_registrar_dir",
+        default=_env("KUBELET_REGISTRAR_DIRECTORY_PATH", DEFAULT_REGISTRAR_DIR),
+        help="directory the kubelet watches for registration sockets "
+        f"(env KUBELET_REGISTRAR_DIRECTORY_PATH; default {DEFAULT_REGISTRAR_DIR})",
+    )
+    add(
+        "--kubelet-plugins-dir",
+        "--kubelet-plugins-directory-path",
+        dest="kubelet_plugins_dir",
+        default=_env("KUBELET_PLUGINS_DIRECTORY_PATH", DEFAULT_PLUGINS_DIR),
+        help="directory holding <driver>/dra.sock "
+        f"(env KUBELET_PLUGINS_DIRECTORY_PATH; default {DEFAULT_PLUGINS_DIR})",
+    )
+    add(
+        "--cdi-dir",
+        default=_env("CDI_DIR", DEFAULT_CDI_DIR),
+        help=f"where per-claim CDI specs are written (env CDI_DIR; default {DEFAULT_CDI_DIR})",
+    )
+    add(
+        "--cni-path",
+        default=_env("CNI_PATH", DEFAULT_CNI_PATH),
+        help=f"colon-separated IPAM plugin directories (env CNI_PATH; default {DEFAULT_CNI_PATH})",
+    )
+    add(
+        "--cni-data-dir",
+        default=_env("CNI_DATA_DIR", DEFAULT_CNI_DATA_DIR),
+        help="host-local IPAM state directory used when the NAD sets no ipam.dataDir "
+        f"(env CNI_DATA_DIR; default {DEFAULT_CNI_DATA_DIR})",
+    )
+    add(
+        "--state-dir",
+        default=_env("STATE_DIR"),
+        help="where the checkpoint lives (env STATE_DIR; default <plugins-dir>/<driver>)",
+    )
+    add(
+        "--attach-socket",
+        default=_env("ATTACH_SOCKET"),
+        help="unix socket the OCI hook talks to "
+        "(env ATTACH_SOCKET; default <plugins-dir>/<driver>/attach.sock)",
+    )
+    add(
+        "--hook-path",
+        default=_env("HOOK_PATH"),
+        help="absolute host path of the sriov-dra executable written into CDI hooks "
+        "(env HOOK_PATH; default the sriov-dra on PATH)",
+    )
+    add(
+        "--metrics-port",
+        type=int,
+        default=int(_env("METRICS_PORT", str(DEFAULT_METRICS_PORT)) or 0),
+        help="Prometheus /metrics port, 0 = off "
+        f"(env METRICS_PORT; default {DEFAULT_METRICS_PORT})",
+    )
+    add(
+        "--health-port",
+        type=int,
+        default=int(_env("HEALTH_PORT", str(DEFAULT_HEALTH_PORT)) or 0),
+        help=f"liveness /healthz port, 0 = off (env HEALTH_PORT; default {DEFAULT_HEALTH_PORT})",
+    )
+    add(
+        "--bind-address",
+        default=_env("BIND_ADDRESS", "0.0.0.0"),
+        help="address of the metrics and health servers (env BIND_ADDRESS; default 0.0.0.0)",
+    )
+    add(
+        "--kubeconfig",
+        default=_env("KUBECONFIG"),
+        help="kubeconfig file (env KUBECONFIG; default in-cluster config)",
+    )
+    add(
+        "--rescan-interval",
+        type=float,
+        default=float(_env("RESCAN_INTERVAL", "5") or 5),
+        help="seconds between hardware rescans (env RESCAN_INTERVAL; default 5)",
+    )
+    add(
+        "--log-level",
+        default=_env("LOG_LEVEL", "INFO"),
+        help="log level (env LOG_LEVEL; default INFO)",
+    )
