@@ -1,0 +1,1034 @@
+"""Node emulation for the dev cluster: plays kubelet and container runtime for simulated nodes.
+
+EMULATION, not a kubelet. No kubelet or container runtime runs on this machine,
+and kwok only keeps the simulated Nodes Ready. For every pod bound to one of
+the simulated nodes this process does, in order, what a 1.34 kubelet with a
+CDI-capable runtime does for a pod with ResourceClaims:
+
+1. GET each claim from the API server and require the pod in
+   ``status.reservedFor`` (the kubelet's own check and message);
+2. find the claim's driver among the plugins registered in the node's
+   registrar directory (GetInfo over the registration socket, as the plugin
+   watcher does; ``v1.DRAPlugin`` preferred) and call ``NodePrepareResources``
+   over the plugin's real gRPC socket, once per claim and node;
+3. create the pod's sandbox: a named network namespace
+   ``pod-<namespace>-<name>`` with a process in it (see ``pod_sandbox``);
+4. resolve the returned CDI device IDs against the spec files in the node's
+   CDI directory and run their ``createRuntime`` hooks with the OCI state
+   (host pid of the sandbox process, bundle path) on stdin, like runc;
+5. only then report the pod Running and Ready through the status subresource.
+
+A failure leaves the pod Pending/ContainerCreating with a Warning Event
+(``FailedPrepareDynamicResources``, or ``FailedCreatePodSandBox`` for the
+sandbox and its hooks) and is retried with backoff. When a pod gets a
+deletionTimestamp (or disappears), the process is stopped,
+``NodeUnprepareResources`` is called once no other pod on the node uses the
+claim, the netns is removed, and the deletion is finished with grace 0.
+
+One emulator process serves every simulated node given with ``--node``; each
+node has its own directories (``node_layout.NodeLayout``) and checkpoint, so a
+restarted emulator picks up where it stopped. It authenticates with the
+kubeconfig it is given (the dev cluster's admin; a real kubelet would use its
+node identity).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from sriov_dra import jsonlog
+from sriov_dra.errors import SriovDraError
+
+from sriov_dra_devcluster import cdi_runtime, pod_sandbox
+from sriov_dra_devcluster.kube_client import ApiException, KubeClient
+from sriov_dra_devcluster.kubelet_plugins import (
+    ClaimRef,
+    PluginNotRegistered,
+    PluginWatcher,
+    PreparedDevice,
+    node_prepare_resources,
+    node_unprepare_resources,
+)
+from sriov_dra_devcluster.node_layout import NodeLayout
+
+log = logging.getLogger("sriov_dra_devcluster.node_emulator")
+
+COMPONENT: Final = "sriov-dra-node-emulator"
+"""``source.component`` of our Events: says plainly who plays the kubelet."""
+CHECKPOINT: Final = "checkpoint.json"
+PODNET_NETNS: Final = "sriov-dra-podnet"
+DEFAULT_POD_CIDR: Final = "10.244.0.0/16"
+BACKOFF_START: Final = 1.0
+BACKOFF_MAX: Final = 30.0
+RESYNC_SECONDS: Final = 30.0
+
+REASON_PREPARE: Final = "FailedPrepareDynamicResources"
+REASON_UNPREPARE: Final = "FailedUnprepareDynamicResources"
+REASON_SANDBOX: Final = "FailedCreatePodSandBox"
+
+
+class PrepareFailed(SriovDraError):
+    """A claim could not be prepared (not reserved, not allocated, plugin error)."""
+
+    reason = REASON_PREPARE
+    retryable = True
+
+
+class UnprepareFailed(SriovDraError):
+    """NodeUnprepareResources failed; the pod stays Terminating until it succeeds."""
+
+    reason = REASON_UNPREPARE
+    retryable = True
+
+
+class SandboxFailed(SriovDraError):
+    """The netns, its process or a CDI createRuntime hook failed."""
+
+    reason = REASON_SANDBOX
+    retryable = True
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+# --- pure parts: which claims a pod uses, which CDI IDs a container gets -----------------
+
+
+@dataclass(frozen=True)
+class PodClaim:
+    """One entry of ``pod.spec.resourceClaims`` resolved to a claim name."""
+
+    pod_claim_name: str
+    claim_name: str
+
+
+def pod_claims(pod: Mapping[str, Any]) -> list[PodClaim]:
+    """The claims a pod uses; template claims by the name in ``status.resourceClaimStatuses``.
+
+    Raises PrepareFailed when a template's claim has not been created yet.
+    """
+    statuses = {
+        s["name"]: s.get("resourceClaimName")
+        for s in pod.get("status", {}).get("resourceClaimStatuses") or []
+    }
+    result = []
+    for entry in pod.get("spec", {}).get("resourceClaims") or []:
+        if entry.get("resourceClaimName"):
+            result.append(PodClaim(entry["name"], entry["resourceClaimName"]))
+            continue
+        generated = statuses.get(entry["name"])
+        if not generated:
+            raise PrepareFailed(
+                f"waiting for the ResourceClaim of pod claim {entry['name']!r} "
+                "(from its ResourceClaimTemplate) to be created",
+                field="status.resourceClaimStatuses",
+            )
+        result.append(PodClaim(entry["name"], generated))
+    return result
+
+
+def check_reserved(pod: Mapping[str, Any], claim: Mapping[str, Any]) -> None:
+    """The kubelet's checks before preparing, in its order: pod in reservedFor, claim allocated.
+
+    (The API server refuses reservedFor without an allocation, so the second
+    guards against a torn read only.)
+    """
+    meta = pod["metadata"]
+    cmeta = claim["metadata"]
+    status = claim.get("status") or {}
+    reserved = {r.get("uid") for r in status.get("reservedFor") or []}
+    if meta["uid"] not in reserved:
+        raise PrepareFailed(
+            f"pod {meta['name']} ({meta['uid']}) is not allowed to use ResourceClaim "
+            f"{cmeta['name']} ({cmeta['uid']})"
+        )
+    if not status.get("allocation"):
+        raise PrepareFailed(f"ResourceClaim {cmeta['name']} ({cmeta['uid']}) is not allocated")
+
+
+def drivers_of(claim: Mapping[str, Any]) -> list[str]:
+    """Drivers named in the claim's allocation results, in first-seen order."""
+    results = claim["status"]["allocation"].get("devices", {}).get("results") or []
+    drivers: list[str] = []
+    for result in results:
+        if result["driver"] not in drivers:
+            drivers.append(result["driver"])
+    return drivers
+
+
+def container_cdi_ids(
+    container: Mapping[str, Any],
+    claims_by_pod_name: Mapping[str, Sequence[PreparedDevice]],
+) -> list[str]:
+    """The CDI device IDs one container gets: devices of the claims it lists in resources.claims.
+
+    A container entry without ``request`` gets every device of the claim; a
+    device with no request names belongs to every request (kubelet rules).
+    """
+    ids: list[str] = []
+    for entry in (container.get("resources") or {}).get("claims") or []:
+        wanted = entry.get("request") or ""
+        for device in claims_by_pod_name.get(entry["name"], ()):
+            if wanted and device.request_names and wanted not in device.request_names:
+                continue
+            ids.extend(i for i in device.cdi_device_ids if i not in ids)
+    return ids
+
+
+def running_status(
+    pod: Mapping[str, Any],
+    *,
+    pod_ip: str,
+    host_ip: str,
+    container_ids: Mapping[str, str],
+    started_at: str,
+) -> dict[str, Any]:
+    """The status patch that reports the pod Running and Ready."""
+    conditions = [
+        {"type": kind, "status": "True", "lastTransitionTime": started_at}
+        for kind in ("PodReadyToStartContainers", "Initialized", "ContainersReady", "Ready")
+    ]
+    statuses = [
+        {
+            "name": c["name"],
+            "image": c.get("image", ""),
+            "imageID": "emulated://no-image-pulled",
+            "containerID": f"emulated://{container_ids[c['name']]}",
+            "ready": True,
+            "started": True,
+            "restartCount": 0,
+            "state": {"running": {"startedAt": started_at}},
+        }
+        for c in pod["spec"]["containers"]
+    ]
+    return {
+        "status": {
+            "phase": "Running",
+            "hostIP": host_ip,
+            "hostIPs": [{"ip": host_ip}],
+            "podIP": pod_ip,
+            "podIPs": [{"ip": pod_ip}],
+            "startTime": pod.get("status", {}).get("startTime") or started_at,
+            "conditions": conditions,
+            "containerStatuses": statuses,
+        }
+    }
+
+
+def creating_status(pod: Mapping[str, Any], *, host_ip: str, message: str) -> dict[str, Any]:
+    """The status patch of a pod whose sandbox or claims are not ready (ContainerCreating)."""
+    now = _now()
+    started = pod.get("status", {}).get("startTime") or now
+    conditions = [
+        {"type": "PodReadyToStartContainers", "status": "False", "lastTransitionTime": now},
+        {"type": "Initialized", "status": "True", "lastTransitionTime": now},
+        {
+            "type": "ContainersReady",
+            "status": "False",
+            "reason": "ContainersNotReady",
+            "message": message,
+            "lastTransitionTime": now,
+        },
+        {
+            "type": "Ready",
+            "status": "False",
+            "reason": "ContainersNotReady",
+            "message": message,
+            "lastTransitionTime": now,
+        },
+    ]
+    statuses = [
+        {
+            "name": c["name"],
+            "image": c.get("image", ""),
+            "imageID": "",
+            "ready": False,
+            "started": False,
+            "restartCount": 0,
+            "state": {"waiting": {"reason": "ContainerCreating"}},
+        }
+        for c in pod["spec"]["containers"]
+    ]
+    return {
+        "status": {
+            "phase": "Pending",
+            "hostIP": host_ip,
+            "hostIPs": [{"ip": host_ip}],
+            "startTime": started,
+            "conditions": conditions,
+            "containerStatuses": statuses,
+        }
+    }
+
+
+# --- per-node state, checkpointed --------------------------------------------------------
+
+
+@dataclass
+class ClaimRecord:
+    """A claim prepared on this node, and the pods on this node that use it."""
+
+    ref: ClaimRef
+    devices: dict[str, list[PreparedDevice]]
+    """driver -> devices NodePrepareResources returned."""
+    pods: set[str] = field(default_factory=set)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "namespace": self.ref.namespace,
+            "name": self.ref.name,
+            "uid": self.ref.uid,
+            "devices": {d: [x.to_json() for x in v] for d, v in self.devices.items()},
+            "pods": sorted(self.pods),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ClaimRecord:
+        return cls(
+            ClaimRef(data["namespace"], data["name"], data["uid"]),
+            {d: [PreparedDevice.from_json(x) for x in v] for d, v in data["devices"].items()},
+            set(data.get("pods", [])),
+        )
+
+
+@dataclass
+class PodRecord:
+    """What the emulation holds for one pod: its sandbox, claims and started containers."""
+
+    namespace: str
+    name: str
+    uid: str
+    claims: dict[str, str] = field(default_factory=dict)
+    """pod claim name -> claim UID (prepared)."""
+    sandbox: pod_sandbox.Sandbox | None = None
+    containers: dict[str, str] = field(default_factory=dict)
+    """container name -> emulated container ID, once its hooks ran."""
+    reported_running: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "namespace": self.namespace,
+            "name": self.name,
+            "uid": self.uid,
+            "claims": self.claims,
+            "sandbox": self.sandbox.to_json() if self.sandbox else None,
+            "containers": self.containers,
+            "reportedRunning": self.reported_running,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PodRecord:
+        sandbox = data.get("sandbox")
+        return cls(
+            data["namespace"],
+            data["name"],
+            data["uid"],
+            dict(data.get("claims", {})),
+            pod_sandbox.Sandbox.from_json(sandbox) if sandbox else None,
+            dict(data.get("containers", {})),
+            bool(data.get("reportedRunning", False)),
+        )
+
+
+@dataclass
+class NodeState:
+    """One simulated node: directories, plugin watcher, pods and prepared claims."""
+
+    layout: NodeLayout
+    pod_subnet: ipaddress.IPv4Network
+    pods: dict[str, PodRecord] = field(default_factory=dict)
+    claims: dict[str, ClaimRecord] = field(default_factory=dict)
+    host_ip: str = ""
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def __post_init__(self) -> None:
+        self.plugins = PluginWatcher(self.layout.registrar_dir)
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.layout.emulator_dir / CHECKPOINT
+
+    def load(self) -> None:
+        try:
+            data = json.loads(self.checkpoint.read_text())
+        except FileNotFoundError:
+            return
+        self.pods = {uid: PodRecord.from_json(p) for uid, p in data.get("pods", {}).items()}
+        self.claims = {uid: ClaimRecord.from_json(c) for uid, c in data.get("claims", {}).items()}
+
+    def save(self) -> None:
+        self.layout.emulator_dir.mkdir(parents=True, exist_ok=True)
+        data = {
+            "node": self.layout.node,
+            "pods": {uid: p.to_json() for uid, p in self.pods.items()},
+            "claims": {uid: c.to_json() for uid, c in self.claims.items()},
+        }
+        tmp = self.checkpoint.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2))
+        tmp.replace(self.checkpoint)
+
+    def free_pod_ip(self) -> str:
+        used = {p.sandbox.pod_ip for p in self.pods.values() if p.sandbox}
+        for host in self.pod_subnet.hosts():
+            if host == next(self.pod_subnet.hosts()):
+                continue  # .1 plays the node's bridge address
+            if str(host) not in used:
+                return str(host)
+        raise SandboxFailed(f"no free fake pod IP left in {self.pod_subnet} on {self.layout.node}")
+
+    def bundle_dir(self, container_id: str) -> Path:
+        return self.layout.emulator_dir / "bundles" / container_id
+
+
+# --- the emulator ------------------------------------------------------------------------
+
+
+class NodeEmulator:
+    """Plays kubelet + runtime for pods bound to the nodes in ``layouts``."""
+
+    def __init__(
+        self,
+        kube: KubeClient,
+        layouts: Sequence[NodeLayout],
+        *,
+        netns_prefix: str = "",
+        pod_cidr: str = DEFAULT_POD_CIDR,
+    ) -> None:
+        self.kube = kube
+        self.netns_prefix = netns_prefix
+        self.podnet = f"{netns_prefix}{PODNET_NETNS}"
+        subnets = ipaddress.IPv4Network(pod_cidr).subnets(new_prefix=24)
+        next(subnets)  # 10.244.0.0/24 stays unused, node N gets 10.244.N.0/24
+        self.nodes = {layout.node: NodeState(layout, next(subnets)) for layout in layouts}
+        self._pods: dict[str, dict[str, Any]] = {}
+        self._gone: set[str] = set()
+        self._kicks: dict[str, asyncio.Event] = {}
+        self._workers: dict[str, asyncio.Task[None]] = {}
+        self._procs: dict[str, asyncio.subprocess.Process] = {}
+        self._events: dict[tuple[str, str, str], tuple[str, int]] = {}
+
+    # --- main loop ---
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until ``stop`` is set; then leave pods running (a kubelet restart does too)."""
+        await pod_sandbox.ensure_netns(self.podnet)
+        for state in self.nodes.values():
+            state.layout.create()
+            state.load()
+            node = await self.kube.get_node(state.layout.node)
+            state.host_ip = _internal_ip(node) if node else ""
+            for uid, record in state.pods.items():
+                self._pods.setdefault(uid, _stub_pod(record, state.layout.node))
+        watcher = asyncio.create_task(self._watch(stop))
+        try:
+            await stop.wait()
+        finally:
+            watcher.cancel()
+            workers = list(self._workers.values())
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(watcher, *workers, return_exceptions=True)
+
+    async def _watch(self, stop: asyncio.Event) -> None:
+        """List, then watch pods; relist on expiry or error; resync every RESYNC_SECONDS."""
+        while not stop.is_set():
+            try:
+                items, version = await self.kube.list_pods()
+                self._relist(items)
+                deadline = time.monotonic() + RESYNC_SECONDS
+                while time.monotonic() < deadline:
+                    timeout = max(1, int(deadline - time.monotonic()))
+                    async for kind, obj in self.kube.watch_pods(version, timeout):
+                        if kind == "BOOKMARK":
+                            version = obj["metadata"]["resourceVersion"]
+                            continue
+                        version = obj["metadata"]["resourceVersion"]
+                        self._observe(kind, obj)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("pod watch failed; relisting", extra={"error": str(exc)})
+                await asyncio.sleep(1)
+
+    def _ours(self, pod: Mapping[str, Any]) -> bool:
+        return pod.get("spec", {}).get("nodeName") in self.nodes
+
+    def _relist(self, items: Iterable[dict[str, Any]]) -> None:
+        seen = set()
+        for pod in items:
+            if self._ours(pod):
+                seen.add(pod["metadata"]["uid"])
+                self._observe("MODIFIED", pod)
+        known = {uid for state in self.nodes.values() for uid in state.pods}
+        for uid in (known | set(self._pods)) - seen:
+            if uid in self._pods:
+                self._observe("DELETED", self._pods[uid])
+
+    def _observe(self, kind: str, pod: dict[str, Any]) -> None:
+        if not self._ours(pod):
+            return
+        uid = pod["metadata"]["uid"]
+        self._pods[uid] = pod
+        if kind == "DELETED":
+            self._gone.add(uid)
+        self._kick(uid)
+
+    def _kick(self, uid: str) -> None:
+        event = self._kicks.setdefault(uid, asyncio.Event())
+        event.set()
+        if uid not in self._workers or self._workers[uid].done():
+            self._workers[uid] = asyncio.create_task(self._worker(uid), name=f"pod-{uid}")
+
+    async def _worker(self, uid: str) -> None:
+        """Reconcile one pod whenever it changes; retry failures with exponential backoff."""
+        kick = self._kicks[uid]
+        backoff = BACKOFF_START
+        while True:
+            await kick.wait()
+            kick.clear()
+            pod = self._pods[uid]
+            state = self.nodes[pod["spec"]["nodeName"]]
+            try:
+                finished = await self._reconcile(state, pod, gone=uid in self._gone)
+            except SriovDraError as exc:
+                await self._report_failure(state, pod, exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(kick.wait(), backoff)
+                kick.set()
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                continue
+            except Exception as exc:
+                log.exception("unexpected error in the node emulation", extra=_pod_extra(pod))
+                await self._report_failure(
+                    state, pod, SandboxFailed(f"node emulation error: {exc!r}")
+                )
+                await asyncio.sleep(backoff)
+                kick.set()
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                continue
+            backoff = BACKOFF_START
+            if finished:
+                self._pods.pop(uid, None)
+                self._gone.discard(uid)
+                self._kicks.pop(uid, None)
+                self._workers.pop(uid, None)
+                return
+
+    async def _reconcile(self, state: NodeState, pod: dict[str, Any], *, gone: bool) -> bool:
+        """Bring the emulation in line with ``pod``; True once the pod is gone and torn down."""
+        meta = pod["metadata"]
+        async with state.lock:
+            if gone or meta.get("deletionTimestamp"):
+                await self._teardown(state, meta["uid"])
+                if not gone:
+                    await self.kube.delete_pod_now(meta["namespace"], meta["name"], meta["uid"])
+                    log.info("pod deletion finished", extra=_pod_extra(pod))
+                return gone
+            await self._start(state, pod)
+            return False
+
+    # --- start ---
+
+    async def _start(self, state: NodeState, pod: dict[str, Any]) -> None:
+        meta = pod["metadata"]
+        record = state.pods.get(meta["uid"])
+        if record is None:
+            record = PodRecord(meta["namespace"], meta["name"], meta["uid"])
+            state.pods[meta["uid"]] = record
+            state.save()
+        if record.sandbox is not None and not record.sandbox.alive():
+            # The sandbox process died (or the host rebooted): start the sandbox over.
+            log.warning("sandbox process gone; recreating it", extra=_pod_extra(pod))
+            await pod_sandbox.remove_netns(record.sandbox.netns)
+            record.sandbox = None
+            record.containers.clear()
+            record.reported_running = False
+            state.save()
+        if (
+            record.reported_running
+            and record.sandbox is not None
+            and pod.get("status", {}).get("phase") == "Running"
+        ):
+            return
+        prepared = await self._prepare_claims(state, pod, record)
+        if record.sandbox is None:
+            await self._create_sandbox(state, pod, record)
+        await self._create_containers(state, pod, record, prepared)
+        if not record.reported_running or pod.get("status", {}).get("phase") != "Running":
+            assert record.sandbox is not None
+            await self.kube.patch_pod_status(
+                meta["namespace"],
+                meta["name"],
+                running_status(
+                    pod,
+                    pod_ip=record.sandbox.pod_ip,
+                    host_ip=state.host_ip,
+                    container_ids=record.containers,
+                    started_at=_now(),
+                ),
+            )
+            if not record.reported_running:
+                record.reported_running = True
+                state.save()
+                for name in record.containers:
+                    await self._event(
+                        state,
+                        pod,
+                        "Normal",
+                        "Started",
+                        f"Started container {name} (emulated: sandbox process "
+                        f"{record.sandbox.pid} in netns {record.sandbox.netns})",
+                    )
+            log.info(
+                "pod running",
+                extra={
+                    **_pod_extra(pod),
+                    "netns": record.sandbox.netns,
+                    "pod_ip": record.sandbox.pod_ip,
+                },
+            )
+
+    async def _prepare_claims(
+        self, state: NodeState, pod: dict[str, Any], record: PodRecord
+    ) -> dict[str, list[PreparedDevice]]:
+        """Prepare every claim of the pod not yet prepared on this node; pod claim -> devices."""
+        meta = pod["metadata"]
+        result: dict[str, list[PreparedDevice]] = {}
+        for entry in pod_claims(pod):
+            claim = await self.kube.get_claim(meta["namespace"], entry.claim_name)
+            if claim is None:
+                raise PrepareFailed(
+                    f"failed to fetch ResourceClaim {entry.claim_name} referenced by pod "
+                    f"{meta['name']}: not found"
+                )
+            check_reserved(pod, claim)
+            cmeta = claim["metadata"]
+            ref = ClaimRef(cmeta["namespace"], cmeta["name"], cmeta["uid"])
+            prepared = state.claims.get(ref.uid)
+            if prepared is None:
+                devices: dict[str, list[PreparedDevice]] = {}
+                for driver in drivers_of(claim):
+                    try:
+                        plugin = await state.plugins.plugin(driver)
+                    except PluginNotRegistered as exc:
+                        raise PrepareFailed(str(exc)) from exc
+                    try:
+                        answers = await node_prepare_resources(plugin, [ref])
+                    except Exception as exc:
+                        raise PrepareFailed(
+                            f"NodePrepareResources failed for ResourceClaim {ref.name}: "
+                            f"{_rpc_error(exc)}"
+                        ) from exc
+                    answer = answers[ref.uid]
+                    if answer.error:
+                        raise PrepareFailed(
+                            f"NodePrepareResources failed for ResourceClaim {ref.name}: "
+                            f"{answer.error}"
+                        )
+                    devices[driver] = list(answer.devices)
+                prepared = ClaimRecord(ref, devices)
+                state.claims[ref.uid] = prepared
+                log.info(
+                    "claim prepared",
+                    extra={
+                        **_pod_extra(pod),
+                        "claim": f"{ref.namespace}/{ref.name}",
+                        "uid": ref.uid,
+                        "cdi_ids": [
+                            i for d in devices.values() for x in d for i in x.cdi_device_ids
+                        ],
+                    },
+                )
+            prepared.pods.add(record.uid)
+            record.claims[entry.pod_claim_name] = ref.uid
+            state.save()
+            result[entry.pod_claim_name] = [d for ds in prepared.devices.values() for d in ds]
+        return result
+
+    async def _create_sandbox(
+        self, state: NodeState, pod: dict[str, Any], record: PodRecord
+    ) -> None:
+        meta = pod["metadata"]
+        netns = pod_sandbox.pod_netns_name(meta["namespace"], meta["name"], self.netns_prefix)
+        if pod_sandbox.netns_exists(netns) and not any(
+            p.sandbox and p.sandbox.netns == netns
+            for s in self.nodes.values()
+            for p in s.pods.values()
+        ):
+            raise SandboxFailed(
+                f"network namespace {netns} already exists and is not this emulator's",
+                fix=f"remove it (ip netns delete {netns}) or stop the other emulator using it",
+            )
+        try:
+            sandbox, proc = await pod_sandbox.create(
+                netns,
+                podnet=self.podnet,
+                peer=f"e-{meta['uid'].replace('-', '')[:12]}",
+                pod_ip=state.free_pod_ip(),
+                prefix_len=state.pod_subnet.prefixlen,
+                title=f"sriov-dra-emulated-pod {meta['namespace']}/{meta['name']}",
+            )
+        except pod_sandbox.SandboxError as exc:
+            raise SandboxFailed(f"failed to create pod sandbox: {exc}") from exc
+        record.sandbox = sandbox
+        self._procs[record.uid] = proc
+        state.save()
+        log.info(
+            "sandbox created",
+            extra={**_pod_extra(pod), "netns": netns, "pid": sandbox.pid, "pod_ip": sandbox.pod_ip},
+        )
+
+    async def _create_containers(
+        self,
+        state: NodeState,
+        pod: dict[str, Any],
+        record: PodRecord,
+        prepared: Mapping[str, Sequence[PreparedDevice]],
+    ) -> None:
+        """Per container: resolve its CDI devices, write its bundle, run createRuntime hooks."""
+        assert record.sandbox is not None
+        meta = pod["metadata"]
+        specs = None
+        for container in pod["spec"]["containers"]:
+            name = container["name"]
+            if name in record.containers:
+                continue
+            ids = container_cdi_ids(container, prepared)
+            try:
+                if specs is None:
+                    specs = cdi_runtime.load_specs(state.layout.cdi_dir)
+                edits = cdi_runtime.resolve(ids, specs)
+            except cdi_runtime.CdiError as exc:
+                raise SandboxFailed(
+                    f"failed to create container {name}: CDI device injection failed: {exc}"
+                ) from exc
+            container_id = secrets.token_hex(16)
+            bundle = state.bundle_dir(container_id)
+            annotations = {
+                "io.kubernetes.cri.container-type": "container",
+                "io.kubernetes.cri.container-name": name,
+                "io.kubernetes.cri.sandbox-name": meta["name"],
+                "io.kubernetes.cri.sandbox-namespace": meta["namespace"],
+                "io.kubernetes.cri.sandbox-uid": meta["uid"],
+                "sriov-dra.emulation/node": state.layout.node,
+            }
+            cdi_runtime.write_bundle(
+                bundle,
+                args=container.get("command", []) + container.get("args", []),
+                edits=edits,
+                netns_path=pod_sandbox.netns_path(record.sandbox.netns),
+                annotations=annotations,
+                hostname=meta["name"],
+            )
+            hooks = edits.hooks_named("createRuntime")
+            state_json = cdi_runtime.oci_state(
+                container_id, record.sandbox.pid, bundle, annotations
+            )
+            try:
+                await cdi_runtime.run_hooks(hooks, state_json, "createRuntime")
+            except cdi_runtime.HookFailed as exc:
+                shutil.rmtree(bundle, ignore_errors=True)
+                raise SandboxFailed(f"failed to create container {name}: {exc}") from exc
+            record.containers[name] = container_id
+            state.save()
+            log.info(
+                "container created",
+                extra={
+                    **_pod_extra(pod),
+                    "container": name,
+                    "cdi_ids": ids,
+                    "hooks": len(hooks),
+                    "bundle": str(bundle),
+                },
+            )
+            await self._event(
+                state,
+                pod,
+                "Normal",
+                "Created",
+                f"Created container {name} (emulated; CDI devices: {', '.join(ids) or 'none'}; "
+                f"{len(hooks)} createRuntime hook(s) run)",
+            )
+
+    # --- teardown ---
+
+    async def _teardown(self, state: NodeState, uid: str) -> None:
+        """Stop the process, unprepare claims no other pod here uses, remove the netns."""
+        record = state.pods.get(uid)
+        if record is None:
+            return
+        extra = {
+            "pod": f"{record.namespace}/{record.name}",
+            "pod_uid": uid,
+            "node": state.layout.node,
+        }
+        if record.sandbox is not None:
+            try:
+                await pod_sandbox.stop_process(record.sandbox, self._procs.get(uid))
+            except pod_sandbox.SandboxError as exc:
+                raise SandboxFailed(str(exc)) from exc
+            self._procs.pop(uid, None)
+        for claim_uid in sorted(set(record.claims.values())):
+            claim = state.claims.get(claim_uid)
+            if claim is None:
+                continue
+            claim.pods.discard(uid)
+            if claim.pods:
+                continue
+            for driver in claim.devices:
+                try:
+                    plugin = await state.plugins.plugin(driver)
+                    errors = await node_unprepare_resources(plugin, [claim.ref])
+                except PluginNotRegistered as exc:
+                    raise UnprepareFailed(str(exc)) from exc
+                except Exception as exc:
+                    raise UnprepareFailed(
+                        f"NodeUnprepareResources failed for ResourceClaim {claim.ref.name}: "
+                        f"{_rpc_error(exc)}"
+                    ) from exc
+                if errors[claim.ref.uid]:
+                    raise UnprepareFailed(
+                        f"NodeUnprepareResources failed for ResourceClaim {claim.ref.name}: "
+                        f"{errors[claim.ref.uid]}"
+                    )
+            del state.claims[claim_uid]
+            state.save()
+            log.info(
+                "claim unprepared",
+                extra={
+                    **extra,
+                    "claim": f"{claim.ref.namespace}/{claim.ref.name}",
+                    "uid": claim_uid,
+                },
+            )
+        if record.sandbox is not None:
+            try:
+                await pod_sandbox.remove_netns(record.sandbox.netns)
+            except pod_sandbox.SandboxError as exc:
+                raise SandboxFailed(str(exc)) from exc
+        for container_id in record.containers.values():
+            shutil.rmtree(state.bundle_dir(container_id), ignore_errors=True)
+        del state.pods[uid]
+        state.save()
+        log.info("pod torn down", extra=extra)
+
+    # --- reporting ---
+
+    async def _report_failure(
+        self, state: NodeState, pod: dict[str, Any], exc: SriovDraError
+    ) -> None:
+        meta = pod["metadata"]
+        message = exc.describe()
+        log.warning(message, extra={**_pod_extra(pod), "reason": exc.reason})
+        try:
+            if not meta.get("deletionTimestamp") and meta["uid"] not in self._gone:
+                record = state.pods.get(meta["uid"])
+                if record is not None:
+                    record.reported_running = False
+                await self.kube.patch_pod_status(
+                    meta["namespace"],
+                    meta["name"],
+                    creating_status(pod, host_ip=state.host_ip, message=message),
+                )
+            if meta["uid"] not in self._gone:
+                await self._event(state, pod, "Warning", exc.reason, message)
+        except ApiException as api_exc:
+            if api_exc.status != 404:
+                log.warning("could not report a failure", extra={"error": str(api_exc)})
+
+    async def _event(
+        self, state: NodeState, pod: Mapping[str, Any], kind: str, reason: str, message: str
+    ) -> None:
+        """A core/v1 Event on the pod; repeats of the same event bump its count."""
+        meta = pod["metadata"]
+        key = (meta["uid"], reason, message)
+        now = _now()
+        known = self._events.get(key)
+        if known is not None:
+            name, count = known
+            if await self.kube.patch_event(
+                meta["namespace"], name, {"count": count + 1, "lastTimestamp": now}
+            ):
+                self._events[key] = (name, count + 1)
+                return
+        name = f"{meta['name']}.{secrets.token_hex(8)}"
+        await self.kube.create_event(
+            meta["namespace"],
+            {
+                "metadata": {"name": name, "namespace": meta["namespace"]},
+                "involvedObject": {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "name": meta["name"],
+                    "namespace": meta["namespace"],
+                    "uid": meta["uid"],
+                },
+                "reason": reason,
+                "message": message[:1024],
+                "type": kind,
+                "count": 1,
+                "firstTimestamp": now,
+                "lastTimestamp": now,
+                "source": {"component": COMPONENT, "host": state.layout.node},
+                "reportingComponent": COMPONENT,
+                "reportingInstance": state.layout.node,
+            },
+        )
+        self._events[key] = (name, 1)
+
+
+def _internal_ip(node: Mapping[str, Any]) -> str:
+    for address in node.get("status", {}).get("addresses") or []:
+        if address.get("type") == "InternalIP":
+            return str(address["address"])
+    return ""
+
+
+def _stub_pod(record: PodRecord, node: str) -> dict[str, Any]:
+    """A placeholder for a checkpointed pod until the API server tells us about it."""
+    return {
+        "metadata": {"namespace": record.namespace, "name": record.name, "uid": record.uid},
+        "spec": {"nodeName": node, "containers": []},
+    }
+
+
+def _pod_extra(pod: Mapping[str, Any]) -> dict[str, Any]:
+    meta = pod["metadata"]
+    return {
+        "pod": f"{meta['namespace']}/{meta['name']}",
+        "pod_uid": meta["uid"],
+        "node": pod.get("spec", {}).get("nodeName"),
+    }
+
+
+def _rpc_error(exc: BaseException) -> str:
+    details = getattr(exc, "details", None)
+    code = getattr(exc, "code", None)
+    if callable(details) and callable(code):
+        return f"rpc error: code = {code().name} desc = {details()}"
+    return str(exc)
+
+
+# --- Python API for the demo and tests ---------------------------------------------------
+
+
+def pod_netns(namespace: str, name: str, prefix: str = "") -> str:
+    """The netns name the emulation gives pod ``namespace/name``."""
+    return pod_sandbox.pod_netns_name(namespace, name, prefix)
+
+
+def pod_exec_argv(namespace: str, name: str, argv: Sequence[str], prefix: str = "") -> list[str]:
+    """The host command that runs ``argv`` inside the pod's netns (what `kubectl exec` would)."""
+    return ["ip", "netns", "exec", pod_netns(namespace, name, prefix), *argv]
+
+
+def checkpointed_pods(layout: NodeLayout) -> dict[str, dict[str, Any]]:
+    """The emulator's checkpointed pods of one node (uid -> record JSON)."""
+    try:
+        data = json.loads((layout.emulator_dir / CHECKPOINT).read_text())
+    except FileNotFoundError:
+        return {}
+    pods: dict[str, dict[str, Any]] = data.get("pods", {})
+    return pods
+
+
+def sweep(layouts: Iterable[NodeLayout], *, netns_prefix: str = "") -> list[str]:
+    """Remove what a stopped emulator left (processes, pod netns, the podnet netns).
+
+    Used after the emulator stopped for good (dev-cluster teardown); it does
+    not unprepare claims, since the agents are stopped too. Returns what it removed.
+    """
+    removed = []
+    for layout in layouts:
+        for record in checkpointed_pods(layout).values():
+            sandbox = record.get("sandbox")
+            if not sandbox:
+                continue
+            box = pod_sandbox.Sandbox.from_json(sandbox)
+            if box.alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(box.pid, signal.SIGKILL)
+                removed.append(f"process {box.pid}")
+            if pod_sandbox.netns_exists(box.netns):
+                subprocess.run(["ip", "netns", "delete", box.netns], check=False)
+                removed.append(f"netns {box.netns}")
+        with contextlib.suppress(FileNotFoundError):
+            (layout.emulator_dir / CHECKPOINT).unlink()
+        shutil.rmtree(layout.emulator_dir / "bundles", ignore_errors=True)
+    podnet = f"{netns_prefix}{PODNET_NETNS}"
+    if pod_sandbox.netns_exists(podnet):
+        subprocess.run(["ip", "netns", "delete", podnet], check=False)
+        removed.append(f"netns {podnet}")
+    return removed
+
+
+# --- CLI ---------------------------------------------------------------------------------
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``sriov-dra node-emulator``."""
+    parser.add_argument("--kubeconfig", type=Path, required=True, help="kubeconfig to use")
+    parser.add_argument(
+        "--root",
+        type=Path,
+        required=True,
+        help="root of the simulated nodes' directories (<root>/<node>/plugins_registry, cdi, ...)",
+    )
+    parser.add_argument(
+        "--node",
+        action="append",
+        required=True,
+        dest="nodes",
+        help="a simulated node to play the kubelet for (repeat for several)",
+    )
+    parser.add_argument(
+        "--netns-prefix", default="", help="prefix for the pods' netns names (default none)"
+    )
+    parser.add_argument(
+        "--pod-cidr",
+        default=DEFAULT_POD_CIDR,
+        help=f"range of the fake pod IPs, a /24 per node (default {DEFAULT_POD_CIDR})",
+    )
+    parser.add_argument("--log-level", default="INFO")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run until SIGTERM/SIGINT."""
+    jsonlog.configure(args.log_level)
+    layouts = [NodeLayout(args.root, node) for node in args.nodes]
+    return asyncio.run(_main(args.kubeconfig, layouts, args.netns_prefix, args.pod_cidr))
+
+
+async def _main(kubeconfig: Path, layouts: list[NodeLayout], prefix: str, pod_cidr: str) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    kube = await KubeClient.from_kubeconfig(kubeconfig)
+    emulator = NodeEmulator(kube, layouts, netns_prefix=prefix, pod_cidr=pod_cidr)
+    log.info(
+        "node emulation started (plays kubelet + runtime; not a real kubelet)",
+        extra={"nodes": [layout.node for layout in layouts], "root": str(layouts[0].root)},
+    )
+    try:
+        await emulator.run(stop)
+    finally:
+        await kube.close()
+    log.info("node emulation stopped; pods' sandboxes left running for the next start")
+    return 0
