@@ -11,13 +11,14 @@ ServiceAccount-token kubeconfigs for components that must run with their own RBA
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
 import ssl
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -45,7 +46,8 @@ NODE_PREFIX: Final = "sim-node-"
 STATE_FILE: Final = "state.json"
 LOG_DIR: Final = "logs"
 # Kept across `down` so a failed run can still be read afterwards.
-_KEEP_ON_DOWN: Final = frozenset({LOG_DIR})
+LOCK_FILE: Final = ".lock"
+_KEEP_ON_DOWN: Final = frozenset({LOG_DIR, LOCK_FILE})
 
 
 def default_state_dir() -> Path:
@@ -290,6 +292,21 @@ class DevCluster:
         """
         if nodes < 1:
             raise ValueError("nodes must be >= 1")
+        with self._exclusive():
+            return self._up(nodes, timeout, log)
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """Serialise up/down on one state dir across processes (two shells, two sessions)."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with (self.state_dir / LOCK_FILE).open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _up(self, nodes: int, timeout: float, log: Callable[[str], None]) -> bool:
         current = self.status()
         if current.running:
             log(f"dev cluster already up in {self.state_dir}; reusing it")
@@ -297,7 +314,7 @@ class DevCluster:
             return False
         if current.anything_alive:
             log("found a half-running dev cluster; stopping it first")
-        self.down(log=lambda _msg: None)
+        self._down(log=lambda _msg: None)
         bin_dir = self.bin_dir
         deadline = time.monotonic() + timeout
         self._prepare(bin_dir)
@@ -435,6 +452,13 @@ class DevCluster:
 
         Returns the names of components that were running.
         """
+        if not self.state_dir.exists():
+            log(f"no dev cluster running in {self.state_dir}")
+            return []
+        with self._exclusive():
+            return self._down(log)
+
+    def _down(self, log: Callable[[str], None]) -> list[str]:
         comps = self._components()
         was_running = [c.name for c in comps if c.alive()]
         killed = components.stop(list(reversed(comps)))

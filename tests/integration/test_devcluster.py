@@ -178,7 +178,7 @@ def test_cli_up_reuse_status_down_leaves_nothing_behind(
         assert not port_in_use(port), f"port {port} still open"
     mounts = Path("/proc/mounts").read_text()
     assert str(scratch_dir) not in mounts
-    assert sorted(p.name for p in scratch_dir.iterdir()) == ["logs"]
+    assert sorted(p.name for p in scratch_dir.iterdir()) == [".lock", "logs"]
     after = _cli("status", "--state-dir", str(scratch_dir))
     assert after.returncode == 3
     assert after.stdout == f"dev cluster in {scratch_dir}: not running\n"
