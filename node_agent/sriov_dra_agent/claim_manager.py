@@ -41,11 +41,11 @@ from sriov_dra_agent.checkpoint import (
 from sriov_dra_agent.claim_devices import ClaimDevice
 from sriov_dra_agent.device_status import DeviceState, DeviceStatusWriter, NetworkData
 from sriov_dra_agent.events import EventRecorder
-from sriov_dra_agent.inventory import Inventory, VfInfo
+from sriov_dra_agent.inventory import Inventory
 from sriov_dra_agent.kube_api import KubeApi
 from sriov_dra_agent.kubelet_plugin import ClaimRef, PreparedDevice
 from sriov_dra_agent.metrics import AgentMetrics
-from sriov_dra_agent.vf_ops import VfOps
+from sriov_dra_agent.node_hardware import NodeHardware
 from sriov_dra_agent.vf_programmer import VfSettings, settings_from_netconf
 from sriov_dra_agent.vf_records import ClaimRef as RecordClaim
 from sriov_dra_agent.vf_records import VfRecord
@@ -96,39 +96,23 @@ class ClaimManager:
         config: ManagerConfig,
         *,
         api: KubeApi,
-        ops: VfOps,
+        hardware: NodeHardware,
         status: DeviceStatusWriter,
         events: EventRecorder,
         metrics: AgentMetrics,
-        inventory: Any = None,
     ) -> None:
         self.config = config
         self.api = api
-        self.ops = ops
+        self.hw = hardware
         self.status = status
         self.events = events
         self.metrics = metrics
-        self._inventory_source = inventory
         self._checkpoint_lock = asyncio.Lock()
         self._errors: dict[str, dict[str, SriovDraError]] = {}
         self._warned: dict[str, set[str]] = {}
         self._programmed: dict[str, tuple[Any, ...]] = {}
 
     # -- helpers ---------------------------------------------------------------------------
-
-    async def _inventory(self, *, fresh: bool = False) -> Inventory:
-        source = self._inventory_source
-        current = getattr(source, "inventory", None) if source is not None else None
-        if current is not None and not fresh:
-            return current  # type: ignore[no-any-return]
-        return await asyncio.to_thread(self.ops.backend.discover)
-
-    async def _vf(self, pci: str) -> VfInfo | None:
-        for fresh in (False, True):
-            for vf in (await self._inventory(fresh=fresh)).vfs():
-                if vf.pci_address == pci:
-                    return vf
-        return None
 
     async def _nad(self, device: ClaimDevice) -> _Nad | None:
         if device.nad is None:
@@ -169,11 +153,11 @@ class ClaimManager:
         return await asyncio.to_thread(load_checkpoint, self.config.checkpoint_path)
 
     def _records_of(self, uid: str) -> list[VfRecord]:
-        return [r for r in self.ops.records.all() if r.claim.uid == uid]
+        return [r for r in self.hw.records_all() if r.claim.uid == uid]
 
     def vf_state_counts(self, inventory: Inventory | None, prepared: set[str]) -> dict[str, int]:
         """VFs per state for the metrics gauge."""
-        records = self.ops.records.all()
+        records = self.hw.records_all()
         counts = {"programmed": 0, "prepared": 0, "attached": 0}
         for record in records:
             if record.attachment is not None and record.attachment.phase == "attached":
@@ -195,7 +179,7 @@ class ClaimManager:
         errors = self._errors.get(uid, {})
         states = []
         for device in devices:
-            record = self.ops.records.get(device.pci_address)
+            record = self.hw.record(device.pci_address)
             mine = record is not None and record.claim.uid == uid
             error = errors.get(device.device)
             network = None
@@ -270,8 +254,7 @@ class ClaimManager:
                 errors[device.device] = exc
         key = tuple(signature)
         records_ok = all(
-            (r := self.ops.records.get(d.pci_address)) is not None and r.claim.uid == uid
-            for d in devices
+            (r := self.hw.record(d.pci_address)) is not None and r.claim.uid == uid for d in devices
         )
         if not errors and records_ok and self._programmed.get(uid) == key:
             return {}
@@ -281,24 +264,15 @@ class ClaimManager:
             nad = nads.get(device.nad) if device.nad else None
             extra = _ctx(claim, vf=device.pci_address, request=device.request)
             try:
-                vf = await self._vf(device.pci_address)
-                if vf is None:
-                    raise DeviceBusy(
-                        f"VF {device.pci_address} is not on node {self.config.node}",
-                        field="status.allocation.devices.results",
-                        fix="the VF disappeared (sriov_numvfs lowered?); delete and re-create "
-                        "the claim so that it gets another VF",
-                    )
-                extra["pf"] = vf.pf_name
                 desired = settings_from_netconf(nad.conf.raw) if nad else VfSettings()
                 with self.metrics.timed("program"):
                     await asyncio.to_thread(
-                        self.ops.program,
-                        vf,
+                        self.hw.program,
+                        device.pci_address,
                         owner,
-                        request=device.request,
+                        device.request,
+                        desired,
                         driver=device.driver,
-                        desired=desired,
                     )
             except SriovDraError as exc:
                 logger.warning("programming VF failed: %s", exc.describe(), extra=extra)
@@ -347,16 +321,12 @@ class ClaimManager:
     async def release(self, claim: Mapping[str, Any], held: Sequence[VfRecord]) -> None:
         """Detach and restore every VF of the claim, forget its preparation."""
         uid = claim_devices.uid(claim)
-        inventory = await self._inventory(fresh=True)
-        by_pci = {vf.pci_address: vf for vf in inventory.vfs()}
         failures = []
         for record in held:
             extra = _ctx(claim, pf=record.pf_name, vf=record.pci_address)
             try:
                 with self.metrics.timed("release"):
-                    await asyncio.to_thread(
-                        self.ops.restore, by_pci.get(record.pci_address), record
-                    )
+                    await asyncio.to_thread(self.hw.release, record.pci_address)
             except Exception as exc:
                 logger.exception("restoring VF failed", extra=extra)
                 failures.append(f"{record.pci_address}: {exc}")
@@ -405,7 +375,7 @@ class ClaimManager:
 
     def held_claims(self) -> dict[str, tuple[str, str]]:
         """uid -> (namespace, name) of every claim this node holds VFs for."""
-        return {r.claim.uid: (r.claim.namespace, r.claim.name) for r in self.ops.records.all()}
+        return {r.claim.uid: (r.claim.namespace, r.claim.name) for r in self.hw.records_all()}
 
     # -- prepare / unprepare (kubelet plugin) -----------------------------------------------
 
@@ -475,7 +445,7 @@ class ClaimManager:
         ]:
             vfs = []
             for device in devices:
-                record = self.ops.records.get(device.pci_address)
+                record = self.hw.record(device.pci_address)
                 vfio = record is not None and record.driver == "vfio-pci"
                 vfs.append(
                     cdi.CdiVf(
@@ -550,7 +520,7 @@ class ClaimManager:
             if record.attachment is None:
                 continue
             with self.metrics.timed("detach"):
-                await asyncio.to_thread(self.ops.detach, record)
+                await asyncio.to_thread(self.hw.detach, record.pci_address)
             detached.append(record.pci_address)
         return detached
 
@@ -587,7 +557,7 @@ class ClaimManager:
         names = []
         try:
             for device in devices:
-                record = self.ops.records.get(device.pci_address)
+                record = self.hw.record(device.pci_address)
                 if record is None or record.claim.uid != request.claim_uid:
                     raise AttachError(
                         f"VF {device.pci_address} is not configured for this claim",
@@ -598,19 +568,21 @@ class ClaimManager:
                 if record.driver == "vfio-pci":
                     continue
                 nad = await self._nad(device)
-                attached = await asyncio.to_thread(
-                    self.ops.attach,
-                    record,
+                await asyncio.to_thread(
+                    self.hw.attach,
+                    device.pci_address,
+                    record.claim,
+                    device.request,
                     netns=request.netns,
                     if_name=device.if_name,
-                    ipam_conf=self._ipam_conf(nad),
+                    netconf=self._ipam_conf(nad),
                 )
-                done.append(attached)
+                done.append(record)
                 names.append(device.if_name)
         except Exception as exc:
             for record in done:
                 try:
-                    await asyncio.to_thread(self.ops.detach, record)
+                    await asyncio.to_thread(self.hw.detach, record.pci_address)
                 except Exception:
                     logger.exception("rollback of attach failed", extra=_ctx(claim))
             error = (
@@ -636,9 +608,34 @@ class ClaimManager:
 
     # -- start-up --------------------------------------------------------------------------
 
+    async def _held_pairs(self) -> set[tuple[str, str]]:
+        """(claim uid, VF PCI) pairs this node must keep: allocated here, or prepared."""
+        pairs: set[tuple[str, str]] = set()
+        claims, _ = await self.api.list_claims()
+        for claim in claims:
+            if claim_devices.is_deleting(claim) and not claim_devices.is_reserved(claim):
+                continue
+            try:
+                devices = claim_devices.claim_devices(
+                    claim, node=self.config.node, driver=self.config.driver
+                )
+            except SriovDraError:
+                devices = []
+            pairs.update((claim_devices.uid(claim), d.pci_address) for d in devices)
+        for record in (await self._load_checkpoint()).claims.values():
+            pairs.update((record.uid, d.pci_address) for d in record.devices)
+        return pairs
+
     async def startup_sweep(self) -> dict[str, Any]:
-        """Repair what a crash left: half attaches/detaches, dead netns, stray CDI specs."""
-        detached = await asyncio.to_thread(self.ops.sweep)
+        """Repair what a crash left before serving: half attaches/detaches, dead pod netns,
+        VFs of claims that went away while the agent was down, stray CDI specs."""
+        try:
+            keep = await self._held_pairs()
+        except Exception as exc:
+            # Without the API we cannot tell what went away: keep every VF, repair the rest.
+            logger.warning("cannot list claims for the start-up sweep: %s", exc)
+            keep = {(r.claim.uid, r.pci_address) for r in self.hw.records_all()}
+        report = await asyncio.to_thread(self.hw.sweep, keep)
         checkpoint = await self._load_checkpoint()
         stray = [
             uid
@@ -647,9 +644,9 @@ class ClaimManager:
         ]
         for uid in stray:
             await asyncio.to_thread(cdi.remove_claim_spec, self.config.cdi_dir, uid)
-        report = {"detached": detached, "stray_cdi_specs": stray}
-        logger.info("start-up sweep done", extra={"node": self.config.node, **report})
-        return report
+        summary = {**report.model_dump(), "stray_cdi_specs": stray}
+        logger.info("start-up sweep done", extra={"node": self.config.node, **summary})
+        return summary
 
     async def detach_dead(self, locks: Any) -> list[str]:
         """Detach VFs whose pod netns died without an unprepare (periodic), update status.
@@ -658,7 +655,7 @@ class ClaimManager:
         attach or detach in flight is never disturbed.
         """
         detached = []
-        for candidate in self.ops.records.all():
+        for candidate in self.hw.records_all():
             att = candidate.attachment
             if att is None or att.phase != "attached":
                 continue
@@ -666,11 +663,11 @@ class ClaimManager:
                 continue
             uid = candidate.claim.uid
             async with locks.hold(uid):
-                record = self.ops.records.get(candidate.pci_address)
+                record = self.hw.record(candidate.pci_address)
                 if record is None or record.attachment != att:
                     continue
                 with self.metrics.timed("detach"):
-                    await asyncio.to_thread(self.ops.detach, record)
+                    await asyncio.to_thread(self.hw.detach, record.pci_address)
                 detached.append(record.pci_address)
                 logger.info(
                     "detached VF of a dead pod netns",

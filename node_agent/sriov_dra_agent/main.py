@@ -10,6 +10,12 @@ in place (a restart must not empty the pool).
 
 from __future__ import annotations
 
+import os
+
+# pyroute2 forks a child to open each netns socket; grpc's fork handlers crash such
+# children (SIGSEGV) while its threads run. Must be set before grpc is imported.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 import argparse
 import asyncio
 import contextlib
@@ -32,11 +38,10 @@ from sriov_dra_agent.events import EventRecorder
 from sriov_dra_agent.kube_api import KubeApi
 from sriov_dra_agent.kubelet_plugin import KubeletPlugin, KubeletPluginConfig
 from sriov_dra_agent.metrics import AgentMetrics, HttpEndpoints
+from sriov_dra_agent.node_hardware import NodeHardware
 from sriov_dra_agent.settings import AgentSettings
 from sriov_dra_agent.settings import configure_parser as _configure_parser
 from sriov_dra_agent.slice_publisher import SlicePublisher
-from sriov_dra_agent.vf_ops import VfOps
-from sriov_dra_agent.vf_records import RecordStore
 
 logger = logging.getLogger("sriov_dra_agent")
 
@@ -60,8 +65,8 @@ class Agent:
             sysfs_root=settings.sysfs_root,
             sim_prefix=settings.sim_prefix,
         )
-        self.ops = VfOps(
-            self.backend, RecordStore(settings.state_dir / "vfs"), cni_path=settings.cni_path
+        self.hardware = NodeHardware(
+            self.backend, state_dir=settings.state_dir / "vfs", cni_path=settings.cni_path
         )
         self.publisher = SlicePublisher(
             api,
@@ -83,13 +88,12 @@ class Agent:
                 sysfs_root=settings.sysfs_root,
             ),
             api=api,
-            ops=self.ops,
+            hardware=self.hardware,
             status=DeviceStatusWriter(
                 api, driver=settings.driver_name, field_manager=settings.field_manager
             ),
             events=EventRecorder(api, node=settings.node_name),
             metrics=self.metrics,
-            inventory=self.publisher,
         )
         self.plugin = KubeletPlugin(
             self.manager,
@@ -174,8 +178,18 @@ async def _main(settings: AgentSettings) -> int:
     api = await KubeApi.from_kubeconfig(settings.kubeconfig)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    pid = os.getpid()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        # Not loop.add_signal_handler: its wakeup fd is inherited by the children
+        # pyroute2 forks to open netns sockets, and a signal to such a child
+        # would read as one to us. Children also run this handler: ignore there.
+        if os.getpid() == pid:
+            logger.info("signal received, stopping", extra={"signal": signum})
+            loop.call_soon_threadsafe(stop.set)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        signal.signal(sig, on_signal)
     try:
         agent = Agent(settings, api)
         await agent.run(stop)

@@ -1,0 +1,458 @@
+"""The agent process end to end: real apiserver, real gRPC, real hook, real netns, host-local.
+
+Path under test: slices published -> claim allocated (written here as the
+operator would) -> VF programmed and reported in status.devices -> prepare over
+gRPC -> attach through the CDI hook -> detach by unprepare -> claim deleted ->
+VF restored and released annotation set. Then the agent is SIGKILLed at each
+step of attach and detach and restarted: no VF, IP or interface may leak.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from agent_harness import DRIVER, AgentProcess, Pod, allocation_patch, wait_for
+from pyroute2 import netns as pyroute2_netns
+from sriov_dra import constants
+from sriov_dra.naming import device_name
+from sriov_dra_agent.backends.simulated import SimulatedBackend
+from sriov_dra_agent.simulated_nic import SimPf, SimulatedNic
+from sriov_dra_devcluster.cluster import DevCluster
+
+pytestmark = [pytest.mark.integration, pytest.mark.netns]
+
+ROOT = Path(__file__).resolve().parents[2]
+HOST_LOCAL = Path("/usr/lib/cni/host-local")
+VLAN = 100
+
+
+@pytest.fixture(scope="module")
+def nad_crd(cluster: DevCluster) -> None:
+    cluster.kubectl("apply", "-f", str(ROOT / "crds" / "network-attachment-definition.yaml"))
+    cluster.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s",
+        "crd/network-attachment-definitions.k8s.cni.cncf.io",
+    )  # fmt: skip
+
+
+@pytest.fixture
+def node(cluster: DevCluster) -> Iterator[str]:
+    """A Node object of its own (no kubelet: the test plays it)."""
+    if not HOST_LOCAL.exists():
+        pytest.fail(f"{HOST_LOCAL} missing: run .ci/setup (containernetworking-plugins)")
+    name = f"e-node-{secrets.token_hex(3)}"
+    cluster.kubectl("create", "-f", "-", input=json.dumps(
+        {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}}
+    ))  # fmt: skip
+    try:
+        yield name
+    finally:
+        cluster.kubectl("delete", "node", name, "--wait=false", check=False)
+        cluster.kubectl(
+            "delete", "resourceslices", "--field-selector", f"spec.nodeName={name}",
+            "--wait=false", check=False,
+        )  # fmt: skip
+
+
+@pytest.fixture
+def nic(node: str) -> Iterator[SimulatedNic]:
+    prefix = "e" + secrets.token_hex(3)
+    nic = SimulatedNic(node, prefix=prefix)
+    nic.build([SimPf("simpf0", total_vfs=8, num_vfs=4)])
+    try:
+        yield nic
+    finally:
+        nic.destroy()
+        leftover = [ns for ns in pyroute2_netns.listnetns() if ns.startswith(prefix)]
+        assert leftover == [], f"netns left behind: {leftover}"
+
+
+@pytest.fixture
+def agent(node: str, nic: SimulatedNic, cluster: DevCluster) -> Iterator[AgentProcess]:
+    root = Path(tempfile.mkdtemp(prefix="e-", dir="/tmp"))
+    proc = AgentProcess(node=node, sim_prefix=nic.prefix, kubeconfig=cluster.kubeconfig, root=root)
+    proc.start()
+    try:
+        yield proc
+    finally:
+        if proc.proc is not None and proc.proc.poll() is None:
+            proc.terminate()
+        print(proc.log()[-4000:])
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def pods() -> Iterator[list[Pod]]:
+    made: list[Pod] = []
+    yield made
+    for pod in made:
+        pod.kill()
+
+
+def _nad(namespace: str, name: str, *, subnet: str = "10.56.0.0/24") -> dict[str, Any]:
+    base = subnet.rsplit(".", 1)[0]
+    config = {
+        "cniVersion": "1.0.0",
+        "name": name,
+        "type": "sriov",
+        "vlan": VLAN,
+        "spoofchk": "on",
+        "ipam": {
+            "type": "host-local",
+            "ranges": [[{"subnet": subnet, "rangeStart": f"{base}.10", "rangeEnd": f"{base}.20"}]],
+        },
+    }
+    return {
+        "apiVersion": "k8s.cni.cncf.io/v1",
+        "kind": "NetworkAttachmentDefinition",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"config": json.dumps(config)},
+    }
+
+
+def _claim(namespace: str, name: str, nad: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceClaim",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "devices": {
+                "requests": [{"name": "vf", "exactly": {"deviceClassName": DRIVER}}],
+                "config": [
+                    {
+                        "requests": ["vf"],
+                        "opaque": {
+                            "driver": DRIVER,
+                            "parameters": {
+                                "apiVersion": constants.VFCONFIG_API_VERSION,
+                                "kind": constants.VFCONFIG_KIND,
+                                "netAttachDefName": nad,
+                                "ifName": "net1",
+                            },
+                        },
+                    }
+                ],
+            }
+        },
+    }
+
+
+class Scenario:
+    """One claim for one VF of the agent's node, driven through its life."""
+
+    def __init__(
+        self, cluster: DevCluster, namespace: str, agent: AgentProcess, nic: SimulatedNic
+    ) -> None:
+        self.cluster = cluster
+        self.namespace = namespace
+        self.agent = agent
+        self.nic = nic
+        self.backend = SimulatedBackend(nic)
+        self.vf = self.backend.discover().vfs()[0]
+        self.host_name = self.backend.host_netdev(self.vf)
+        self.name = "claim-" + secrets.token_hex(3)
+
+    def get(self) -> dict[str, Any] | None:
+        result = self.cluster.kubectl(
+            "get", "resourceclaim", self.name, "-n", self.namespace, "-o", "json", check=False
+        )
+        return json.loads(result.stdout) if result.returncode == 0 else None
+
+    def claim(self) -> dict[str, Any]:
+        found = self.get()
+        assert found is not None, f"claim {self.name} is gone"
+        return found
+
+    def entry(self) -> dict[str, Any] | None:
+        for item in (self.claim().get("status") or {}).get("devices") or []:
+            if item["device"] == device_name(self.vf.pci_address):
+                return dict(item)
+        return None
+
+    def condition(self, kind: str) -> dict[str, Any] | None:
+        entry = self.entry()
+        for cond in (entry or {}).get("conditions") or []:
+            if cond["type"] == kind:
+                return dict(cond)
+        return None
+
+    def create(self) -> dict[str, Any]:
+        nad = "net-" + secrets.token_hex(2)
+        self.cluster.kubectl("apply", "-f", "-", input=json.dumps(_nad(self.namespace, nad)))
+        self.cluster.kubectl(
+            "create", "-f", "-", input=json.dumps(_claim(self.namespace, self.name, nad))
+        )
+        claim = self.claim()
+        metadata, status = allocation_patch(
+            claim,
+            node=self.agent.node,
+            pci=self.vf.pci_address,
+            pf=self.vf.pf_name,
+            vf_index=self.vf.vf_index,
+            nad=f"{self.namespace}/{nad}",
+        )
+        self.cluster.kubectl(
+            "patch", "resourceclaim", self.name, "-n", self.namespace, "--type=merge",
+            "-p", json.dumps(metadata),
+        )  # fmt: skip
+        self.cluster.kubectl(
+            "patch", "resourceclaim", self.name, "-n", self.namespace, "--type=merge",
+            "--subresource=status", "-p", json.dumps(status),
+        )  # fmt: skip
+        wait_for(
+            lambda: (self.condition("VfConfigured") or {}).get("status") == "True",
+            what="VfConfigured=True in status.devices",
+        )
+        return self.claim()
+
+    def delete_and_release(self) -> dict[str, Any]:
+        uid = self.claim()["metadata"]["uid"]
+        self.cluster.kubectl(
+            "delete", "resourceclaim", self.name, "-n", self.namespace, "--wait=false"
+        )
+        released = wait_for(
+            lambda: (
+                (
+                    (self.claim()["metadata"].get("annotations") or {}).get(
+                        constants.RELEASED_ANNOTATION
+                    )
+                    == uid
+                )
+                and self.claim()
+            ),
+            what="the released annotation",
+        )
+        # The operator's part: drop our finalizer once released.
+        self.cluster.kubectl(
+            "patch", "resourceclaim", self.name, "-n", self.namespace, "--type=json",
+            "-p", json.dumps([{"op": "remove", "path": "/metadata/finalizers"}]),
+        )  # fmt: skip
+        return released
+
+    def vf_in_host(self) -> str | None:
+        return self.backend.host_netdev(self.vf)
+
+
+@pytest.fixture
+def scenario(
+    cluster: DevCluster, namespace: str, agent: AgentProcess, nic: SimulatedNic, nad_crd: None
+) -> Scenario:
+    return Scenario(cluster, namespace, agent, nic)
+
+
+def test_claim_life_from_allocation_to_release(
+    scenario: Scenario, agent: AgentProcess, nic: SimulatedNic, pods: list[Pod], cluster: DevCluster
+) -> None:
+    vf = scenario.vf
+    device = device_name(vf.pci_address)
+
+    # Slices: the node's 4 simulated VFs.
+    wait_for(
+        lambda: cluster.kubectl_json(
+            "get", "resourceslices", "--field-selector", f"spec.nodeName={agent.node}"
+        )["items"],
+        what="the node's ResourceSlice",
+    )
+    slices = cluster.kubectl_json(
+        "get", "resourceslices", "--field-selector", f"spec.nodeName={agent.node}"
+    )["items"]
+    assert [len(s["spec"]["devices"]) for s in slices] == [4]
+    assert slices[0]["metadata"]["ownerReferences"][0]["kind"] == "Node"
+
+    # Allocation -> VF programmed (VLAN = which bridge its port is on), status says so.
+    claim = scenario.create()
+    uid = claim["metadata"]["uid"]
+    assert nic.vf_vlan(vf.pci_address) == VLAN
+    configured = scenario.condition("VfConfigured")
+    assert configured is not None and configured["reason"] == "Configured"
+    assert "spoofchk" in configured["message"] and "unsupported" in configured["message"]
+    assert (scenario.condition("Ready") or {}).get("status") == "True"
+    assert (scenario.condition("NetworkReady") or {}).get("status") == "False"
+
+    # Prepare over gRPC: CDI id and spec with our hook.
+    prepared = agent.prepare(claim)
+    assert prepared.error == ""
+    assert [(d.pool_name, d.device_name, list(d.cdi_device_ids)) for d in prepared.devices] == [
+        (agent.node, device, [f"{DRIVER}/vf={uid}-{device}"])
+    ]
+    assert agent.prepare(claim).devices == prepared.devices, "prepare must be idempotent"
+    spec = agent.cdi_spec(uid)
+    assert spec["containerEdits"]["hooks"][0]["hookName"] == "createRuntime"
+
+    # Attach through the hook: net1 in the pod with an address, networkData reported.
+    pod = Pod.start()
+    pods.append(pod)
+    result = agent.run_hook(uid, pod)
+    assert result.returncode == 0, result.stderr
+    assert "net1" in pod.links()
+    (address,) = pod.addresses("net1")
+    assert address.startswith("10.56.0.")
+    assert scenario.vf_in_host() is None
+    network = wait_for(
+        lambda: (scenario.entry() or {}).get("networkData"), what="networkData in status"
+    )
+    assert network["interfaceName"] == "net1"
+    assert network["ips"] == [address]
+    assert len(agent.allocated_ips()) == 1
+    # The same container's hook again: idempotent.
+    again = agent.run_hook(uid, pod)
+    assert again.returncode == 0, again.stderr
+
+    # Unprepare (pod gone): VF back with its name, IP released, networkData cleared.
+    assert agent.unprepare(claim) == ""
+    assert scenario.vf_in_host() == scenario.host_name
+    assert "net1" not in pod.links()
+    assert agent.allocated_ips() == []
+    wait_for(
+        lambda: "networkData" not in (scenario.entry() or {"networkData": 1}),
+        what="networkData cleared",
+    )
+    assert not (agent.cdi_dir / f"{DRIVER}-vf_{uid}.json").exists()
+    assert agent.unprepare(claim) == "", "unprepare must be idempotent"
+    # The claim keeps the VF programmed for the next pod.
+    assert nic.vf_vlan(vf.pci_address) == VLAN
+
+    # Claim deleted: VF restored, then the released annotation.
+    scenario.delete_and_release()
+    assert nic.vf_vlan(vf.pci_address) == 0
+    assert agent.record(vf.pci_address) is None
+    wait_for(lambda: scenario.get() is None, what="claim gone after the finalizer")
+
+    # Logs are JSON lines naming claim, PF and VF.
+    programmed = [r for r in agent.log_records() if r.get("message") == "VF programmed"]
+    assert programmed and programmed[0]["claim"] == f"{scenario.namespace}/{scenario.name}"
+    assert programmed[0]["pf"] == vf.pf_name and programmed[0]["vf"] == vf.pci_address
+
+
+def test_prepare_refuses_claim_of_another_node_and_stale_uid(
+    scenario: Scenario, agent: AgentProcess
+) -> None:
+    claim = scenario.create()
+    stale = json.loads(json.dumps(claim))
+    stale["metadata"]["uid"] = "00000000-0000-0000-0000-000000000000"
+    answer = agent.prepare(stale)
+    assert answer.error == (
+        f"prepare claim {scenario.namespace}/{scenario.name} "
+        "(00000000-0000-0000-0000-000000000000): "
+        f"claim.uid: ResourceClaim {scenario.namespace}/{scenario.name} has uid "
+        f"{claim['metadata']['uid']}, not 00000000-0000-0000-0000-000000000000; "
+        "fix: the claim was deleted and re-created; delete and re-create the pod"
+    )
+    scenario.delete_and_release()
+
+
+@pytest.mark.parametrize(
+    "step",
+    ["attach-before-ipam", "attached-then-pod-died", "detach-before-move"],
+    ids=["attach-before-ipam", "attached-then-pod-died", "detach-before-move"],
+)
+def test_agent_killed_during_attach_or_detach_leaks_nothing(
+    scenario: Scenario, agent: AgentProcess, pods: list[Pod], step: str
+) -> None:
+    vf = scenario.vf
+    claim = scenario.create()
+    uid = claim["metadata"]["uid"]
+    assert agent.prepare(claim).error == ""
+    pod = Pod.start()
+    pods.append(pod)
+    lock = None
+    if step == "attach-before-ipam":
+        # Hold host-local's lock: the agent blocks in IPAM ADD after moving the VF in.
+        lock = _hold_ipam_lock(agent, scenario)
+        hook = agent.run_hook(uid, pod, wait=False)
+        wait_for(
+            lambda: (
+                (agent.record(vf.pci_address) or {}).get("attachment", {})
+                and agent.record(vf.pci_address)["attachment"]["phase"] == "attaching"  # type: ignore[index]
+                and "net1" in pod.links()
+            ),
+            what="the agent to be half-way through attach",
+        )
+        agent.crash()
+        hook.wait(timeout=30)  # type: ignore[union-attr]
+        assert hook.returncode == 1  # type: ignore[union-attr]
+        lock.close()
+    elif step == "attached-then-pod-died":
+        assert agent.run_hook(uid, pod).returncode == 0
+        agent.crash()
+        pod.kill()
+    else:
+        assert agent.run_hook(uid, pod).returncode == 0
+        lock = _hold_ipam_lock(agent, scenario)
+        unprepare = _unprepare_in_background(agent, claim)
+        wait_for(
+            lambda: (
+                (agent.record(vf.pci_address) or {}).get("attachment")
+                and agent.record(vf.pci_address)["attachment"]["phase"] == "detaching"
+            ),  # type: ignore[index]
+            what="the agent to be half-way through detach",
+        )
+        agent.crash()
+        unprepare.join(timeout=30)
+        lock.close()
+
+    agent.start()
+    # Restarted: the sweep put the VF back and released the address.
+    wait_for(lambda: scenario.vf_in_host() == scenario.host_name, what="VF back in the host")
+    if pod.proc.poll() is None:
+        assert "net1" not in pod.links()
+    assert agent.allocated_ips() == []
+    record = agent.record(vf.pci_address)
+    assert record is not None and record["attachment"] is None
+    # The claim is still allocated: the VF stays programmed; a new pod can attach.
+    if step != "attached-then-pod-died":
+        assert agent.unprepare(claim) == ""
+    assert agent.prepare(claim).error == ""
+    fresh = Pod.start()
+    pods.append(fresh)
+    assert agent.run_hook(uid, fresh).returncode == 0
+    assert len(fresh.addresses("net1")) == 1
+    assert agent.unprepare(claim) == ""
+    assert agent.allocated_ips() == []
+    scenario.delete_and_release()
+    assert agent.record(vf.pci_address) is None
+    assert scenario.vf_in_host() == scenario.host_name
+
+
+def _ipam_network_dir(agent: AgentProcess, scenario: Scenario) -> Path:
+    claim = scenario.claim()
+    annotation = claim["metadata"]["annotations"][constants.ALLOCATION_ANNOTATION]
+    nad = json.loads(annotation)[0]["nad"].split("/", 1)[1]
+    return agent.cni_data_dir / nad
+
+
+class _Lock:
+    def __init__(self, path: Path) -> None:
+        import fcntl
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(path, "a")  # noqa: SIM115
+        fcntl.flock(self.file, fcntl.LOCK_EX)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _hold_ipam_lock(agent: AgentProcess, scenario: Scenario) -> _Lock:
+    return _Lock(_ipam_network_dir(agent, scenario) / "lock")
+
+
+def _unprepare_in_background(agent: AgentProcess, claim: dict[str, Any]) -> Any:
+    import threading
+
+    def call() -> None:
+        # The agent is killed mid-call on purpose: the RPC fails.
+        with contextlib.suppress(Exception):
+            agent.unprepare(claim)
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    return thread
