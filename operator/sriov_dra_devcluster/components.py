@@ -151,6 +151,15 @@ def component_specs(bin_dir: Path, files: Files, ports: Ports) -> dict[str, Comp
                 f"--tls-cert-file={files.serving_cert}",
                 f"--tls-private-key-file={files.serving_key}",
                 f"--client-ca-file={files.ca_cert}",
+                # kcm and the scheduler read the request-header CA from the
+                # extension-apiserver-authentication ConfigMap and log an error every
+                # few seconds while it is missing. No front-proxy client cert is ever
+                # issued, so this trusts nobody new.
+                f"--requestheader-client-ca-file={files.ca_cert}",
+                "--requestheader-allowed-names=front-proxy-client",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
                 "--authorization-mode=Node,RBAC",
                 f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
                 f"--service-account-key-file={files.sa_pub}",
