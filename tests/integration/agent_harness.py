@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,12 +164,23 @@ class AgentProcess:
             self.proc = subprocess.Popen(
                 self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
+        # /healthz answers only after the start-up sweep and once every server is up
+        # (a socket file may be left over by a killed predecessor).
         wait_for(
-            lambda: self.dra_socket.exists() or self.proc.poll() is not None,  # type: ignore[union-attr]
-            what=f"agent {self.node} to serve its DRA socket",
+            lambda: self.healthy() or self.proc.poll() is not None,  # type: ignore[union-attr]
+            what=f"agent {self.node} to answer /healthz",
         )
         if self.proc.poll() is not None:
             raise AssertionError(f"agent exited {self.proc.returncode}:\n{self.log()}")
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.health_port}/healthz", timeout=1
+            ) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
 
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""
