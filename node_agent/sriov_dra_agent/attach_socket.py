@@ -241,8 +241,8 @@ class AttachServer:
         os.chmod(self.socket_path, self._mode)
         logger.info("attach socket listening", extra={"socket": str(self.socket_path)})
 
-    async def stop(self) -> None:
-        """Stop accepting, let running attach calls finish, remove the socket file."""
+    async def stop(self, grace: float | None = 5.0) -> None:
+        """Stop accepting, wait up to ``grace`` s for running attach calls, remove the socket."""
         import asyncio
 
         from sriov_dra_agent.socket_files import remove_socket
@@ -251,8 +251,12 @@ class AttachServer:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
-        if self._inflight:
-            await asyncio.gather(*self._inflight, return_exceptions=True)
+        if self._inflight and grace:
+            _, pending = await asyncio.wait(self._inflight, timeout=grace)
+            if pending:
+                logger.warning(
+                    "stopping with attach calls still running", extra={"tasks": len(pending)}
+                )
         remove_socket(self.socket_path)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -38,3 +38,7 @@ class ClaimLocks:
     def held(self) -> list[str]:
         """UIDs of claims whose lock is held or awaited (for diagnostics and tests)."""
         return sorted(self._locks)
+
+    def users(self, claim_uid: str) -> int:
+        """How many tasks hold or await ``claim_uid``'s lock."""
+        return self._locks.get(claim_uid, (None, 0))[1]

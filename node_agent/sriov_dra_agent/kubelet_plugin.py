@@ -189,9 +189,14 @@ class _ClaimRunner:
         task.add_done_callback(self._inflight.discard)
         return await asyncio.shield(task)
 
-    async def drain(self) -> None:
-        if self._inflight:
-            await asyncio.gather(*self._inflight, return_exceptions=True)
+    async def drain(self, grace: float | None) -> None:
+        """Wait up to ``grace`` seconds (None: not at all) for running claim work."""
+        if self._inflight and grace:
+            _, pending = await asyncio.wait(self._inflight, timeout=grace)
+            if pending:
+                logger.warning(
+                    "stopping with claim work still running", extra={"tasks": len(pending)}
+                )
 
 
 class _DraService:
@@ -367,12 +372,15 @@ class KubeletPlugin:
         )
 
     async def stop(self, grace: float | None = 5.0) -> None:
-        """Deregister (remove the registration socket), finish running claims, stop serving."""
+        """Deregister (remove the registration socket), let running claims finish, stop serving.
+
+        ``grace`` bounds the wait for running claims and for open calls; None stops at once.
+        """
         await self._stop_server(
             self._servers.registration, self.config.registration_socket, grace=grace
         )
         self._servers.registration = None
-        await self._runner.drain()
+        await self._runner.drain(grace)
         await self._stop_server(self._servers.dra, self.config.dra_socket, grace=grace)
         self._servers.dra = None
 
