@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kubernetes_asyncio import client as k8s_client
 from sriov_dra_devcluster.binaries import BIN_ENV, REQUIRED
 from sriov_dra_devcluster.cluster import DevCluster, node_is_ready
 from sriov_dra_devcluster.components import START_ORDER, port_in_use, process_start_ticks
@@ -212,3 +213,13 @@ def test_startup_failure_names_component_and_shows_its_log(
         "sriov-dra devcluster up: kube-apiserver exited before becoming healthy; fix: read "
     )
     assert "flag provided but not defined: -etcd-servers" in out.stderr
+
+
+async def test_k8s_api_fixture_talks_to_the_session_cluster(
+    cluster: DevCluster, k8s_api: k8s_client.ApiClient
+) -> None:
+    nodes = await k8s_client.CoreV1Api(k8s_api).list_node()
+    assert {n.metadata.name for n in nodes.items} >= set(cluster.node_names)
+    groups = await k8s_client.ApisApi(k8s_api).get_api_versions()
+    resource = next(g for g in groups.groups if g.name == "resource.k8s.io")
+    assert resource.preferred_version.version == "v1"
