@@ -132,7 +132,14 @@ class ClaimWatcher:
                     version, label_selector=label_selector, timeout_seconds=60
                 ):
                     version = claim_devices.meta(claim).get("resourceVersion", version)
-                    if kind != "BOOKMARK" and (label_selector or self.concerns_us(claim)):
+                    if kind == "BOOKMARK":
+                        continue
+                    if label_selector:
+                        self.offer(kind, claim)
+                    elif not claim_devices.labelled_for(claim, self.node) and self.concerns_us(
+                        claim
+                    ):
+                        # Labelled claims arrive through the label watch already.
                         self.offer(kind, claim)
             except ApiException as exc:
                 if exc.status == 410:
