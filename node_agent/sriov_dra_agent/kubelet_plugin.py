@@ -23,7 +23,7 @@ import asyncio
 import importlib
 import logging
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -162,6 +162,14 @@ def claim_error(claim: ClaimRef, action: str, exc: BaseException) -> str:
     return f"{action} claim {claim}: internal error: {type(exc).__name__}: {exc}"
 
 
+def _unique_claims(claims: Iterable[Any]) -> list[ClaimRef]:
+    """The request's claims, each UID once (the response map has one entry per UID)."""
+    unique: dict[str, ClaimRef] = {}
+    for c in claims:
+        unique.setdefault(c.uid, ClaimRef(c.namespace, c.name, c.uid))
+    return list(unique.values())
+
+
 def _missing_fields(claim: ClaimRef) -> list[str]:
     return [name for name in ("namespace", "name", "uid") if not getattr(claim, name)]
 
@@ -211,7 +219,7 @@ class _DraService:
         self._runner = runner
 
     async def NodePrepareResources(self, request: Any, context: Any) -> Any:
-        claims = [ClaimRef(c.namespace, c.name, c.uid) for c in request.claims]
+        claims = _unique_claims(request.claims)
         outcomes = await asyncio.gather(*(self._prepare(c) for c in claims))
         response = self._pb2.NodePrepareResourcesResponse()
         for claim, (devices, error) in zip(claims, outcomes, strict=True):
@@ -229,7 +237,7 @@ class _DraService:
         return response
 
     async def NodeUnprepareResources(self, request: Any, context: Any) -> Any:
-        claims = [ClaimRef(c.namespace, c.name, c.uid) for c in request.claims]
+        claims = _unique_claims(request.claims)
         errors = await asyncio.gather(*(self._unprepare(c) for c in claims))
         response = self._pb2.NodeUnprepareResourcesResponse()
         for claim, error in zip(claims, errors, strict=True):

@@ -247,6 +247,24 @@ async def test_unprepare_answers_every_claim_and_reports_errors_per_claim(
     ]
 
 
+@pytest.mark.parametrize("versions", VERSIONS)
+async def test_a_claim_listed_twice_is_prepared_once(
+    plugin: KubeletPlugin,
+    config: KubeletPluginConfig,
+    preparer: RecordingPreparer,
+    versions: tuple[ModuleType, ModuleType],
+) -> None:
+    pb2 = versions[0]
+    response = await call_dra(
+        config,
+        versions,
+        "NodePrepareResources",
+        claims=[claim_msg(pb2, "dup"), claim_msg(pb2, "dup")],
+    )
+    assert [d.device_name for d in response.claims["dup"].devices] == ["dev-dup"]
+    assert preparer.events == [("enter", "prepare", "dup"), ("exit", "prepare", "dup")]
+
+
 async def wait_for(predicate: Any, what: str) -> None:
     async def poll() -> None:
         # What we wait for is internal to the plugin under test, which has no event to await.
