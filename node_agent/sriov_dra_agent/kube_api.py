@@ -7,6 +7,7 @@ without generated models.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -38,11 +39,28 @@ async def load_api_client(kubeconfig: str | None) -> client.ApiClient:
 
 
 async def _decode(response: Any) -> Any:
+    """The JSON body; ApiException for a non-2xx answer.
+
+    With ``_preload_content=False`` kubernetes_asyncio hands back error answers
+    (404, 409, 422...) as plain responses instead of raising: check here.
+    """
     try:
         raw = await response.read()
     finally:
         response.release()
+    _raise_for_status(response, raw)
     return json.loads(raw) if raw else None
+
+
+def _raise_for_status(response: Any, raw: bytes = b"") -> None:
+    if 200 <= response.status <= 299:
+        return
+    reason = response.reason
+    with contextlib.suppress(ValueError, AttributeError):
+        reason = json.loads(raw).get("message") or reason
+    exc = ApiException(status=response.status, reason=reason)
+    exc.body = raw
+    raise exc
 
 
 def is_status(exc: BaseException, *codes: int) -> bool:
@@ -147,6 +165,8 @@ class KubeApi:
             _request_timeout=timeout_seconds + 30,
         )
         try:
+            if not 200 <= response.status <= 299:
+                _raise_for_status(response, await response.read())
             async for line in response.content:
                 if not line.strip():
                     continue

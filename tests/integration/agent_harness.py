@@ -102,6 +102,7 @@ class AgentProcess:
     root: Path
     proc: subprocess.Popen[bytes] | None = None
     health_port: int = field(default_factory=free_port)
+    metrics_port: int = field(default_factory=free_port)
     starts: int = 0
 
     @property
@@ -149,7 +150,7 @@ class AgentProcess:
             "--cni-data-dir", str(self.cni_data_dir),
             "--state-dir", str(self.state_dir),
             "--hook-path", str(SRIOV_DRA),
-            "--metrics-port", "0",
+            "--metrics-port", str(self.metrics_port),
             "--health-port", str(self.health_port),
             "--bind-address", "127.0.0.1",
             "--rescan-interval", "1",
@@ -181,6 +182,12 @@ class AgentProcess:
                 return bool(response.status == 200)
         except OSError:
             return False
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5
+        ) as response:
+            return str(response.read().decode())
 
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""

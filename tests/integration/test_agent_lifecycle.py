@@ -97,7 +97,9 @@ def pods() -> Iterator[list[Pod]]:
         pod.kill()
 
 
-def _nad(namespace: str, name: str, *, subnet: str = "10.56.0.0/24") -> dict[str, Any]:
+def _nad(
+    namespace: str, name: str, *, subnet: str = "10.56.0.0/24", last: int = 20
+) -> dict[str, Any]:
     base = subnet.rsplit(".", 1)[0]
     config = {
         "cniVersion": "1.0.0",
@@ -107,7 +109,9 @@ def _nad(namespace: str, name: str, *, subnet: str = "10.56.0.0/24") -> dict[str
         "spoofchk": "on",
         "ipam": {
             "type": "host-local",
-            "ranges": [[{"subnet": subnet, "rangeStart": f"{base}.10", "rangeEnd": f"{base}.20"}]],
+            "ranges": [
+                [{"subnet": subnet, "rangeStart": f"{base}.10", "rangeEnd": f"{base}.{last}"}]
+            ],
         },
     }
     return {
@@ -149,14 +153,20 @@ class Scenario:
     """One claim for one VF of the agent's node, driven through its life."""
 
     def __init__(
-        self, cluster: DevCluster, namespace: str, agent: AgentProcess, nic: SimulatedNic
+        self,
+        cluster: DevCluster,
+        namespace: str,
+        agent: AgentProcess,
+        nic: SimulatedNic,
+        *,
+        vf_number: int = 0,
     ) -> None:
         self.cluster = cluster
         self.namespace = namespace
         self.agent = agent
         self.nic = nic
         self.backend = SimulatedBackend(nic)
-        self.vf = self.backend.discover().vfs()[0]
+        self.vf = self.backend.discover().vfs()[vf_number]
         self.host_name = self.backend.host_netdev(self.vf)
         self.name = "claim-" + secrets.token_hex(3)
 
@@ -184,9 +194,19 @@ class Scenario:
                 return dict(cond)
         return None
 
-    def create(self) -> dict[str, Any]:
-        nad = "net-" + secrets.token_hex(2)
-        self.cluster.kubectl("apply", "-f", "-", input=json.dumps(_nad(self.namespace, nad)))
+    def create(
+        self,
+        *,
+        nad: str = "",
+        make_nad: bool = True,
+        last: int = 20,
+        as_operator: bool = True,
+        wait: bool = True,
+    ) -> dict[str, Any]:
+        """Create (NAD and) claim and allocate the VF, as the operator or as the scheduler."""
+        nad = nad or "net-" + secrets.token_hex(2)
+        if make_nad:
+            self.make_nad(nad, last=last)
         self.cluster.kubectl(
             "create", "-f", "-", input=json.dumps(_claim(self.namespace, self.name, nad))
         )
@@ -199,19 +219,33 @@ class Scenario:
             vf_index=self.vf.vf_index,
             nad=f"{self.namespace}/{nad}",
         )
-        self.cluster.kubectl(
-            "patch", "resourceclaim", self.name, "-n", self.namespace, "--type=merge",
-            "-p", json.dumps(metadata),
-        )  # fmt: skip
+        if as_operator:
+            self.cluster.kubectl(
+                "patch", "resourceclaim", self.name, "-n", self.namespace, "--type=merge",
+                "-p", json.dumps(metadata),
+            )  # fmt: skip
         self.cluster.kubectl(
             "patch", "resourceclaim", self.name, "-n", self.namespace, "--type=merge",
             "--subresource=status", "-p", json.dumps(status),
         )  # fmt: skip
-        wait_for(
-            lambda: (self.condition("VfConfigured") or {}).get("status") == "True",
-            what="VfConfigured=True in status.devices",
-        )
+        if wait:
+            wait_for(
+                lambda: (self.condition("VfConfigured") or {}).get("status") == "True",
+                what="VfConfigured=True in status.devices",
+            )
         return self.claim()
+
+    def make_nad(self, name: str, *, last: int = 20) -> None:
+        self.cluster.kubectl(
+            "apply", "-f", "-", input=json.dumps(_nad(self.namespace, name, last=last))
+        )
+
+    def events(self) -> list[tuple[str, str, str]]:
+        items = self.cluster.kubectl_json(
+            "get", "events", "-n", self.namespace,
+            "--field-selector", f"involvedObject.name={self.name}",
+        )["items"]  # fmt: skip
+        return [(e["type"], e["reason"], e["message"]) for e in items]
 
     def delete_and_release(self) -> dict[str, Any]:
         uid = self.claim()["metadata"]["uid"]
@@ -456,3 +490,100 @@ def _unprepare_in_background(agent: AgentProcess, claim: dict[str, Any]) -> Any:
     thread = threading.Thread(target=call, daemon=True)
     thread.start()
     return thread
+
+
+def test_missing_nad_is_reported_then_picked_up(scenario: Scenario) -> None:
+    nad = "late-" + secrets.token_hex(2)
+    scenario.create(nad=nad, make_nad=False, wait=False)
+    condition = wait_for(
+        lambda: scenario.condition("VfConfigured"), what="a VfConfigured condition"
+    )
+    assert condition["status"] == "False"
+    assert condition["reason"] == "NetworkAttachmentDefinitionNotFound"
+    assert condition["message"] == (
+        f"VfConfig.netAttachDefName: NetworkAttachmentDefinition {scenario.namespace}/{nad} "
+        f"does not exist; fix: create NetworkAttachmentDefinition {scenario.namespace}/{nad}"
+    )
+    warnings = wait_for(
+        lambda: [e for e in scenario.events() if e[0] == "Warning"], what="a Warning Event"
+    )
+    assert warnings[0][1] == "NetworkAttachmentDefinitionNotFound", warnings
+    assert scenario.nic.vf_vlan(scenario.vf.pci_address) == 0
+    # The NAD appears: the periodic resync programs the VF without any claim change.
+    scenario.make_nad(nad)
+    wait_for(
+        lambda: (scenario.condition("VfConfigured") or {}).get("status") == "True",
+        what="VfConfigured=True once the NAD exists",
+        timeout=60,
+    )
+    assert scenario.nic.vf_vlan(scenario.vf.pci_address) == VLAN
+    scenario.delete_and_release()
+
+
+def test_ipam_exhausted_fails_attach_cleanly(
+    cluster: DevCluster,
+    namespace: str,
+    agent: AgentProcess,
+    nic: SimulatedNic,
+    nad_crd: None,
+    pods: list[Pod],
+) -> None:
+    first = Scenario(cluster, namespace, agent, nic, vf_number=0)
+    second = Scenario(cluster, namespace, agent, nic, vf_number=1)
+    nad = "one-ip-" + secrets.token_hex(2)
+    first.make_nad(nad, last=10)
+    claims = [s.create(nad=nad, make_nad=False) for s in (first, second)]
+    for claim in claims:
+        assert agent.prepare(claim).error == ""
+    pod_a, pod_b = Pod.start(), Pod.start()
+    pods += [pod_a, pod_b]
+    assert agent.run_hook(claims[0]["metadata"]["uid"], pod_a).returncode == 0
+
+    failed = agent.run_hook(claims[1]["metadata"]["uid"], pod_b)
+    assert failed.returncode == 1
+    assert "no IP addresses available in range set" in failed.stderr
+    assert "fix: widen the NAD's ipam range or release claims holding addresses" in failed.stderr
+    # Nothing half-configured: VF back in the host, no interface in the pod, one IP held.
+    assert second.vf_in_host() == second.host_name
+    assert "net1" not in pod_b.links()
+    assert len(agent.allocated_ips()) == 1
+    warnings = wait_for(
+        lambda: [e for e in second.events() if e[0] == "Warning"], what="a Warning Event"
+    )
+    assert warnings[0][1] == "IpamFailed"
+    assert "no IP addresses available" in warnings[0][2]
+
+    for s, claim in zip((first, second), claims, strict=True):
+        assert agent.unprepare(claim) == ""
+        s.delete_and_release()
+    assert agent.allocated_ips() == []
+
+
+def test_claim_allocated_by_someone_else_is_programmed_and_restored(scenario: Scenario) -> None:
+    claim = scenario.create(as_operator=False)
+    assert constants.NODE_LABEL not in (claim["metadata"].get("labels") or {})
+    assert scenario.nic.vf_vlan(scenario.vf.pci_address) == VLAN
+    # No finalizer of ours: the claim goes at once; the agent restores the VF.
+    scenario.cluster.kubectl("delete", "resourceclaim", scenario.name, "-n", scenario.namespace)
+    wait_for(
+        lambda: scenario.agent.record(scenario.vf.pci_address) is None,
+        what="the VF record to be released",
+    )
+    assert scenario.nic.vf_vlan(scenario.vf.pci_address) == 0
+
+
+def test_metrics_and_liveness(scenario: Scenario, agent: AgentProcess, pods: list[Pod]) -> None:
+    claim = scenario.create()
+    assert agent.prepare(claim).error == ""
+    pod = Pod.start()
+    pods.append(pod)
+    assert agent.run_hook(claim["metadata"]["uid"], pod).returncode == 0
+    assert agent.unprepare(claim) == ""
+    text = agent.metrics()
+    for operation in ("program", "prepare", "attach", "detach", "unprepare"):
+        line = f'sriov_dra_agent_operations_total{{operation="{operation}",result="ok"}}'
+        assert line in text, operation
+    assert 'sriov_dra_agent_operation_seconds_count{operation="attach"} 1.0' in text
+    assert "sriov_dra_agent_published_devices 4.0" in text
+    assert agent.healthy()
+    scenario.delete_and_release()
