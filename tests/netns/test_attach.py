@@ -111,7 +111,8 @@ def test_two_vfs_of_one_claim_get_distinct_names(
 
 
 def _ping(src: Pod, dst: str) -> bool:
-    return src.run("ping", "-c", "2", "-i", "0.2", "-W", "1", dst, check=False).returncode == 0
+    done = src.run("ping", "-c", "2", "-i", "0.2", "-W", "1", dst, check=False)
+    return bool(done.returncode == 0)
 
 
 def test_same_vlan_reaches_across_nodes_and_other_vlans_do_not(
