@@ -19,22 +19,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sriov_dra.constants import RELEASED_ANNOTATION
-from sriov_dra.errors import AttachError, DeviceBusy, NadNotFound, SriovDraError
+from sriov_dra.errors import NadNotFound, SriovDraError
 from sriov_dra.nad import SriovNetConf, parse_nad_config
-from sriov_dra.naming import claim_ref
 
 from sriov_dra_agent import cdi, claim_devices, netns_attach
-from sriov_dra_agent.attach_socket import AttachRequest, AttachResult
 from sriov_dra_agent.checkpoint import (
-    ClaimRecord,
-    DeviceRecord,
     load_checkpoint,
     save_checkpoint,
 )
@@ -43,7 +38,6 @@ from sriov_dra_agent.device_status import DeviceState, DeviceStatusWriter, Netwo
 from sriov_dra_agent.events import EventRecorder
 from sriov_dra_agent.inventory import Inventory
 from sriov_dra_agent.kube_api import KubeApi
-from sriov_dra_agent.kubelet_plugin import ClaimRef, PreparedDevice
 from sriov_dra_agent.metrics import AgentMetrics
 from sriov_dra_agent.node_hardware import NodeHardware
 from sriov_dra_agent.vf_programmer import VfSettings, settings_from_netconf
@@ -51,19 +45,6 @@ from sriov_dra_agent.vf_records import ClaimRef as RecordClaim
 from sriov_dra_agent.vf_records import VfRecord
 
 logger = logging.getLogger(__name__)
-
-
-class ClaimMismatch(SriovDraError):
-    """The kubelet's claim is not the one on the API server or not for this node. Permanent."""
-
-    reason = "ClaimMismatch"
-
-
-class NotPrepared(AttachError):
-    """The hook asked to attach a claim this node has not prepared."""
-
-    reason = "ClaimNotPrepared"
-    retryable = False
 
 
 @dataclass(frozen=True)
@@ -107,14 +88,14 @@ class ClaimManager:
         self.status = status
         self.events = events
         self.metrics = metrics
-        self._checkpoint_lock = asyncio.Lock()
+        self.checkpoint_lock = asyncio.Lock()
         self._errors: dict[str, dict[str, SriovDraError]] = {}
         self._warned: dict[str, set[str]] = {}
         self._programmed: dict[str, tuple[Any, ...]] = {}
 
     # -- helpers ---------------------------------------------------------------------------
 
-    async def _nad(self, device: ClaimDevice) -> _Nad | None:
+    async def nad(self, device: ClaimDevice) -> _Nad | None:
         if device.nad is None:
             return None
         namespace, name = device.nad
@@ -129,7 +110,7 @@ class ClaimManager:
         conf = parse_nad_config(config, nad=f"{namespace}/{name}")
         return _Nad(conf, str(obj["metadata"].get("resourceVersion", "")))
 
-    def _ipam_conf(self, nad: _Nad | None) -> dict[str, Any] | None:
+    def ipam_conf(self, nad: _Nad | None) -> dict[str, Any] | None:
         if nad is None or not nad.conf.ipam:
             return None
         conf = nad.conf.ipam_stdin()
@@ -149,10 +130,10 @@ class ClaimManager:
         seen.add(key)
         await self.events.warning(claim, exc.reason, exc.describe())
 
-    async def _load_checkpoint(self) -> Any:
+    async def load_checkpoint(self) -> Any:
         return await asyncio.to_thread(load_checkpoint, self.config.checkpoint_path)
 
-    def _records_of(self, uid: str) -> list[VfRecord]:
+    def records_of(self, uid: str) -> list[VfRecord]:
         return [r for r in self.hw.records_all() if r.claim.uid == uid]
 
     def vf_state_counts(self, inventory: Inventory | None, prepared: set[str]) -> dict[str, int]:
@@ -231,7 +212,7 @@ class ClaimManager:
 
     # -- program / release (claim watcher) ---------------------------------------------------
 
-    async def _program(
+    async def program(
         self, claim: Mapping[str, Any], devices: Sequence[ClaimDevice]
     ) -> dict[str, SriovDraError]:
         """Program every device; returns the errors by device name (also kept for status)."""
@@ -247,7 +228,7 @@ class ClaimManager:
         for device in devices:
             try:
                 if device.nad not in nads and device.nad is not None:
-                    nads[device.nad] = await self._nad(device)
+                    nads[device.nad] = await self.nad(device)
                 nad = nads.get(device.nad) if device.nad else None
                 signature.append((device, nad.resource_version if nad else ""))
             except SriovDraError as exc:
@@ -308,11 +289,11 @@ class ClaimManager:
             return
         releasing = claim_devices.is_deleting(claim) and not claim_devices.is_reserved(claim)
         if devices and not releasing:
-            await self._program(claim, devices)
+            await self.program(claim, devices)
             await self.write_status(claim, devices)
             return
-        held = self._records_of(uid)
-        prepared = uid in (await self._load_checkpoint()).claims
+        held = self.records_of(uid)
+        prepared = uid in (await self.load_checkpoint()).claims
         if held or prepared:
             await self.release(claim, held)
         if claim_devices.is_deleting(claim) and (devices or held):
@@ -330,7 +311,7 @@ class ClaimManager:
             except Exception as exc:
                 logger.exception("restoring VF failed", extra=extra)
                 failures.append(f"{record.pci_address}: {exc}")
-        await self._forget_prepared(uid)
+        await self.forget_prepared(uid)
         self._errors.pop(uid, None)
         self._programmed.pop(uid, None)
         self._warned.pop(uid, None)
@@ -366,8 +347,8 @@ class ClaimManager:
 
     async def claim_gone(self, uid: str, namespace: str, name: str) -> None:
         """The claim no longer exists: restore whatever this node still holds for it."""
-        held = self._records_of(uid)
-        prepared = uid in (await self._load_checkpoint()).claims
+        held = self.records_of(uid)
+        prepared = uid in (await self.load_checkpoint()).claims
         if not held and not prepared:
             return
         stub = {"metadata": {"uid": uid, "namespace": namespace, "name": name}}
@@ -377,126 +358,11 @@ class ClaimManager:
         """uid -> (namespace, name) of every claim this node holds VFs for."""
         return {r.claim.uid: (r.claim.namespace, r.claim.name) for r in self.hw.records_all()}
 
-    # -- prepare / unprepare (kubelet plugin) -----------------------------------------------
+    # -- shared with the preparer -----------------------------------------------------------
 
-    async def _get_claim(self, ref: ClaimRef) -> Mapping[str, Any]:
-        claim = await self.api.get_claim(ref.namespace, ref.name)
-        if claim is None:
-            raise ClaimMismatch(
-                f"ResourceClaim {claim_ref(ref.namespace, ref.name)} does not exist",
-                field="claim",
-                fix="the claim was deleted; delete the pod",
-            )
-        if claim_devices.uid(claim) != ref.uid:
-            raise ClaimMismatch(
-                f"ResourceClaim {claim_ref(ref.namespace, ref.name)} has uid "
-                f"{claim_devices.uid(claim)}, not {ref.uid}",
-                field="claim.uid",
-                fix="the claim was deleted and re-created; delete and re-create the pod",
-            )
-        return claim
-
-    def _vfio_group(self, pci: str) -> str | None:
-        root = self.config.sysfs_root or Path("/sys")
-        link = root / "bus/pci/devices" / pci / "iommu_group"
-        return link.resolve().name if link.exists() else None
-
-    async def prepare(self, ref: ClaimRef) -> list[PreparedDevice]:
-        """NodePrepareResources for one claim (caller holds its lock). Idempotent."""
-        start = time.perf_counter()
-        try:
-            with self.metrics.timed("prepare"):
-                return await self._prepare(ref)
-        finally:
-            logger.debug("prepare took %.3fs", time.perf_counter() - start)
-
-    async def _prepare(self, ref: ClaimRef) -> list[PreparedDevice]:
-        claim = await self._get_claim(ref)
-        devices = claim_devices.claim_devices(
-            claim, node=self.config.node, driver=self.config.driver
-        )
-        if not devices:
-            raise ClaimMismatch(
-                f"ResourceClaim {claim_ref(ref.namespace, ref.name)} has no VF allocated "
-                f"on node {self.config.node}",
-                field="status.allocation",
-                fix="the pod runs on a node its claim is not allocated for; "
-                "wait for the allocation or delete the pod",
-            )
-        checkpoint = await self._load_checkpoint()
-        for device in devices:
-            holder = checkpoint.claim_holding(device.pool, device.device)
-            if holder is not None and holder.uid != ref.uid:
-                raise DeviceBusy(
-                    f"VF {device.device} is prepared for claim "
-                    f"{claim_ref(holder.namespace, holder.name)} ({holder.uid})",
-                    field="status.allocation.devices.results",
-                    fix="the other claim must be unprepared first (delete its pod)",
-                )
-        errors = await self._program(claim, devices)
-        await self.write_status(claim, devices)
-        if errors:
-            first = next(iter(errors.values()))
-            raise first
-        existing = checkpoint.claims.get(ref.uid)
-        ids = cdi.claim_cdi_device_ids(ref.uid, [d.device for d in devices])
-        if existing is None or [d.device_name for d in existing.devices] != [
-            d.device for d in devices
-        ]:
-            vfs = []
-            for device in devices:
-                record = self.hw.record(device.pci_address)
-                vfio = record is not None and record.driver == "vfio-pci"
-                vfs.append(
-                    cdi.CdiVf(
-                        device_name=device.device,
-                        pci_address=device.pci_address,
-                        if_name="" if vfio else device.if_name,
-                        vfio_group=self._vfio_group(device.pci_address) if vfio else None,
-                    )
-                )
-            hook = None
-            if any(not v.vfio_group for v in vfs):
-                hook = cdi.CdiHook(
-                    path=self.config.hook_path, attach_socket=str(self.config.attach_socket)
-                )
-            spec = cdi.build_claim_spec(ref.uid, vfs, hook)
-            await asyncio.to_thread(cdi.write_claim_spec, self.config.cdi_dir, ref.uid, spec)
-            prepared = ClaimRecord(
-                uid=ref.uid,
-                namespace=ref.namespace,
-                name=ref.name,
-                devices=tuple(
-                    DeviceRecord(
-                        pool_name=d.pool,
-                        device_name=d.device,
-                        request_names=(d.request.split("/", 1)[0],),
-                        cdi_device_ids=(cdi_id,),
-                        pci_address=d.pci_address,
-                        if_name=d.if_name,
-                    )
-                    for d, cdi_id in zip(devices, ids, strict=True)
-                ),
-            )
-            async with self._checkpoint_lock:
-                current = await self._load_checkpoint()
-                await asyncio.to_thread(
-                    save_checkpoint, self.config.checkpoint_path, current.with_claim(prepared)
-                )
-            logger.info("prepared claim", extra=_ctx(claim, devices=[d.device for d in devices]))
-        return [
-            PreparedDevice(
-                request_names=(d.request.split("/", 1)[0],),
-                pool_name=d.pool,
-                device_name=d.device,
-                cdi_device_ids=(cdi_id,),
-            )
-            for d, cdi_id in zip(devices, ids, strict=True)
-        ]
-
-    async def _forget_prepared(self, uid: str) -> bool:
-        async with self._checkpoint_lock:
-            checkpoint = await self._load_checkpoint()
+    async def forget_prepared(self, uid: str) -> bool:
+        async with self.checkpoint_lock:
+            checkpoint = await self.load_checkpoint()
             await asyncio.to_thread(cdi.remove_claim_spec, self.config.cdi_dir, uid)
             if uid not in checkpoint.claims:
                 return False
@@ -505,106 +371,15 @@ class ClaimManager:
             )
             return True
 
-    async def unprepare(self, ref: ClaimRef) -> None:
-        """NodeUnprepareResources: detach the claim's VFs, drop its CDI spec. Idempotent."""
-        with self.metrics.timed("unprepare"):
-            await self._detach_claim(ref.uid)
-            await self._forget_prepared(ref.uid)
-        claim = await self.api.get_claim(ref.namespace, ref.name)
-        if claim is not None and claim_devices.uid(claim) == ref.uid:
-            await self.write_status(claim)
-
-    async def _detach_claim(self, uid: str) -> list[str]:
+    async def detach_claim(self, uid: str) -> list[str]:
         detached = []
-        for record in self._records_of(uid):
+        for record in self.records_of(uid):
             if record.attachment is None:
                 continue
             with self.metrics.timed("detach"):
                 await asyncio.to_thread(self.hw.detach, record.pci_address)
             detached.append(record.pci_address)
         return detached
-
-    # -- attach (OCI hook) -----------------------------------------------------------------
-
-    async def attach(self, request: AttachRequest) -> AttachResult:
-        """Attach every VF of a prepared claim into the container's netns (lock held)."""
-        with self.metrics.timed("attach"):
-            return await self._attach(request)
-
-    async def _attach(self, request: AttachRequest) -> AttachResult:
-        checkpoint = await self._load_checkpoint()
-        prepared = checkpoint.claims.get(request.claim_uid)
-        if prepared is None:
-            raise NotPrepared(
-                f"claim {request.claim_uid} is not prepared on node {self.config.node}",
-                field="claimUid",
-                fix="the kubelet prepares a claim before its containers start; "
-                "check the pod's events for a failed NodePrepareResources",
-            )
-        claim = await self.api.get_claim(prepared.namespace, prepared.name)
-        if claim is None or claim_devices.uid(claim) != request.claim_uid:
-            raise NotPrepared(
-                f"claim {claim_ref(prepared.namespace, prepared.name)} ({request.claim_uid}) "
-                "no longer exists",
-                field="claimUid",
-                fix="delete the pod; its claim is gone",
-            )
-        devices = claim_devices.claim_devices(
-            claim, node=self.config.node, driver=self.config.driver
-        )
-        pod = request.annotations.get("io.kubernetes.pod.name", "")
-        done: list[VfRecord] = []
-        names = []
-        try:
-            for device in devices:
-                record = self.hw.record(device.pci_address)
-                if record is None or record.claim.uid != request.claim_uid:
-                    raise AttachError(
-                        f"VF {device.pci_address} is not configured for this claim",
-                        field="claim",
-                        fix="wait for the agent to configure the VF (see the claim's "
-                        "VfConfigured condition)",
-                    )
-                if record.driver == "vfio-pci":
-                    continue
-                nad = await self._nad(device)
-                await asyncio.to_thread(
-                    self.hw.attach,
-                    device.pci_address,
-                    record.claim,
-                    device.request,
-                    netns=request.netns,
-                    if_name=device.if_name,
-                    netconf=self._ipam_conf(nad),
-                )
-                done.append(record)
-                names.append(device.if_name)
-        except Exception as exc:
-            for record in done:
-                try:
-                    await asyncio.to_thread(self.hw.detach, record.pci_address)
-                except Exception:
-                    logger.exception("rollback of attach failed", extra=_ctx(claim))
-            error = (
-                exc
-                if isinstance(exc, SriovDraError)
-                else AttachError(f"{type(exc).__name__}: {exc}", fix="see the agent log")
-            )
-            await self.events.warning(
-                claim,
-                error.reason,
-                f"attaching to container {request.container_id[:12]}"
-                + (f" of pod {pod}" if pod else "")
-                + f" failed: {error.describe()}",
-            )
-            await self.write_status(claim, devices)
-            if error is exc:
-                raise
-            raise error from exc
-        await self.write_status(claim, devices)
-        message = f"attached {', '.join(names)} on node {self.config.node}"
-        logger.info(message, extra=_ctx(claim, pod=pod, netns=request.netns))
-        return AttachResult(interfaces=tuple(names), message=message)
 
     # -- start-up --------------------------------------------------------------------------
 
@@ -622,7 +397,7 @@ class ClaimManager:
             except SriovDraError:
                 devices = []
             pairs.update((claim_devices.uid(claim), d.pci_address) for d in devices)
-        for record in (await self._load_checkpoint()).claims.values():
+        for record in (await self.load_checkpoint()).claims.values():
             pairs.update((record.uid, d.pci_address) for d in record.devices)
         return pairs
 
@@ -636,7 +411,7 @@ class ClaimManager:
             logger.warning("cannot list claims for the start-up sweep: %s", exc)
             keep = {(r.claim.uid, r.pci_address) for r in self.hw.records_all()}
         report = await asyncio.to_thread(self.hw.sweep, keep)
-        checkpoint = await self._load_checkpoint()
+        checkpoint = await self.load_checkpoint()
         stray = [
             uid
             for uid in await asyncio.to_thread(cdi.claim_uids_with_specs, self.config.cdi_dir)

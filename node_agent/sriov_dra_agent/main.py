@@ -28,6 +28,7 @@ from sriov_dra import jsonlog
 from sriov_dra.errors import SriovDraError
 
 from sriov_dra_agent.attach_socket import AttachServer
+from sriov_dra_agent.attacher import ClaimAttacher
 from sriov_dra_agent.backends import make_backend
 from sriov_dra_agent.checkpoint import load_checkpoint
 from sriov_dra_agent.claim_locks import ClaimLocks
@@ -39,6 +40,7 @@ from sriov_dra_agent.kube_api import KubeApi
 from sriov_dra_agent.kubelet_plugin import KubeletPlugin, KubeletPluginConfig
 from sriov_dra_agent.metrics import AgentMetrics, HttpEndpoints
 from sriov_dra_agent.node_hardware import NodeHardware
+from sriov_dra_agent.preparer import Preparer
 from sriov_dra_agent.settings import AgentSettings
 from sriov_dra_agent.settings import configure_parser as _configure_parser
 from sriov_dra_agent.slice_publisher import SlicePublisher
@@ -96,7 +98,7 @@ class Agent:
             metrics=self.metrics,
         )
         self.plugin = KubeletPlugin(
-            self.manager,
+            Preparer(self.manager),
             KubeletPluginConfig(
                 driver_name=settings.driver_name,
                 registrar_dir=settings.kubelet_registrar_dir,
@@ -104,7 +106,9 @@ class Agent:
             ),
             locks=self.locks,
         )
-        self.attach_server = AttachServer(self.manager, settings.attach_socket, locks=self.locks)
+        self.attach_server = AttachServer(
+            ClaimAttacher(self.manager), settings.attach_socket, locks=self.locks
+        )
         self.watcher = ClaimWatcher(
             api,
             self.manager,

@@ -1,0 +1,123 @@
+"""The attach socket's ``Attacher``: put a prepared claim's VFs into a container's netns.
+
+Called by ``sriov-dra hook`` (the CDI createRuntime hook) through the attach
+socket, under the claim's lock. Each VF is attached with the IPAM config of its
+NAD; if one fails, the ones attached by this call are detached again, the error
+goes back to the runtime (failing the container with a clear message) and a
+Warning Event lands on the claim. ``status.devices`` gets the networkData.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from sriov_dra.errors import AttachError, SriovDraError
+from sriov_dra.naming import claim_ref
+
+from sriov_dra_agent import claim_devices
+from sriov_dra_agent.attach_socket import AttachRequest, AttachResult
+from sriov_dra_agent.claim_manager import ClaimManager
+from sriov_dra_agent.vf_records import VfRecord
+
+logger = logging.getLogger(__name__)
+
+
+class NotPrepared(AttachError):
+    """The hook asked to attach a claim this node has not prepared."""
+
+    reason = "ClaimNotPrepared"
+    retryable = False
+
+
+def _ctx(claim: Mapping[str, Any], **more: Any) -> dict[str, Any]:
+    return {"claim": claim_devices.ref(claim), "uid": claim_devices.uid(claim), **more}
+
+
+class ClaimAttacher:
+    """Implements :class:`sriov_dra_agent.attach_socket.Attacher` over the claim manager."""
+
+    def __init__(self, manager: ClaimManager) -> None:
+        self.manager = manager
+
+    async def attach(self, request: AttachRequest) -> AttachResult:
+        """Attach every VF of a prepared claim into the container's netns (lock held)."""
+        with self.manager.metrics.timed("attach"):
+            return await self._attach(request)
+
+    async def _attach(self, request: AttachRequest) -> AttachResult:
+        checkpoint = await self.manager.load_checkpoint()
+        prepared = checkpoint.claims.get(request.claim_uid)
+        if prepared is None:
+            raise NotPrepared(
+                f"claim {request.claim_uid} is not prepared on node {self.manager.config.node}",
+                field="claimUid",
+                fix="the kubelet prepares a claim before its containers start; "
+                "check the pod's events for a failed NodePrepareResources",
+            )
+        claim = await self.manager.api.get_claim(prepared.namespace, prepared.name)
+        if claim is None or claim_devices.uid(claim) != request.claim_uid:
+            raise NotPrepared(
+                f"claim {claim_ref(prepared.namespace, prepared.name)} ({request.claim_uid}) "
+                "no longer exists",
+                field="claimUid",
+                fix="delete the pod; its claim is gone",
+            )
+        devices = claim_devices.claim_devices(
+            claim, node=self.manager.config.node, driver=self.manager.config.driver
+        )
+        pod = request.annotations.get("io.kubernetes.pod.name", "")
+        done: list[VfRecord] = []
+        names = []
+        try:
+            for device in devices:
+                record = self.manager.hw.record(device.pci_address)
+                if record is None or record.claim.uid != request.claim_uid:
+                    raise AttachError(
+                        f"VF {device.pci_address} is not configured for this claim",
+                        field="claim",
+                        fix="wait for the agent to configure the VF (see the claim's "
+                        "VfConfigured condition)",
+                    )
+                if record.driver == "vfio-pci":
+                    continue
+                nad = await self.manager.nad(device)
+                await asyncio.to_thread(
+                    self.manager.hw.attach,
+                    device.pci_address,
+                    record.claim,
+                    device.request,
+                    netns=request.netns,
+                    if_name=device.if_name,
+                    netconf=self.manager.ipam_conf(nad),
+                )
+                done.append(record)
+                names.append(device.if_name)
+        except Exception as exc:
+            for record in done:
+                try:
+                    await asyncio.to_thread(self.manager.hw.detach, record.pci_address)
+                except Exception:
+                    logger.exception("rollback of attach failed", extra=_ctx(claim))
+            error = (
+                exc
+                if isinstance(exc, SriovDraError)
+                else AttachError(f"{type(exc).__name__}: {exc}", fix="see the agent log")
+            )
+            await self.manager.events.warning(
+                claim,
+                error.reason,
+                f"attaching to container {request.container_id[:12]}"
+                + (f" of pod {pod}" if pod else "")
+                + f" failed: {error.describe()}",
+            )
+            await self.manager.write_status(claim, devices)
+            if error is exc:
+                raise
+            raise error from exc
+        await self.manager.write_status(claim, devices)
+        message = f"attached {', '.join(names)} on node {self.manager.config.node}"
+        logger.info(message, extra=_ctx(claim, pod=pod, netns=request.netns))
+        return AttachResult(interfaces=tuple(names), message=message)

@@ -1,0 +1,169 @@
+"""The kubelet's ``ClaimPreparer``: NodePrepareResources / NodeUnprepareResources for our claims.
+
+Prepare checks what the kubelet cannot -- the claim UID against the API server,
+that the allocation is for this node, that no other claim has the VF prepared --
+makes sure the VFs are programmed (normally done already on allocation), writes
+the claim's CDI spec (with the createRuntime hook that attaches) and records the
+claim in the checkpoint. Unprepare detaches and removes the spec. Both are
+idempotent; the kubelet plugin calls them under the claim's lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from sriov_dra.errors import DeviceBusy, SriovDraError
+from sriov_dra.naming import claim_ref
+
+from sriov_dra_agent import cdi, claim_devices
+from sriov_dra_agent.checkpoint import ClaimRecord, DeviceRecord, save_checkpoint
+from sriov_dra_agent.claim_manager import ClaimManager
+from sriov_dra_agent.kubelet_plugin import ClaimRef, PreparedDevice
+
+logger = logging.getLogger(__name__)
+
+
+class ClaimMismatch(SriovDraError):
+    """The kubelet's claim is not the one on the API server or not for this node. Permanent."""
+
+    reason = "ClaimMismatch"
+
+
+def _ctx(claim: Mapping[str, Any], **more: Any) -> dict[str, Any]:
+    return {"claim": claim_devices.ref(claim), "uid": claim_devices.uid(claim), **more}
+
+
+class Preparer:
+    """Implements :class:`sriov_dra_agent.kubelet_plugin.ClaimPreparer` over the claim manager."""
+
+    def __init__(self, manager: ClaimManager) -> None:
+        self.manager = manager
+
+    async def _get_claim(self, ref: ClaimRef) -> Mapping[str, Any]:
+        claim = await self.manager.api.get_claim(ref.namespace, ref.name)
+        if claim is None:
+            raise ClaimMismatch(
+                f"ResourceClaim {claim_ref(ref.namespace, ref.name)} does not exist",
+                field="claim",
+                fix="the claim was deleted; delete the pod",
+            )
+        if claim_devices.uid(claim) != ref.uid:
+            raise ClaimMismatch(
+                f"ResourceClaim {claim_ref(ref.namespace, ref.name)} has uid "
+                f"{claim_devices.uid(claim)}, not {ref.uid}",
+                field="claim.uid",
+                fix="the claim was deleted and re-created; delete and re-create the pod",
+            )
+        return claim
+
+    def _vfio_group(self, pci: str) -> str | None:
+        root = self.manager.config.sysfs_root or Path("/sys")
+        link = root / "bus/pci/devices" / pci / "iommu_group"
+        return link.resolve().name if link.exists() else None
+
+    async def prepare(self, ref: ClaimRef) -> list[PreparedDevice]:
+        """NodePrepareResources for one claim (caller holds its lock). Idempotent."""
+        with self.manager.metrics.timed("prepare"):
+            return await self._prepare(ref)
+
+    async def _prepare(self, ref: ClaimRef) -> list[PreparedDevice]:
+        claim = await self._get_claim(ref)
+        devices = claim_devices.claim_devices(
+            claim, node=self.manager.config.node, driver=self.manager.config.driver
+        )
+        if not devices:
+            raise ClaimMismatch(
+                f"ResourceClaim {claim_ref(ref.namespace, ref.name)} has no VF allocated "
+                f"on node {self.manager.config.node}",
+                field="status.allocation",
+                fix="the pod runs on a node its claim is not allocated for; "
+                "wait for the allocation or delete the pod",
+            )
+        checkpoint = await self.manager.load_checkpoint()
+        for device in devices:
+            holder = checkpoint.claim_holding(device.pool, device.device)
+            if holder is not None and holder.uid != ref.uid:
+                raise DeviceBusy(
+                    f"VF {device.device} is prepared for claim "
+                    f"{claim_ref(holder.namespace, holder.name)} ({holder.uid})",
+                    field="status.allocation.devices.results",
+                    fix="the other claim must be unprepared first (delete its pod)",
+                )
+        errors = await self.manager.program(claim, devices)
+        await self.manager.write_status(claim, devices)
+        if errors:
+            first = next(iter(errors.values()))
+            raise first
+        existing = checkpoint.claims.get(ref.uid)
+        ids = cdi.claim_cdi_device_ids(ref.uid, [d.device for d in devices])
+        if existing is None or [d.device_name for d in existing.devices] != [
+            d.device for d in devices
+        ]:
+            vfs = []
+            for device in devices:
+                record = self.manager.hw.record(device.pci_address)
+                vfio = record is not None and record.driver == "vfio-pci"
+                vfs.append(
+                    cdi.CdiVf(
+                        device_name=device.device,
+                        pci_address=device.pci_address,
+                        if_name="" if vfio else device.if_name,
+                        vfio_group=self._vfio_group(device.pci_address) if vfio else None,
+                    )
+                )
+            hook = None
+            if any(not v.vfio_group for v in vfs):
+                hook = cdi.CdiHook(
+                    path=self.manager.config.hook_path,
+                    attach_socket=str(self.manager.config.attach_socket),
+                )
+            spec = cdi.build_claim_spec(ref.uid, vfs, hook)
+            await asyncio.to_thread(
+                cdi.write_claim_spec, self.manager.config.cdi_dir, ref.uid, spec
+            )
+            prepared = ClaimRecord(
+                uid=ref.uid,
+                namespace=ref.namespace,
+                name=ref.name,
+                devices=tuple(
+                    DeviceRecord(
+                        pool_name=d.pool,
+                        device_name=d.device,
+                        request_names=(d.request.split("/", 1)[0],),
+                        cdi_device_ids=(cdi_id,),
+                        pci_address=d.pci_address,
+                        if_name=d.if_name,
+                    )
+                    for d, cdi_id in zip(devices, ids, strict=True)
+                ),
+            )
+            async with self.manager.checkpoint_lock:
+                current = await self.manager.load_checkpoint()
+                await asyncio.to_thread(
+                    save_checkpoint,
+                    self.manager.config.checkpoint_path,
+                    current.with_claim(prepared),
+                )
+            logger.info("prepared claim", extra=_ctx(claim, devices=[d.device for d in devices]))
+        return [
+            PreparedDevice(
+                request_names=(d.request.split("/", 1)[0],),
+                pool_name=d.pool,
+                device_name=d.device,
+                cdi_device_ids=(cdi_id,),
+            )
+            for d, cdi_id in zip(devices, ids, strict=True)
+        ]
+
+    async def unprepare(self, ref: ClaimRef) -> None:
+        """NodeUnprepareResources: detach the claim's VFs, drop its CDI spec. Idempotent."""
+        with self.manager.metrics.timed("unprepare"):
+            await self.manager.detach_claim(ref.uid)
+            await self.manager.forget_prepared(ref.uid)
+        claim = await self.manager.api.get_claim(ref.namespace, ref.name)
+        if claim is not None and claim_devices.uid(claim) == ref.uid:
+            await self.manager.write_status(claim)
