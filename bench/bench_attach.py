@@ -1,0 +1,142 @@
+"""VF attach + detach latency on the simulated NIC, beside the bare calls it is made of.
+
+Builds one simulated node (its own netns names, removed at the end), starts one
+pod process in its own netns, and measures over N cycles (default 200):
+
+- attach + detach through ``NodeHardware`` (record writes, identity lookups, move,
+  rename, MAC/MTU, up, host-local ADD, addresses and routes; then DEL, move back,
+  restore name/MAC/MTU);
+- baselines from the same run: the bare netlink move + rename + up and back (two
+  pre-opened pyroute2 sockets, no lookups, no records) and a bare host-local ADD +
+  DEL exec.
+
+Prints p50/p99 per row and each row's p50 as a multiple of the summed baselines.
+Needs root and /usr/lib/cni/host-local.
+
+    .venv/bin/python bench/bench_attach.py [--cycles 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "operator"), str(ROOT / "node_agent")]
+
+from pyroute2 import IPRoute  # noqa: E402
+from sriov_dra_agent import ipam  # noqa: E402
+from sriov_dra_agent.backends.simulated import SimulatedBackend  # noqa: E402
+from sriov_dra_agent.node_hardware import NodeHardware  # noqa: E402
+from sriov_dra_agent.simulated_nic import SimPf, SimulatedNic  # noqa: E402
+from sriov_dra_agent.vf_records import ClaimRef  # noqa: E402
+
+
+def _netconf(data_dir: Path) -> dict[str, object]:
+    return {
+        "cniVersion": "1.0.0",
+        "name": "bench",
+        "type": "sriov",
+        "ipam": {
+            "type": "host-local",
+            "dataDir": str(data_dir),
+            "ranges": [[{"subnet": "10.77.0.0/16", "gateway": "10.77.0.1"}]],
+            "routes": [{"dst": "10.78.0.0/16"}],
+        },
+    }
+
+
+def _percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _time(cycles: int, fn: Callable[[int], None]) -> list[float]:
+    fn(-1)  # warm-up
+    samples = []
+    for i in range(cycles):
+        start = time.perf_counter()
+        fn(i)
+        samples.append((time.perf_counter() - start) * 1000)
+    return samples
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--cycles", type=int, default=200)
+    args = parser.parse_args()
+    if os.geteuid() != 0 or not os.access("/usr/lib/cni/host-local", os.X_OK):
+        print("needs root and /usr/lib/cni/host-local (run .ci/setup)", file=sys.stderr)
+        return 2
+
+    work = Path(tempfile.mkdtemp(prefix="bench-attach-"))
+    nic = SimulatedNic("bench", prefix="b" + secrets.token_hex(3), root=work / "sim")
+    pod = subprocess.Popen(["unshare", "--net", "sleep", "3600"])
+    try:
+        nic.build((SimPf("simpf0", 4, 2),))
+        while os.stat(f"/proc/{pod.pid}/ns/net").st_ino == os.stat("/proc/self/ns/net").st_ino:
+            time.sleep(0.01)
+        pod_ns = f"/proc/{pod.pid}/ns/net"
+        hw = NodeHardware(SimulatedBackend(nic), state_dir=work / "state")
+        claim = ClaimRef(uid="bench-uid", namespace="bench", name="claim")
+        conf = _netconf(work / "ipam")
+
+        def attach_detach(_: int) -> None:
+            hw.attach(
+                "0000:3b:02.0", claim, "vf", netns=pod_ns, if_name="net1", netconf=conf,
+                mac="02:00:00:77:00:01", mtu=1400,
+            )  # fmt: skip
+            hw.detach("0000:3b:02.0")
+
+        full = _time(args.cycles, attach_detach)
+        hw.release("0000:3b:02.0")
+
+        with IPRoute(netns=nic.host_ns, flags=0) as host, IPRoute(netns=pod_ns, flags=0) as inpod:
+            (index,) = host.link_lookup(ifname="simpf0v1")
+
+            def bare_netlink(_: int) -> None:
+                host.link("set", index=index, net_ns_fd=pod_ns)
+                inpod.link("set", index=index, ifname="net1")
+                inpod.link("set", index=index, state="up")
+                inpod.link("set", index=index, state="down")
+                inpod.link("set", index=index, ifname="simpf0v1")
+                inpod.link("set", index=index, net_ns_fd=nic.host_netns_path)
+
+            netlink = _time(args.cycles, bare_netlink)
+
+        def bare_ipam(i: int) -> None:
+            ipam.ipam_add(conf, container=f"c{i}", ifname="net1", netns="/dev/null")
+            ipam.ipam_del(conf, container=f"c{i}", ifname="net1")
+
+        cni = _time(args.cycles, bare_ipam)
+    finally:
+        pod.kill()
+        pod.wait()
+        nic.destroy()
+        shutil.rmtree(work, ignore_errors=True)
+
+    baseline = statistics.median(netlink) + statistics.median(cni)
+    rows = [
+        ("attach + detach (NodeHardware)", full),
+        ("bare netlink move+rename+up and back", netlink),
+        ("bare host-local ADD + DEL exec", cni),
+    ]
+    print(f"{args.cycles} cycles each, milliseconds; ratio = p50 / (netlink p50 + IPAM p50)")
+    print(f"{'operation':<40} {'p50':>8} {'p99':>8} {'ratio':>7}")
+    for name, samples in rows:
+        p50, p99 = _percentile(samples, 0.5), _percentile(samples, 0.99)
+        print(f"{name:<40} {p50:8.2f} {p99:8.2f} {p50 / baseline:7.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
