@@ -68,7 +68,10 @@ class ClaimAttacher:
         devices = claim_devices.claim_devices(
             claim, node=self.manager.config.node, driver=self.manager.config.driver
         )
-        pod = request.annotations.get("io.kubernetes.pod.name", "")
+        # CRI-O and containerd name the pod in different OCI annotations.
+        pod = request.annotations.get("io.kubernetes.pod.name") or request.annotations.get(
+            "io.kubernetes.cri.sandbox-name", ""
+        )
         done: list[VfRecord] = []
         names = []
         try:
@@ -119,5 +122,15 @@ class ClaimAttacher:
             raise error from exc
         await self.manager.write_status(claim, devices)
         message = f"attached {', '.join(names)} on node {self.manager.config.node}"
-        logger.info(message, extra=_ctx(claim, pod=pod, netns=request.netns))
+        logger.info(
+            "attached VFs",
+            extra=_ctx(
+                claim,
+                pod=pod,
+                netns=request.netns,
+                container=request.container_id,
+                interfaces=names,
+                vfs=[d.pci_address for d in devices],
+            ),
+        )
         return AttachResult(interfaces=tuple(names), message=message)

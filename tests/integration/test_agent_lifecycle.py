@@ -587,3 +587,28 @@ def test_metrics_and_liveness(scenario: Scenario, agent: AgentProcess, pods: lis
     assert "sriov_dra_agent_published_devices 4.0" in text
     assert agent.healthy()
     scenario.delete_and_release()
+
+
+def test_pod_netns_dying_while_agent_runs_detaches(
+    scenario: Scenario, agent: AgentProcess, pods: list[Pod]
+) -> None:
+    claim = scenario.create()
+    assert agent.prepare(claim).error == ""
+    pod = Pod.start()
+    pods.append(pod)
+    assert agent.run_hook(claim["metadata"]["uid"], pod).returncode == 0
+    wait_for(lambda: (scenario.entry() or {}).get("networkData"), what="networkData")
+    # The sandbox dies without an unprepare (runtime crash): the periodic resync
+    # brings the VF back, releases the address and clears networkData.
+    pod.kill()
+    wait_for(
+        lambda: "networkData" not in (scenario.entry() or {"networkData": 1}),
+        what="networkData cleared after the pod netns died",
+        timeout=60,
+    )
+    assert scenario.vf_in_host() == scenario.host_name
+    assert agent.allocated_ips() == []
+    attached = [r for r in agent.log_records() if r.get("message") == "attached VFs"]
+    assert attached and attached[0]["pod"] == "pod-1"
+    assert agent.unprepare(claim) == ""
+    scenario.delete_and_release()
