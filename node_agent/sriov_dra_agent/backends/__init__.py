@@ -20,7 +20,9 @@ def make_backend(
 
     ``sysfs``: real NICs under ``sysfs_root`` (default ``/sys``), netdevs in the
     agent's own netns. ``simulated``: the simulated NIC of ``node`` built by
-    :mod:`sriov_dra_agent.simulated_nic` (``sysfs_root`` defaults to its tree).
+    :mod:`sriov_dra_agent.simulated_nic`; ``sysfs_root`` (default
+    ``/run/sriov-dra-sim/<node>/sys``) must be ``<sim root>/<node>/sys``, since the
+    NIC keeps its per-VF data in that tree.
     """
     if kind == "sysfs":
         from sriov_dra_agent.backends.sysfs_netlink import SysfsNetlinkBackend
@@ -28,10 +30,18 @@ def make_backend(
         return SysfsNetlinkBackend(node=node, sysfs_root=sysfs_root or Path("/sys"))
     if kind == "simulated":
         from sriov_dra_agent.backends.simulated import SimulatedBackend
-        from sriov_dra_agent.simulated_nic import SimulatedNic
+        from sriov_dra_agent.simulated_nic import DEFAULT_ROOT, SimulatedNic
 
-        nic = SimulatedNic(node, prefix=sim_prefix)
-        return SimulatedBackend(nic, sysfs_root=sysfs_root)
+        if sysfs_root is None:
+            nic = SimulatedNic(node, prefix=sim_prefix, root=DEFAULT_ROOT)
+        elif sysfs_root.name == "sys" and sysfs_root.parent.name == node:
+            nic = SimulatedNic(node, prefix=sim_prefix, root=sysfs_root.parent.parent)
+        else:
+            raise ValueError(
+                f"simulated sysfs root {sysfs_root} is not <sim root>/{node}/sys; "
+                f"pass e.g. {DEFAULT_ROOT}/{node}/sys or leave it unset"
+            )
+        return SimulatedBackend(nic)
     raise ValueError(f"unknown backend {kind!r}: choose one of {', '.join(BACKENDS)}")
 
 
