@@ -43,6 +43,14 @@ def nad_crd(cluster: DevCluster) -> None:
     )  # fmt: skip
 
 
+@pytest.fixture(scope="module")
+def agent_kubeconfig(cluster: DevCluster) -> Path:
+    """The agent runs as its ServiceAccount with the shipped RBAC, not as admin."""
+    for manifest in ("namespace.yaml", "serviceaccounts.yaml", "rbac-agent.yaml"):
+        cluster.kubectl("apply", "-f", str(ROOT / "manifests" / manifest))
+    return cluster.kubeconfig_for_service_account("sriov-dra", "sriov-dra-agent")
+
+
 @pytest.fixture
 def node(cluster: DevCluster) -> Iterator[str]:
     """A Node object of its own (no kubelet: the test plays it)."""
@@ -76,9 +84,11 @@ def nic(node: str) -> Iterator[SimulatedNic]:
 
 
 @pytest.fixture
-def agent(node: str, nic: SimulatedNic, cluster: DevCluster) -> Iterator[AgentProcess]:
+def agent(
+    node: str, nic: SimulatedNic, agent_kubeconfig: Path, nad_crd: None
+) -> Iterator[AgentProcess]:
     root = Path(tempfile.mkdtemp(prefix="e-", dir="/tmp"))
-    proc = AgentProcess(node=node, sim_prefix=nic.prefix, kubeconfig=cluster.kubeconfig, root=root)
+    proc = AgentProcess(node=node, sim_prefix=nic.prefix, kubeconfig=agent_kubeconfig, root=root)
     proc.start()
     try:
         yield proc
