@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 from typing import Any
 
 import kopf
@@ -40,13 +39,32 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     settings_module.configure_parser(parser)
 
 
-def build_registry() -> kopf.OperatorRegistry:
+async def connection_info(configuration: client.Configuration) -> kopf.ConnectionInfo:
+    """kopf's credentials from the kubernetes_asyncio configuration we loaded ourselves.
+
+    kopf's own ``login_via_async_client`` reloads the default kubeconfig, whose
+    path kubernetes_asyncio fixes at import time; ``--kubeconfig`` must win.
+    """
+    header = await configuration.get_api_key_with_prefix("BearerToken")
+    scheme, _, token = str(header or "").rpartition(" ")
+    return kopf.ConnectionInfo(
+        server=str(configuration.host),
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        scheme=scheme or None,
+        token=token or None,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+    )
+
+
+def build_registry(configuration: client.Configuration) -> kopf.OperatorRegistry:
     """A fresh registry with our handlers (fresh so tests can run several operators)."""
     registry = kopf.OperatorRegistry()
 
     @kopf.on.login(registry=registry)
-    async def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        return await kopf.login_via_async_client(**kwargs)
+    async def login(**_: Any) -> kopf.ConnectionInfo:
+        return await connection_info(configuration)
 
     @kopf.on.startup(registry=registry)
     async def startup(memo: kopf.Memo, **_: Any) -> None:
@@ -63,24 +81,26 @@ def build_registry() -> kopf.OperatorRegistry:
         controller: Controller = memo.controller
         return {"primed": controller.primed, "queued": len(controller.queue)}
 
+    # Async on purpose: kopf runs sync handlers in a thread pool, and the cache is
+    # only ever touched from the event loop.
     @kopf.on.event(*CLAIMS, registry=registry)
-    def claim_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    async def claim_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         memo.controller.on_claim(event.get("type"), event["object"])
 
     @kopf.on.event(*SLICES, registry=registry)
-    def slice_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    async def slice_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         memo.controller.on_slice(event.get("type"), event["object"])
 
     @kopf.on.event(*CLASSES, registry=registry)
-    def class_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    async def class_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         memo.controller.on_class(event.get("type"), event["object"])
 
     @kopf.on.event(*NADS, registry=registry)
-    def nad_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    async def nad_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         memo.controller.on_nad(event.get("type"), event["object"])
 
     @kopf.on.event(*PODS, registry=registry)
-    def pod_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    async def pod_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         memo.controller.on_pod(event.get("type"), event["object"])
 
     return registry
@@ -101,11 +121,16 @@ def kopf_settings() -> kopf.OperatorSettings:
 
 
 async def _load_client(settings: OperatorSettings) -> client.ApiClient:
+    configuration = client.Configuration()
     if settings.kubeconfig:
-        await config.load_kube_config(config_file=settings.kubeconfig)
+        await config.load_kube_config(
+            config_file=settings.kubeconfig, client_configuration=configuration
+        )
     else:
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
-    return client.ApiClient()
+        config.load_incluster_config(  # type: ignore[no-untyped-call]
+            client_configuration=configuration
+        )
+    return client.ApiClient(configuration)
 
 
 async def operate(settings: OperatorSettings, *, stop_flag: asyncio.Event | None = None) -> None:
@@ -117,7 +142,7 @@ async def operate(settings: OperatorSettings, *, stop_flag: asyncio.Event | None
     try:
         controller = Controller(settings, api, metrics)
         await kopf.operator(
-            registry=build_registry(),
+            registry=build_registry(api.configuration),
             settings=kopf_settings(),
             standalone=True,
             clusterwide=True,
@@ -140,9 +165,6 @@ def run(args: argparse.Namespace) -> int:
     if settings.log_level != "DEBUG":
         # kopf logs every handled event at INFO; our own lines say what matters.
         logging.getLogger("kopf").setLevel(logging.WARNING)
-    if settings.kubeconfig:
-        # kopf's login handler reads KUBECONFIG through kubernetes_asyncio.
-        os.environ["KUBECONFIG"] = settings.kubeconfig
     log.info(
         "starting",
         extra={

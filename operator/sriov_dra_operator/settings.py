@@ -37,7 +37,7 @@ class OperatorSettings:
     bind_address: str = "0.0.0.0"
     kubeconfig: str = ""
     """Empty: in-cluster service account, else KUBECONFIG / ~/.kube/config."""
-    workers: int = 16
+    workers: int = 64
     """Concurrent claim reconcilers; allocation decisions are serialized regardless."""
     yield_seconds: float = 30.0
     """How long to leave a claim alone after someone else cleared our allocation."""
@@ -93,7 +93,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers",
         type=int,
-        default=int(_env("WORKERS", "16")),
+        default=int(_env("WORKERS", "64")),
         help="concurrent claim reconcilers (default %(default)s)",
     )
     parser.add_argument(
