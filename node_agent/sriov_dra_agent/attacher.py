@@ -74,8 +74,12 @@ class ClaimAttacher:
         )
         done: list[VfRecord] = []
         names = []
+        where = ""
         try:
             for device in devices:
+                where = f"VF {device.pci_address} as {device.if_name}" + (
+                    f" (NAD {'/'.join(device.nad)})" if device.nad else ""
+                )
                 record = self.manager.hw.record(device.pci_address)
                 if record is None or record.claim.uid != request.claim_uid:
                     raise AttachError(
@@ -112,9 +116,9 @@ class ClaimAttacher:
             await self.manager.events.warning(
                 claim,
                 error.reason,
-                f"attaching to container {request.container_id[:12]}"
+                f"attaching {where} to container {request.container_id[:12]}"
                 + (f" of pod {pod}" if pod else "")
-                + f" failed: {error.describe()}",
+                + f" on node {self.manager.config.node} failed: {error.describe()}",
             )
             await self.manager.write_status(claim, devices)
             if error is exc:
