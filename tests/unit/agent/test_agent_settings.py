@@ -1,0 +1,69 @@
+"""``sriov-dra agent`` flags: env twins, defaults, refusals with the fix."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+from sriov_dra_agent.settings import AgentSettings, configure_parser
+
+
+def parse(argv: list[str]) -> AgentSettings:
+    parser = argparse.ArgumentParser()
+    configure_parser(parser)
+    return AgentSettings.from_args(parser.parse_args(argv))
+
+
+def test_defaults_are_where_the_kubelet_and_runtime_look(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("NODE_NAME", "KUBECONFIG", "CNI_PATH", "STATE_DIR", "HOOK_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    settings = parse(["--node-name", "n1", "--hook-path", "/usr/bin/sriov-dra"])
+    plugin_dir = Path("/var/lib/kubelet/plugins/sriovnetwork.k8snetworkplumbingwg.io")
+    assert settings.kubelet_registrar_dir == Path("/var/lib/kubelet/plugins_registry")
+    assert settings.plugin_dir == plugin_dir
+    assert settings.attach_socket == plugin_dir / "attach.sock"
+    assert settings.checkpoint_path == plugin_dir / "checkpoint.json"
+    assert settings.cdi_dir == Path("/var/run/cdi")
+    assert settings.cni_path == "/usr/lib/cni:/opt/cni/bin"
+    assert settings.backend == "sysfs"
+    assert settings.field_manager == "sriovnetwork.k8snetworkplumbingwg.io/n1"
+
+
+def test_env_twins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NODE_NAME", "from-env")
+    monkeypatch.setenv("SRIOV_DRA_BACKEND", "simulated")
+    monkeypatch.setenv("KUBELET_PLUGINS_DIRECTORY_PATH", "/tmp/p")
+    monkeypatch.setenv("HEALTH_PORT", "0")
+    settings = parse(["--hook-path", "/x/sriov-dra"])
+    assert (settings.node_name, settings.backend, settings.health_port) == (
+        "from-env",
+        "simulated",
+        0,
+    )
+    assert settings.attach_socket == Path("/tmp/p/sriovnetwork.k8snetworkplumbingwg.io/attach.sock")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["--hook-path", "/x"],
+            "--node-name is required; fix: pass --node-name or set NODE_NAME "
+            "(in a DaemonSet: valueFrom.fieldRef.fieldPath: spec.nodeName)",
+        ),
+        (
+            ["--node-name", "n", "--hook-path", "bin/sriov-dra"],
+            "--hook-path 'bin/sriov-dra' is not absolute; fix: the container runtime runs it "
+            "from its own working directory, pass the absolute host path",
+        ),
+    ],
+    ids=["no-node-name", "relative-hook"],
+)
+def test_refusals_name_the_fix(
+    argv: list[str], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NODE_NAME", raising=False)
+    with pytest.raises(ValueError) as info:
+        parse(argv)
+    assert str(info.value) == message
