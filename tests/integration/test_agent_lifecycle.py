@@ -415,14 +415,14 @@ def test_agent_killed_during_attach_or_detach_leaks_nothing(
         wait_for(
             lambda: (
                 (agent.record(vf.pci_address) or {}).get("attachment", {})
-                and agent.record(vf.pci_address)["attachment"]["phase"] == "attaching"  # type: ignore[index]
+                and agent.record(vf.pci_address)["attachment"]["phase"] == "attaching"
                 and "net1" in pod.links()
             ),
             what="the agent to be half-way through attach",
         )
         agent.crash()
-        hook.wait(timeout=30)  # type: ignore[union-attr]
-        assert hook.returncode == 1  # type: ignore[union-attr]
+        hook.wait(timeout=30)
+        assert hook.returncode == 1
         lock.close()
     elif step == "attached-then-pod-died":
         assert agent.run_hook(uid, pod).returncode == 0
@@ -436,7 +436,7 @@ def test_agent_killed_during_attach_or_detach_leaks_nothing(
             lambda: (
                 (agent.record(vf.pci_address) or {}).get("attachment")
                 and agent.record(vf.pci_address)["attachment"]["phase"] == "detaching"
-            ),  # type: ignore[index]
+            ),
             what="the agent to be half-way through detach",
         )
         agent.crash()
