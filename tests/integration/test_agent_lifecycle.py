@@ -392,6 +392,27 @@ def test_prepare_refuses_claim_of_another_node_and_stale_uid(
     )
     scenario.delete_and_release()
 
+    # A claim allocated on another node.
+    other = Scenario(scenario.cluster, scenario.namespace, agent, scenario.nic)
+    other.cluster.kubectl(
+        "create", "-f", "-", input=json.dumps(_claim(other.namespace, other.name, "n"))
+    )
+    body = other.claim()
+    _, status = allocation_patch(
+        body, node="other-node", pci=other.vf.pci_address, pf="simpf0", vf_index=0, nad=""
+    )
+    other.cluster.kubectl(
+        "patch", "resourceclaim", other.name, "-n", other.namespace, "--type=merge",
+        "--subresource=status", "-p", json.dumps(status),
+    )  # fmt: skip
+    answer = agent.prepare(other.claim())
+    assert answer.error.endswith(
+        f"status.allocation: ResourceClaim {other.namespace}/{other.name} has no VF allocated "
+        f"on node {agent.node}; fix: the pod runs on a node its claim is not allocated for; "
+        "wait for the allocation or delete the pod"
+    ), answer.error
+    assert agent.record(other.vf.pci_address) is None
+
 
 @pytest.mark.parametrize(
     "step",
