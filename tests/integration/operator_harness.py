@@ -7,6 +7,7 @@ nodes and sets the released annotation when a deleted claim's VF is "detached".
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import signal
@@ -312,12 +313,21 @@ def release(cluster: DevCluster, namespace: str, body: dict[str, Any]) -> None:
 
 
 def release_all(cluster: DevCluster, namespace: str) -> None:
-    """Release and delete every claim of ``namespace`` (test clean-up)."""
+    """Release and delete every claim of ``namespace``; wait until the operator let them go."""
     for body in claims(cluster, namespace):
         release(cluster, namespace, body)
     cluster.kubectl(
         "delete", "resourceclaims", "--all", "-n", namespace, "--wait=false", check=False
     )
+    wait_until(
+        lambda: not claims(cluster, namespace), timeout=60, what=f"claims of {namespace} gone"
+    )
+
+
+def conflict_events(cluster: DevCluster, namespace: str) -> list[str]:
+    """Messages of AllocationConflict Events in ``namespace``."""
+    events = cluster.kubectl_json("get", "events", "-n", namespace)["items"]
+    return [e["message"] for e in events if e.get("reason") == "AllocationConflict"]
 
 
 @contextlib.contextmanager
@@ -352,3 +362,46 @@ def load_seed(namespace: str) -> tuple[dict[str, Any], dict[str, Any]]:
     for doc in (nad, claim_):
         doc["metadata"]["namespace"] = namespace
     return nad, claim_
+
+
+def operator_kubeconfig(cluster: DevCluster) -> Path:
+    """CRDs, DeviceClass, and the operator's ServiceAccount bound to manifests/rbac-operator."""
+    ensure_crds_and_class(cluster)
+    for manifest in ("namespace.yaml", "serviceaccounts.yaml", "rbac-operator.yaml"):
+        cluster.kubectl("apply", "-f", str(ROOT / "manifests" / manifest))
+    return cluster.kubeconfig_for_service_account("sriov-dra", "sriov-dra-operator")
+
+
+def burst_claims(namespace: str, device_class: str, count: int) -> list[dict[str, Any]]:
+    """``count`` claims for one VF each, all asking for ifName net1."""
+    return [
+        claim_manifest(f"burst-{i:02d}", namespace, device_class, vfconfig(ifName="net1"))
+        for i in range(count)
+    ]
+
+
+def holders_of(items: list[dict[str, Any]]) -> dict[tuple[str, str, str], list[str]]:
+    """Device -> names of the claims whose allocation holds it."""
+    holders: dict[tuple[str, str, str], list[str]] = collections.defaultdict(list)
+    for body in items:
+        for key in allocated_devices(body):
+            holders[key].append(body["metadata"]["name"])
+    return holders
+
+
+def settled(cluster: DevCluster, namespace: str, allocated: int, waiting: int) -> list[dict]:
+    """Claims once ``allocated`` have an allocation and ``waiting`` got NoDeviceAvailable."""
+
+    def probe() -> list[dict[str, Any]] | None:
+        items = claims(cluster, namespace)
+        done = [b for b in items if allocated_devices(b)]
+        if len(done) != allocated:
+            return None
+        events = cluster.kubectl_json("get", "events", "-n", namespace)["items"]
+        refused = {
+            e["involvedObject"]["name"] for e in events if e["reason"] == "NoDeviceAvailable"
+        }
+        pending = {b["metadata"]["name"] for b in items if not allocated_devices(b)}
+        return items if len(pending) == waiting and pending <= refused else None
+
+    return wait_until(probe, timeout=60, what=f"{allocated} allocated and {waiting} refused")
