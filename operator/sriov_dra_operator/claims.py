@@ -493,7 +493,8 @@ class ClaimReconciler:
             for r in records
         )
         message = f"allocated {vfs} on node {allocation.node}"
-        await self.events.post(written, warning=False, reason="Allocated", message=message)
+        # The allocation is done; the explanation need not hold up the next claim.
+        self.events.post_later(written, warning=False, reason="Allocated", message=message)
         for r in records:
             log.info(
                 "allocated",

@@ -9,6 +9,7 @@ restart each waiting claim gets its current Event once more.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
 from collections.abc import Mapping
@@ -62,6 +63,7 @@ class EventRecorder:
         self._core = client.CoreV1Api(api)
         self._instance = instance
         self._last: dict[str, tuple[str, str]] = {}
+        self._background: set[asyncio.Task[bool]] = set()
 
     def forget(self, uid: str) -> None:
         """Drop the memory of a claim that is gone."""
@@ -70,6 +72,16 @@ class EventRecorder:
     def last(self, uid: str) -> tuple[str, str] | None:
         """The (reason, message) last posted for claim ``uid``."""
         return self._last.get(uid)
+
+    def post_later(
+        self, claim: Mapping[str, Any], *, warning: bool, reason: str, message: str
+    ) -> None:
+        """:meth:`post` in a background task (kept referenced until done)."""
+        task = asyncio.create_task(
+            self.post(claim, warning=warning, reason=reason, message=message)
+        )
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def post(
         self, claim: Mapping[str, Any], *, warning: bool, reason: str, message: str

@@ -136,6 +136,14 @@ def test_seed_claim_is_allocated_and_described(
         assert f'sriov_dra_operator_allocations_total{{node="{node}"}}' in metrics
         assert "sriov_dra_operator_reconcile_duration_seconds_bucket" in metrics
         assert operator.healthz() == 200
+        gauges = wait_until(
+            lambda: (lambda text: text if f'vfs_allocated{{node="{node}"}}' in text else None)(
+                operator.metrics()
+            ),
+            timeout=10,
+            what="the per-node VF gauges",
+        )
+        assert f'sriov_dra_operator_vfs_free{{node="{node}"}}' in gauges
         logged = [
             r
             for r in operator.log_records()
