@@ -55,6 +55,8 @@ from sriov_dra_devcluster.waiting import wait_until
 pytestmark = pytest.mark.integration
 
 CONFIG_FIELD = "spec.devices.config[0].opaque.parameters"
+YIELD = 4
+"""--yield-seconds of the module's operator: short, so the hand-back is seen in a test."""
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +68,7 @@ def operator(
     It runs as its ServiceAccount with the shipped RBAC, so a missing rule fails here.
     """
     log = tmp_path_factory.mktemp("operator") / "operator.log"
-    process = OperatorProcess(operator_kubeconfig(cluster), log).start()
+    process = OperatorProcess(operator_kubeconfig(cluster), log, f"--yield-seconds={YIELD}").start()
     try:
         yield process
     finally:
@@ -379,21 +381,8 @@ def test_a_claim_with_a_pending_pod_is_left_to_the_scheduler(
 ) -> None:
     namespace = clean_claims
     with simulated_vfs(cluster, f"{namespace}-vfs", per_node=2) as device_class:
-        pod = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": "waiter", "namespace": namespace},
-            "spec": {
-                # Fits no node: the scheduler keeps it pending and never allocates.
-                "nodeSelector": {"sriov-dra-test/nowhere": "true"},
-                "containers": [
-                    {"name": "c", "image": "example.invalid/none", "resources": {
-                        "claims": [{"name": "vf"}]}},
-                ],
-                "resourceClaims": [{"name": "vf", "resourceClaimName": "held"}],
-            },
-        }  # fmt: skip
-        apply(cluster, pod)
+        # Fits no node: the scheduler keeps it pending and never allocates.
+        apply(cluster, _pending_pod(namespace, "waiter", "held"))
         time.sleep(1)  # the pod is seen before the claim exists
         apply(cluster, claim_manifest("held", namespace, device_class, vfconfig()))
         time.sleep(3)
@@ -402,3 +391,80 @@ def test_a_claim_with_a_pending_pod_is_left_to_the_scheduler(
         assert FINALIZER not in (body["metadata"].get("finalizers") or [])
         cluster.kubectl("delete", "pod", "waiter", "-n", namespace, "--grace-period=0", "--force")
         wait_allocated(cluster, namespace, "held")
+
+
+def _pending_pod(namespace: str, name: str, claim_name: str | None = None) -> dict[str, Any]:
+    """A pod that fits no node, so it stays pending (and is never done)."""
+    spec: dict[str, Any] = {
+        "nodeSelector": {"sriov-dra-test/nowhere": "true"},
+        "containers": [{"name": "c", "image": "example.invalid/none"}],
+    }
+    if claim_name:
+        spec["containers"][0]["resources"] = {"claims": [{"name": "vf"}]}
+        spec["resourceClaims"] = [{"name": "vf", "resourceClaimName": claim_name}]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace},
+            "spec": spec}  # fmt: skip
+
+
+def test_allocation_cleared_by_the_scheduler_is_not_fought(
+    cluster: DevCluster, operator: OperatorProcess, clean_claims: str
+) -> None:
+    namespace = clean_claims
+    with simulated_vfs(cluster, f"{namespace}-vfs", per_node=2) as device_class:
+        apply(cluster, claim_manifest("taken-back", namespace, device_class, vfconfig()))
+        wait_allocated(cluster, namespace, "taken-back")
+        # What kube-scheduler's PostFilter writes when the claim's pod fits no node.
+        cluster.kubectl(
+            "patch", "resourceclaim", "taken-back", "-n", namespace, "--subresource=status",
+            "--type=merge", "-p", '{"status": {"allocation": null, "reservedFor": null}}',
+        )  # fmt: skip
+        unmarked = wait_until(
+            lambda: (lambda b: b if b and not (b["metadata"].get("finalizers") or []) else None)(
+                claim(cluster, namespace, "taken-back")
+            ),
+            timeout=10,
+            what="our marks to go from the claim the scheduler took back",
+        )
+        assert allocated_devices(unmarked) == []
+        assert NODE_LABEL not in (unmarked["metadata"].get("labels") or {})
+        assert ALLOCATION_ANNOTATION not in (unmarked["metadata"].get("annotations") or {})
+        # After --yield-seconds with no pod pending on it, the claim is ours again.
+        wait_allocated(cluster, namespace, "taken-back", timeout=YIELD + 20)
+
+
+def test_a_deleted_claim_keeps_its_vf_while_a_pod_holds_it(
+    cluster: DevCluster, operator: OperatorProcess, clean_claims: str
+) -> None:
+    namespace = clean_claims
+    with simulated_vfs(cluster, f"{namespace}-vfs", per_node=1) as device_class:
+        apply(
+            cluster,
+            claim_manifest("in-use", namespace, device_class, vfconfig()),
+            claim_manifest("other", namespace, device_class, vfconfig()),
+        )
+        body = wait_allocated(cluster, namespace, "in-use")
+        wait_allocated(cluster, namespace, "other")
+        apply(cluster, _pending_pod(namespace, "holder"))
+        pod = cluster.kubectl_json("get", "pod", "holder", "-n", namespace)
+        reserved = [{"resource": "pods", "name": "holder", "uid": pod["metadata"]["uid"]}]
+        cluster.kubectl(
+            "patch", "resourceclaim", "in-use", "-n", namespace, "--subresource=status",
+            "--type=merge", "-p", json.dumps({"status": {"reservedFor": reserved}}),
+        )  # fmt: skip
+        cluster.kubectl("delete", "resourceclaim", "in-use", "-n", namespace, "--wait=false")
+        release(cluster, namespace, body)
+        # Released by the agent, but a pod still holds it: the VF stays with the claim.
+        apply(cluster, claim_manifest("next", namespace, device_class, vfconfig()))
+        wait_for_event(cluster, namespace, "next", "NoDeviceAvailable")
+        time.sleep(2)  # time for a wrong release to show
+        held = claim(cluster, namespace, "in-use")
+        assert held is not None and allocated_devices(held) == allocated_devices(body)
+        # The pod lets go: now the VF goes to the waiting claim.
+        cluster.kubectl(
+            "patch", "resourceclaim", "in-use", "-n", namespace, "--subresource=status",
+            "--type=merge", "-p", '{"status": {"reservedFor": null}}',
+        )  # fmt: skip
+        wait_until(lambda: claim(cluster, namespace, "in-use") is None, timeout=30,
+                   what="the released claim to be gone")  # fmt: skip
+        moved = wait_allocated(cluster, namespace, "next")
+        assert allocated_devices(moved) == allocated_devices(body)
