@@ -21,9 +21,11 @@ CDI-capable runtime does for a pod with ResourceClaims:
 A failure leaves the pod Pending/ContainerCreating with a Warning Event
 (``FailedPrepareDynamicResources``, or ``FailedCreatePodSandBox`` for the
 sandbox and its hooks) and is retried with backoff. When a pod gets a
-deletionTimestamp (or disappears), the process is stopped,
-``NodeUnprepareResources`` is called once no other pod on the node uses the
-claim, the netns is removed, and the deletion is finished with grace 0.
+deletionTimestamp (or disappears), the process is stopped and the netns
+removed (a runtime's StopPodSandbox), then ``NodeUnprepareResources`` is called
+once no other pod on the node uses the claim (the kubelet's order: the sandbox
+is gone before resources are unprepared), and the deletion is finished with
+grace 0. A failing unprepare keeps the pod Terminating and is retried.
 
 One emulator process serves every simulated node given with ``--node``; each
 node has its own directories (``node_layout.NodeLayout``) and checkpoint, so a
@@ -412,7 +414,7 @@ class NodeEmulator:
     ) -> None:
         self.kube = kube
         self.netns_prefix = netns_prefix
-        self.podnet = f"{netns_prefix}{PODNET_NETNS}"
+        self.podnet = podnet_name(layouts[0].root, netns_prefix)
         subnets = ipaddress.IPv4Network(pod_cidr).subnets(new_prefix=24)
         next(subnets)  # 10.244.0.0/24 stays unused, node N gets 10.244.N.0/24
         self.nodes = {layout.node: NodeState(layout, next(subnets)) for layout in layouts}
@@ -769,7 +771,7 @@ class NodeEmulator:
     # --- teardown ---
 
     async def _teardown(self, state: NodeState, uid: str) -> None:
-        """Stop the process, unprepare claims no other pod here uses, remove the netns."""
+        """Stop the process, remove the netns, unprepare claims no other pod here uses."""
         record = state.pods.get(uid)
         if record is None:
             return
@@ -779,11 +781,17 @@ class NodeEmulator:
             "node": state.layout.node,
         }
         if record.sandbox is not None:
+            # As the kubelet does: the runtime stops and removes the sandbox (its netns
+            # goes, and with it a VF still inside) before UnprepareResources is called.
             try:
                 await pod_sandbox.stop_process(record.sandbox, self._procs.get(uid))
+                self._procs.pop(uid, None)
+                await pod_sandbox.remove_netns(record.sandbox.netns)
             except pod_sandbox.SandboxError as exc:
                 raise SandboxFailed(str(exc)) from exc
-            self._procs.pop(uid, None)
+            log.info("sandbox removed", extra={**extra, "netns": record.sandbox.netns})
+            record.sandbox = None
+            state.save()
         for claim_uid in sorted(set(record.claims.values())):
             claim = state.claims.get(claim_uid)
             if claim is None:
@@ -817,11 +825,6 @@ class NodeEmulator:
                     "uid": claim_uid,
                 },
             )
-        if record.sandbox is not None:
-            try:
-                await pod_sandbox.remove_netns(record.sandbox.netns)
-            except pod_sandbox.SandboxError as exc:
-                raise SandboxFailed(str(exc)) from exc
         for container_id in record.containers.values():
             shutil.rmtree(state.bundle_dir(container_id), ignore_errors=True)
         del state.pods[uid]
@@ -928,6 +931,11 @@ def _rpc_error(exc: BaseException) -> str:
 # --- Python API for the demo and tests ---------------------------------------------------
 
 
+def podnet_name(root: Path, prefix: str = "") -> str:
+    """The isolated netns holding the peers of the fake eth0s, one per node root."""
+    return f"{prefix}{PODNET_NETNS}-{root.name}"
+
+
 def pod_netns(namespace: str, name: str, prefix: str = "") -> str:
     """The netns name the emulation gives pod ``namespace/name``."""
     return pod_sandbox.pod_netns_name(namespace, name, prefix)
@@ -971,10 +979,11 @@ def sweep(layouts: Iterable[NodeLayout], *, netns_prefix: str = "") -> list[str]
         with contextlib.suppress(FileNotFoundError):
             (layout.emulator_dir / CHECKPOINT).unlink()
         shutil.rmtree(layout.emulator_dir / "bundles", ignore_errors=True)
-    podnet = f"{netns_prefix}{PODNET_NETNS}"
-    if pod_sandbox.netns_exists(podnet):
-        subprocess.run(["ip", "netns", "delete", podnet], check=False)
-        removed.append(f"netns {podnet}")
+    podnets = {podnet_name(layout.root, netns_prefix) for layout in layouts}
+    for podnet in sorted(podnets):
+        if pod_sandbox.netns_exists(podnet):
+            subprocess.run(["ip", "netns", "delete", podnet], check=False)
+            removed.append(f"netns {podnet}")
     return removed
 
 

@@ -67,6 +67,7 @@ class FakeAgent:
     prepared: list[str] = field(default_factory=list)
     unprepared: list[str] = field(default_factory=list)
     attached: list[AttachRequest] = field(default_factory=list)
+    netns_at_unprepare: list[set[str]] = field(default_factory=list)
 
     @property
     def attach_socket(self) -> Path:
@@ -84,6 +85,7 @@ class FakeAgent:
 
     async def unprepare(self, claim: ClaimRef) -> None:
         self.unprepared.append(claim.uid)
+        self.netns_at_unprepare.append(set(os.listdir(pod_sandbox.NETNS_DIR)))
         remove_claim_spec(self.layout.cdi_dir, claim.uid)
 
     async def attach(self, request: AttachRequest) -> AttachResult:
@@ -294,6 +296,8 @@ async def test_pod_runs_only_after_prepare_and_hook_then_teardown_undoes_all(
     h.cluster.kubectl("delete", "pod", "pod0", "-n", h.namespace, "--wait=false")
     await eventually(lambda: _gone(h, "pod0"), "pod0 deleted")
     assert h.agent.unprepared == [uid]
+    # The kubelet's order: the sandbox (and its netns) is gone before unprepare.
+    assert h.netns("pod0") not in h.agent.netns_at_unprepare[0]
     assert pod_sandbox.process_start_time(pid) is None
     assert not pod_sandbox.netns_exists(h.netns("pod0"))
     # The claim stays allocated and is prepared again for the next pod.
