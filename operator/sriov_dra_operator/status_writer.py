@@ -3,8 +3,7 @@
 All writes are JSON merge patches that carry ``metadata.resourceVersion``: the
 apiserver then refuses them with 409 Conflict if the claim changed since we
 read it. A conflict is never retried blindly: the caller re-reads and decides
-again (:class:`StaleClaim`). Status writes touch only ``status.allocation``
-(plus, when clearing, the lists the API requires to be empty without one).
+again (:class:`StaleClaim`). Status writes touch only ``status.allocation``.
 """
 
 from __future__ import annotations
@@ -115,10 +114,8 @@ class ClaimWriter:
     async def clear_allocation(self, claim: Mapping[str, Any]) -> Body:
         """Clear ``status.allocation``; callers ensure ``reservedFor`` is already empty.
 
-        ``devices`` goes too: the API drops entries of deallocated devices anyway.
+        ``status.devices`` is left alone: the apiserver itself drops the entries of
+        devices that are no longer allocated.
         """
-        body = {
-            "metadata": {"resourceVersion": _meta(claim)[2]},
-            "status": {"allocation": None, "devices": None},
-        }
+        body = {"metadata": {"resourceVersion": _meta(claim)[2]}, "status": {"allocation": None}}
         return await self._patch(claim, body, status=True)
