@@ -12,12 +12,12 @@ which claims wait on a NAD, which pods are still pending on a claim.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sriov_dra.allocator import DeviceKey
+from sriov_dra.allocator import DeviceKey, DeviceUsage
 
 Body = dict[str, Any]
 Ref = tuple[str, str]
@@ -111,6 +111,10 @@ class ClusterCache:
         self._deleted: set[str] = set()
         self._devices_of: dict[str, frozenset[DeviceKey]] = {}
         self.holders: dict[DeviceKey, set[str]] = defaultdict(set)
+        self.usage = DeviceUsage()
+        """Taken devices for the allocator: held by an allocation or reserved by a decision
+        whose write is in flight (per-pool counts let it skip full nodes)."""
+        self._refs: Counter[DeviceKey] = Counter()
         self.slices: dict[str, Body] = {}
         self.slices_version = 0
         """Bumped on every slice change, so derived pools can be cached."""
@@ -159,21 +163,40 @@ class ClusterCache:
                 holders.discard(uid)
                 if not holders:
                     del self.holders[key]
+            self._unref(key)
         for key in devices - before:
             self.holders[key].add(uid)
+            self._ref(key)
         if devices:
             self._devices_of[uid] = devices
         else:
             self._devices_of.pop(uid, None)
         return before - devices
 
+    def _ref(self, key: DeviceKey) -> None:
+        self._refs[key] += 1
+        if self._refs[key] == 1:
+            self.usage.add(key)
+
+    def _unref(self, key: DeviceKey) -> None:
+        self._refs[key] -= 1
+        if self._refs[key] <= 0:
+            del self._refs[key]
+            self.usage.discard(key)
+
+    def reserve(self, keys: Iterable[DeviceKey]) -> None:
+        """Count ``keys`` as taken while the write that allocates them is in flight."""
+        for key in keys:
+            self._ref(key)
+
+    def unreserve(self, keys: Iterable[DeviceKey]) -> None:
+        """The in-flight write finished (its result, if any, is recorded as a holder)."""
+        for key in keys:
+            self._unref(key)
+
     def devices_of(self, uid: str) -> frozenset[DeviceKey]:
         """Devices claim ``uid`` holds according to the cache."""
         return self._devices_of.get(uid, frozenset())
-
-    def taken(self) -> Iterable[DeviceKey]:
-        """Every device some cached claim's allocation holds."""
-        return self.holders.keys()
 
     # -- slices, classes, NADs ------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,24 +66,6 @@ log = logging.getLogger(__name__)
 
 RETRY_AFTER_ERROR = 10.0
 """Seconds before retrying a claim whose write failed for a reason other than a conflict."""
-
-
-class _Taken(Collection[DeviceKey]):
-    """Devices held by allocations in the cache or by decisions still being written."""
-
-    def __init__(self, held: Collection[DeviceKey], inflight: Collection[DeviceKey]) -> None:
-        self._held = held
-        self._inflight = inflight
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._held or key in self._inflight
-
-    def __iter__(self) -> Iterator[DeviceKey]:
-        yield from self._held
-        yield from (k for k in self._inflight if k not in self._held)
-
-    def __len__(self) -> int:
-        return len(self._held) + sum(1 for k in self._inflight if k not in self._held)
 
 
 @dataclass
@@ -241,7 +223,6 @@ class ClaimReconciler:
         self.waiting = Waiting()
         self.lock = asyncio.Lock()
         """Serializes choose-and-reserve: no two decisions see the same free VF."""
-        self.inflight: set[DeviceKey] = set()
         self.clearing: set[str] = set()
         """Uids whose allocation we are clearing ourselves (not the scheduler's doing)."""
         self.yielded: dict[str, float] = {}
@@ -449,25 +430,22 @@ class ClaimReconciler:
                     claim,
                     device_classes=self.cache.classes,
                     pools=pools,
-                    in_use=_Taken(self.cache.holders.keys(), self.inflight),
+                    in_use=self.cache.usage,
                     driver=settings.driver,
                 )
             except SriovDraError as error:
                 decided: SriovDraError | None = error
             else:
                 decided = None
-                keys = {
-                    DeviceKey(str(r["driver"]), str(r["pool"]), str(r["device"]))
-                    for r in allocation.results
-                }
-                self.inflight |= keys
+                keys = allocation.keys
+                self.cache.reserve(keys)
         if decided is not None:
             await self._fail(claim, decided)
             return
         try:
             await self._write_allocation(claim, allocation, configs, devices, nad_refs)
         finally:
-            self.inflight -= keys
+            self.cache.unreserve(keys)
 
     async def _write_allocation(
         self,

@@ -118,3 +118,17 @@ def test_pod_scheduling_reports_the_claim_it_stopped_pending_on() -> None:
     assert cache.upsert_pod(pod(node="sim-node-1")) == {("ns", "static")}
     assert not cache.has_pending_pod(("ns", "static"))
     assert cache.remove_pod(pod(node="sim-node-1")) == frozenset()
+
+
+def test_in_flight_reservation_and_allocation_overlap_without_freeing_early() -> None:
+    cache = ClusterCache()
+    cache.reserve([key("vf0")])
+    assert key("vf0") in cache.usage
+    cache.upsert_claim(claim("7", "vf0"))  # our write's response lands first
+    cache.unreserve([key("vf0")])
+    assert key("vf0") in cache.usage
+    cache.upsert_claim(claim("8"))
+    assert key("vf0") not in cache.usage
+    cache.reserve([key("vf1")])
+    cache.unreserve([key("vf1")])  # the write failed: nothing taken
+    assert list(cache.usage) == []
