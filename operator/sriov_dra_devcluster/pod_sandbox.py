@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import os
 import re
 import shlex
@@ -128,6 +129,7 @@ async def create(
         await _ip("-n", netns, "addr", "add", f"{pod_ip}/{prefix_len}", "dev", "eth0")
         await _ip("-n", podnet, "link", "set", peer, "up")
         await _ip("-n", netns, "link", "set", "eth0", "up")
+        await _wait_operstate_up(netns, "eth0")
         proc = await asyncio.create_subprocess_exec(
             "nsenter",
             f"--net={netns_path(netns)}",
@@ -146,6 +148,25 @@ async def create(
         await remove_netns(netns)
         raise
     return Sandbox(netns, proc.pid, start_time, pod_ip, peer), proc
+
+
+async def _wait_operstate_up(netns: str, link: str, limit: float = 3.0) -> None:
+    """Give the kernel's link watcher (which lags up to a second) time to report carrier.
+
+    Cosmetic: ``ip link`` in a fresh pod would otherwise show the fake eth0 as
+    NO-CARRIER. A link still down after ``limit`` seconds is left as it is.
+    """
+    deadline = asyncio.get_running_loop().time() + limit
+    while asyncio.get_running_loop().time() < deadline:
+        proc = await asyncio.create_subprocess_exec(
+            "ip", "-n", netns, "-j", "link", "show", link,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        stdout, _ = await proc.communicate()
+        with contextlib.suppress(ValueError, IndexError, KeyError):
+            if json.loads(stdout)[0]["operstate"] == "UP":
+                return
+        await asyncio.sleep(0.05)
 
 
 async def _wait_in_netns(pid: int, netns: str) -> int:

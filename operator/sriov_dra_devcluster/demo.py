@@ -1,0 +1,698 @@
+"""``make demo``: the seed scenario ("Static Resource Claim Demo") end to end on this machine.
+
+Starts the dev cluster (2 simulated nodes) and the sriov-dra stack (a simulated
+SR-IOV NIC with 4 VFs per node, one agent per node, the operator, the node
+emulation), then walks the seed's Usage section with real ``kubectl``, printing
+every command and its output under a caption, and checking each step. It stops
+at the first step that fails (exit 1). ``--keep`` leaves everything running and
+prints the KUBECONFIG; otherwise everything is torn down at the end.
+
+The steps are methods of :class:`Walkthrough`, which the e2e test
+(``tests/e2e/test_seed_scenario.py``) runs and asserts on as well.
+
+    python -m sriov_dra_devcluster.demo [--keep] [--state-dir DIR]
+    python -m sriov_dra_devcluster.demo --down     # stop what --keep left running
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, TextIO, TypeVar
+
+import yaml
+from sriov_dra.constants import ALLOCATION_ANNOTATION, DRIVER_NAME
+from sriov_dra.errors import SriovDraError
+
+from sriov_dra_devcluster.cluster import DevCluster, default_state_dir
+from sriov_dra_devcluster.node_emulator import pod_netns
+from sriov_dra_devcluster.stack import Stack
+
+REPO: Final = Path(__file__).resolve().parents[2]
+EXAMPLE: Final = REPO / "manifests" / "examples" / "resourceclaim-vf.yaml"
+NAMESPACE: Final = "vf-resourceclaim-test"
+CLAIM: Final = "static-vf-claim"
+SUBNET: Final = ipaddress.IPv4Network("10.0.3.0/24")
+PEER_RANGE: Final = ("10.0.3.100", "10.0.3.199")
+WAIT: Final = 90.0
+T = TypeVar("T")
+
+POD1: Final = """\
+apiVersion: v1
+kind: Pod
+metadata:
+  namespace: vf-resourceclaim-test
+  name: pod1
+spec:
+  containers:
+  - name: ctr0
+    image: quay.io/schseba/toolbox:latest
+    command: ["/bin/bash", "-c", "sleep INF"]
+    resources:
+      claims:
+      - name: vf
+  resourceClaims:
+  - name: vf
+    resourceClaimName: static-vf-claim
+"""
+"""The seed's "Reusing Claims" pod, verbatim."""
+
+
+class DemoFailed(Exception):
+    """A step did not do what the scenario promises; the message says what was seen."""
+
+
+@dataclass(frozen=True)
+class NetIf:
+    """An interface as ``ip -j addr`` shows it inside a pod."""
+
+    name: str
+    mac: str
+    addresses: tuple[str, ...]
+    alias: str = ""
+
+
+@dataclass
+class ClaimView:
+    """Step 2: what the claim says about its VF."""
+
+    node: str
+    device: str
+    pci_address: str
+    reserved_for: list[str]
+    net1_ips: list[str]
+    net1_mac: str
+    allocated_by_operator: bool
+    describe: str
+    events: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PodView:
+    """Step 3: the pod as the API server reports it."""
+
+    name: str
+    node: str
+    phase: str
+    ready: bool
+    pod_ip: str
+    describe: str
+
+
+@dataclass
+class PingResult:
+    """Step 5: the second pod and the ping across the simulated switch."""
+
+    peer_node: str
+    peer_ip: str
+    transmitted: int
+    received: int
+    output: str
+
+
+@dataclass
+class ReuseResult:
+    """Reusing Claims: the allocation before and after, and pod1's interface."""
+
+    device_before: str
+    device_after: str
+    node_before: str
+    node_after: str
+    reserved_after_delete: list[str]
+    pod1_node: str
+    pod1_net1: NetIf
+
+
+@dataclass
+class CleanupResult:
+    """Clean-up: the claim gone, the VF back on the node, the lease gone."""
+
+    claim_gone: bool
+    vf_netdev: str
+    vf_in_host: bool
+    leases_left: list[str]
+
+
+class Walkthrough:
+    """The seed's Usage section as steps; ``echo`` receives everything it prints."""
+
+    def __init__(self, cluster: DevCluster, stack: Stack, *, echo: Callable[[str], None] = print):
+        self.cluster = cluster
+        self.stack = stack
+        self.echo = echo
+        self.claim_view: ClaimView | None = None
+
+    # --- printing and running --------------------------------------------------------
+
+    def caption(self, text: str) -> None:
+        self.echo("")
+        self.echo("=" * 78)
+        self.echo(text)
+        self.echo("=" * 78)
+
+    def note(self, text: str) -> None:
+        for line in text.splitlines():
+            self.echo(f"# {line}")
+
+    def _show(self, shown: str, output: str) -> None:
+        self.echo(f"$ {shown}")
+        for line in output.rstrip("\n").splitlines():
+            self.echo(f"  {line}")
+
+    def kubectl(self, *args: str, input: str | None = None, shown: str = "") -> str:
+        """Run kubectl (as the cluster admin), print command and output; DemoFailed if it fails."""
+        result = self.cluster.kubectl(*args, input=input, check=False, timeout=180)
+        output = result.stdout + (result.stderr if result.returncode else "")
+        self._show(shown or "kubectl " + shlex.join(args), output)
+        if result.returncode != 0:
+            raise DemoFailed(f"kubectl {shlex.join(args)} exited {result.returncode}")
+        return result.stdout
+
+    def host(self, argv: Sequence[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run a host command (``ip netns exec ...``), print it and its output."""
+        result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=60)
+        self._show(shlex.join(argv), result.stdout + result.stderr)
+        if check and result.returncode != 0:
+            raise DemoFailed(f"{shlex.join(argv)} exited {result.returncode}")
+        return result
+
+    def _json(self, *args: str) -> Any:
+        return json.loads(self.cluster.kubectl(*args, "-o", "json").stdout)
+
+    def _get(self, kind: str, name: str, namespace: str = NAMESPACE) -> dict[str, Any] | None:
+        result = self.cluster.kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
+        if result.returncode != 0:
+            return None
+        obj: dict[str, Any] = json.loads(result.stdout)
+        return obj
+
+    def wait(self, probe: Callable[[], T | None], what: str, timeout: float = WAIT) -> T:
+        """Poll until ``probe`` returns something truthy; DemoFailed naming ``what`` otherwise."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = probe()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise DemoFailed(f"timed out after {timeout:g}s waiting for {what}")
+            time.sleep(0.3)
+
+    # --- facts ------------------------------------------------------------------------
+
+    def _pod_running(self, name: str, namespace: str = NAMESPACE) -> dict[str, Any] | None:
+        pod = self._get("pod", name, namespace)
+        if not pod or pod.get("status", {}).get("phase") != "Running":
+            return None
+        return pod
+
+    def _claim_network_ready(self, name: str) -> dict[str, Any] | None:
+        claim = self._get("resourceclaim", name)
+        if not claim:
+            return None
+        devices = claim.get("status", {}).get("devices") or []
+        ready = [d for d in devices if (d.get("networkData") or {}).get("ips")]
+        return claim if ready else None
+
+    def pod_interfaces(self, pod: str, namespace: str = NAMESPACE) -> dict[str, NetIf]:
+        """The pod netns's interfaces (``ip -j addr``), silently."""
+        out = subprocess.run(
+            ["ip", "netns", "exec", pod_netns(namespace, pod), "ip", "-j", "addr", "show"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if out.returncode != 0:
+            raise DemoFailed(f"cannot read pod {pod}'s interfaces: {out.stderr.strip()}")
+        result = {}
+        for link in json.loads(out.stdout):
+            addresses = tuple(
+                f"{a['local']}/{a['prefixlen']}"
+                for a in link.get("addr_info", [])
+                if a.get("family") == "inet"
+            )
+            result[link["ifname"]] = NetIf(
+                link["ifname"], link.get("address", ""), addresses, link.get("ifalias", "")
+            )
+        return result
+
+    def _events_of(self, kind: str, name: str) -> list[str]:
+        items = self._json(
+            "get", "events", "-n", NAMESPACE,
+            "--field-selector", f"involvedObject.kind={kind},involvedObject.name={name}",
+        )["items"]  # fmt: skip
+        return [f"{e['type']} {e['reason']}: {e['message']}" for e in items]
+
+    # --- the steps ----------------------------------------------------------------------
+
+    def step1_apply(self) -> None:
+        """1. Deploy the configuration, the ResourceClaim first."""
+        self.caption("1. Deploy the configuration (ResourceClaim created first)")
+        if self.cluster.kubectl("get", "namespace", NAMESPACE, check=False).returncode == 0:
+            self.note("Left over from an earlier run; starting from scratch:")
+            self.kubectl("delete", "namespace", NAMESPACE, "--timeout=180s")
+        docs = [d for d in yaml.safe_load_all(EXAMPLE.read_text()) if d]
+        without_pod = [d for d in docs if d["kind"] != "Pod"]
+        self.note(
+            f"{EXAMPLE.relative_to(REPO)} holds a Namespace, a NetworkAttachmentDefinition,\n"
+            "the ResourceClaim and pod0. The claim goes first, as the seed says: the\n"
+            "sriov-dra operator allocates it before any pod asks for it. (Applied in one go,\n"
+            "kube-scheduler would allocate it for the pending pod instead, with a finalizer\n"
+            "that deallocates it when the pod goes, and the claim would not keep its VF.)"
+        )
+        self.kubectl(
+            "apply", "-f", "-",
+            input=yaml.safe_dump_all(without_pod, sort_keys=False),
+            shown=f"kubectl apply -f {EXAMPLE.name}   # its Namespace, NAD and ResourceClaim",
+        )  # fmt: skip
+        self.note("The operator allocates the claim from the agents' ResourceSlices:")
+        self.wait(
+            lambda: (self._get("resourceclaim", CLAIM) or {}).get("status", {}).get("allocation"),
+            "the operator to allocate static-vf-claim",
+        )
+        self.kubectl("get", "resourceclaims", "-n", NAMESPACE)
+        self.note(
+            'Now the whole file, pod0 included. (kubectl says the claim is "configured";\n'
+            "its spec is unchanged, see docs/platform-facts.md (a).)"
+        )
+        self.kubectl("apply", "-f", str(EXAMPLE.relative_to(REPO)))
+        self.wait(lambda: self._pod_running("pod0"), "pod0 to run (claim prepared, VF attached)")
+        self.wait(lambda: self._claim_network_ready(CLAIM), "net1's IP in the claim's status")
+
+    def step2_claim(self) -> ClaimView:
+        """2. The claim: allocated VF, node, reservedFor, device status, Events."""
+        self.caption("2. Verify resource claim allocation")
+        self.kubectl("get", "resourceclaims", "-n", NAMESPACE)
+        describe = self.kubectl("describe", "resourceclaim", CLAIM, "-n", NAMESPACE)
+        claim = self._get("resourceclaim", CLAIM)
+        if claim is None:
+            raise DemoFailed(f"resourceclaim {CLAIM} is gone")
+        status = claim["status"]
+        result = status["allocation"]["devices"]["results"][0]
+        device_status = next(
+            d for d in status.get("devices") or [] if d["device"] == result["device"]
+        )
+        network = device_status.get("networkData") or {}
+        view = ClaimView(
+            node=result["pool"],
+            device=result["device"],
+            pci_address=(device_status.get("data") or {}).get("pciAddress", ""),
+            reserved_for=[r["name"] for r in status.get("reservedFor") or []],
+            net1_ips=list(network.get("ips") or []),
+            net1_mac=network.get("hardwareAddress", ""),
+            allocated_by_operator=ALLOCATION_ANNOTATION in claim["metadata"].get("annotations", {}),
+            describe=describe,
+            events=self._events_of("ResourceClaim", CLAIM),
+        )
+        self.note(
+            f"VF {view.pci_address} (device {view.device}) on node {view.node}, reserved for "
+            f"{', '.join(view.reserved_for)}; net1 {', '.join(view.net1_ips)} {view.net1_mac}"
+        )
+        if not view.allocated_by_operator:
+            raise DemoFailed("the claim was not allocated by the sriov-dra operator")
+        if view.reserved_for != ["pod0"] or not view.net1_ips:
+            raise DemoFailed(f"expected pod0 in reservedFor and net1's IP, got {view}")
+        self.claim_view = view
+        return view
+
+    def step3_pod(self) -> PodView:
+        """3. The pod: Running and Ready on the claim's node."""
+        self.caption("3. Verify pod deployment")
+        self.kubectl("get", "pods", "-n", NAMESPACE, "-o", "wide")
+        describe = self.kubectl("describe", "pod", "pod0", "-n", NAMESPACE)
+        self.note(
+            "No kubelet runs here: the sriov-dra node emulation played it (and the container\n"
+            "runtime): it called the agent's kubelet plugin over its gRPC socket, made the pod's\n"
+            "network namespace, ran the CDI createRuntime hook, then reported the pod Running."
+        )
+        pod = self._get("pod", "pod0")
+        if pod is None:
+            raise DemoFailed("pod0 is gone")
+        conditions = {c["type"]: c["status"] for c in pod["status"].get("conditions", [])}
+        view = PodView(
+            name="pod0",
+            node=pod["spec"].get("nodeName", ""),
+            phase=pod["status"].get("phase", ""),
+            ready=conditions.get("Ready") == "True",
+            pod_ip=pod["status"].get("podIP", ""),
+            describe=describe,
+        )
+        expected_node = self.claim_view.node if self.claim_view else view.node
+        if view.phase != "Running" or not view.ready or view.node != expected_node:
+            raise DemoFailed(f"pod0 is not Running and Ready on {expected_node}: {view}")
+        return view
+
+    def step4_interfaces(self) -> dict[str, NetIf]:
+        """4. pod0's interfaces: net1 with an address of 10.0.3.0/24."""
+        self.caption("4. Check network configuration")
+        netns = pod_netns(NAMESPACE, "pod0")
+        self.note(
+            "`kubectl exec` needs a container runtime; the emulated pod is a network namespace\n"
+            f"with a process in it, so `ip netns exec {netns}` stands in for\n"
+            "`kubectl exec -n vf-resourceclaim-test pod0 --`.\n"
+            "eth0 of a simulated pod is NOT real: no cluster network exists here; the emulation\n"
+            "adds a veth that connects nowhere and carries the pod IP it reported (see its alias)."
+        )
+        for argv in (
+            ["ip", "link", "show"],
+            ["ip", "addr", "show"],
+            ["ip", "addr", "show", "net1"],
+        ):
+            self.host(["ip", "netns", "exec", netns, *argv])
+        interfaces = self.pod_interfaces("pod0")
+        net1 = interfaces.get("net1")
+        if net1 is None or not any(
+            ipaddress.IPv4Interface(a).network == SUBNET for a in net1.addresses
+        ):
+            raise DemoFailed(f"net1 has no address in {SUBNET}: {net1}")
+        return interfaces
+
+    def step5_ping(self) -> PingResult:
+        """5. Ping from pod0's net1 to a second pod's net1 on the other node."""
+        self.caption("5. Test network connectivity")
+        self.note(
+            "ping kubernetes.default.svc.cluster.local (eth0): not possible here, a simulated\n"
+            "pod has no cluster network and no DNS.\n"
+            "net1: a second pod on the other node, its VF from a ResourceClaimTemplate (the\n"
+            "scheduler allocates those), on the same VLAN 0. host-local keeps leases per node,\n"
+            f"so its NAD hands out {PEER_RANGE[0]}-{PEER_RANGE[1]} of the same subnet."
+        )
+        pod0_node = self.claim_view.node if self.claim_view else self.stack.nodes[0]
+        peer_node = next(n for n in self.stack.nodes if n != pod0_node)
+        self.kubectl(
+            "apply", "-f", "-", input=peer_manifests(peer_node),
+            shown="kubectl apply -f peer.yaml   # NAD vf-peer, ResourceClaimTemplate peer-vf, "
+            f"pod peer (nodeSelector {peer_node})",
+        )  # fmt: skip
+        self.wait(lambda: self._pod_running("peer"), "the peer pod to run")
+        self.kubectl("get", "pods", "-n", NAMESPACE, "-o", "wide")
+        peer_net1 = self.wait(
+            lambda: self.pod_interfaces("peer").get("net1"), "net1 in the peer pod"
+        )
+        self.host(
+            ["ip", "netns", "exec", pod_netns(NAMESPACE, "peer"), "ip", "addr", "show", "net1"]
+        )
+        peer_ip = peer_net1.addresses[0].split("/")[0]
+        result = self.host(
+            ["ip", "netns", "exec", pod_netns(NAMESPACE, "pod0"),
+             "ping", "-c", "3", "-W", "2", "-I", "net1", peer_ip],
+            check=False,
+        )  # fmt: skip
+        transmitted, received = _ping_counts(result.stdout)
+        ping = PingResult(peer_node, peer_ip, transmitted, received, result.stdout)
+        if received == 0:
+            raise DemoFailed(f"no reply from {peer_ip} ({transmitted} sent)")
+        return ping
+
+    def step6_reuse(self) -> ReuseResult:
+        """Reusing Claims: delete pod0, the claim keeps its VF, pod1 gets the same VF."""
+        self.caption("Reusing Claims: delete the pod, keep the ResourceClaim")
+        before = self._get("resourceclaim", CLAIM)
+        if before is None:
+            raise DemoFailed(f"resourceclaim {CLAIM} is gone")
+        result_before = before["status"]["allocation"]["devices"]["results"][0]
+        self.kubectl("delete", "pod", "pod0", "-n", NAMESPACE, "--timeout=90s")
+        self.note("The ResourceClaim remains allocated (no longer reserved):")
+        after_delete = self.wait(
+            lambda: _unreserved(self._get("resourceclaim", CLAIM)), "reservedFor to empty"
+        )
+        self.kubectl("get", "resourceclaims", "-n", NAMESPACE)
+        self.note("A new pod that uses the same claim (the seed's pod1, verbatim):")
+        self.kubectl(
+            "apply", "-f", "-", input=POD1, shown="kubectl apply -f - <<EOF\n" + POD1 + "EOF"
+        )
+        pod1 = self.wait(lambda: self._pod_running("pod1"), "pod1 to run")
+        self.wait(lambda: self._claim_network_ready(CLAIM), "net1's IP in the claim's status")
+        self.kubectl("get", "pods", "-n", NAMESPACE, "-o", "wide")
+        self.kubectl(
+            "get", "resourceclaim", CLAIM, "-n", NAMESPACE, "-o",
+            "custom-columns=NAME:.metadata.name,NODE:.status.allocation.devices.results[0].pool,"
+            "DEVICE:.status.allocation.devices.results[0].device,"
+            "RESERVED-FOR:.status.reservedFor[*].name,NET1:.status.devices[0].networkData.ips",
+        )  # fmt: skip
+        self.host(
+            ["ip", "netns", "exec", pod_netns(NAMESPACE, "pod1"), "ip", "addr", "show", "net1"]
+        )
+        after = self._get("resourceclaim", CLAIM)
+        if after is None:
+            raise DemoFailed(f"resourceclaim {CLAIM} is gone")
+        result_after = after["status"]["allocation"]["devices"]["results"][0]
+        net1 = self.pod_interfaces("pod1").get("net1")
+        reuse = ReuseResult(
+            device_before=result_before["device"],
+            device_after=result_after["device"],
+            node_before=result_before["pool"],
+            node_after=result_after["pool"],
+            reserved_after_delete=[
+                r["name"] for r in after_delete["status"].get("reservedFor", [])
+            ],
+            pod1_node=pod1["spec"]["nodeName"],
+            pod1_net1=net1 or NetIf("", "", ()),
+        )
+        if (reuse.device_before, reuse.node_before) != (reuse.device_after, reuse.node_after):
+            raise DemoFailed(f"pod1 got another VF: {reuse}")
+        if net1 is None or not net1.addresses:
+            raise DemoFailed("pod1 has no net1 with an address")
+        self.note(f"Same VF {reuse.device_after} on {reuse.node_after}, now net1 of pod1.")
+        return reuse
+
+    def step7_cleanup(self) -> CleanupResult:
+        """Clean-up: delete the claim; the VF is reset and free, the IP released."""
+        self.caption("Clean-up: delete the pod and the ResourceClaim")
+        claim = self._get("resourceclaim", CLAIM)
+        if claim is None:
+            raise DemoFailed(f"resourceclaim {CLAIM} is gone")
+        record = json.loads(claim["metadata"]["annotations"][ALLOCATION_ANNOTATION])[0]
+        node, pf, vf_index = record["node"], record["pf"], record["vfIndex"]
+        ips = [ip.split("/")[0] for d in claim["status"].get("devices") or []
+               for ip in (d.get("networkData") or {}).get("ips") or []]  # fmt: skip
+        self.kubectl("delete", "pod", "pod1", "-n", NAMESPACE, "--timeout=90s")
+        self.kubectl("delete", "resourceclaim", CLAIM, "-n", NAMESPACE, "--timeout=90s")
+        self.kubectl("get", "resourceclaims", "-n", NAMESPACE)
+        vf_netdev = f"{pf}v{vf_index}"
+        host_ns = self.stack.nic(node).host_ns
+        self.note(f"The VF is back on {node}'s host side under its own name ({vf_netdev}), reset:")
+        shown = self.host(
+            ["ip", "netns", "exec", host_ns, "ip", "-d", "link", "show", vf_netdev], check=False
+        )
+        leases_dir = self.stack.layout(node).cni_data_dir / NAMESPACE
+        self.note(
+            f"host-local's leases for the NAD on {node} ({leases_dir}): {', '.join(ips)} released"
+        )
+        self.host(["ls", "-A", str(leases_dir)], check=False)
+        leases_left = sorted(
+            p.name for p in leases_dir.glob("*") if p.name in ips
+        ) if leases_dir.is_dir() else []  # fmt: skip
+        result = CleanupResult(
+            claim_gone=self._get("resourceclaim", CLAIM) is None,
+            vf_netdev=vf_netdev,
+            vf_in_host=shown.returncode == 0,
+            leases_left=leases_left,
+        )
+        self.note("The rest of the example (and the peer pod):")
+        self.kubectl("delete", "namespace", NAMESPACE, "--timeout=120s")
+        if not result.claim_gone or not result.vf_in_host or result.leases_left:
+            raise DemoFailed(f"clean-up incomplete: {result}")
+        return result
+
+    def steps(self) -> list[Callable[[], object]]:
+        """The walkthrough, in order."""
+        return [
+            self.step1_apply,
+            self.step2_claim,
+            self.step3_pod,
+            self.step4_interfaces,
+            self.step5_ping,
+            self.step6_reuse,
+            self.step7_cleanup,
+        ]
+
+
+def peer_manifests(node: str) -> str:
+    """NAD, ResourceClaimTemplate and pod of the second pod, pinned to ``node``."""
+    nad_config = {
+        "cniVersion": "1.0.0",
+        "name": "vf-peer",
+        "type": "sriov",
+        "vlan": 0,
+        "spoofchk": "on",
+        "trust": "on",
+        "ipam": {
+            "type": "host-local",
+            "ranges": [
+                [{"subnet": str(SUBNET), "rangeStart": PEER_RANGE[0], "rangeEnd": PEER_RANGE[1]}]
+            ],
+        },
+    }
+    docs: list[dict[str, Any]] = [
+        {
+            "apiVersion": "k8s.cni.cncf.io/v1",
+            "kind": "NetworkAttachmentDefinition",
+            "metadata": {"name": "vf-peer", "namespace": NAMESPACE},
+            "spec": {"config": json.dumps(nad_config)},
+        },
+        {
+            "apiVersion": "resource.k8s.io/v1",
+            "kind": "ResourceClaimTemplate",
+            "metadata": {"name": "peer-vf", "namespace": NAMESPACE},
+            "spec": {
+                "spec": {
+                    "devices": {
+                        "requests": [{"name": "vf", "exactly": {"deviceClassName": DRIVER_NAME}}],
+                        "config": [
+                            {
+                                "requests": ["vf"],
+                                "opaque": {
+                                    "driver": DRIVER_NAME,
+                                    "parameters": {
+                                        "apiVersion": f"{DRIVER_NAME}/v1alpha1",
+                                        "kind": "VfConfig",
+                                        "ifName": "net1",
+                                        "netAttachDefName": "vf-peer",
+                                    },
+                                },
+                            }
+                        ],
+                    }
+                }
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "peer", "namespace": NAMESPACE},
+            "spec": {
+                "nodeSelector": {"kubernetes.io/hostname": node},
+                "containers": [
+                    {
+                        "name": "ctr0",
+                        "image": "quay.io/schseba/toolbox:latest",
+                        "command": ["/bin/bash", "-c", "sleep INF"],
+                        "resources": {"claims": [{"name": "vf"}]},
+                    }
+                ],
+                "resourceClaims": [{"name": "vf", "resourceClaimTemplateName": "peer-vf"}],
+            },
+        },
+    ]
+    return yaml.safe_dump_all(docs, sort_keys=False)
+
+
+def _unreserved(claim: dict[str, Any] | None) -> dict[str, Any] | None:
+    if (
+        claim
+        and claim.get("status", {}).get("allocation")
+        and not claim["status"].get("reservedFor")
+    ):
+        return claim
+    return None
+
+
+def _ping_counts(output: str) -> tuple[int, int]:
+    """(transmitted, received) from ping's summary line; (0, 0) when there is none."""
+    for line in output.splitlines():
+        if "packets transmitted" in line:
+            parts = line.split(",")
+            return int(parts[0].split()[0]), int(parts[1].split()[0])
+    return 0, 0
+
+
+# --- the command --------------------------------------------------------------------------
+
+
+class _Tee:
+    """Print to stdout and append to the transcript file."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.file: TextIO = path.open("w")
+
+    def __call__(self, line: str) -> None:
+        print(line, flush=True)
+        self.file.write(line + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the demo; 0 when every step passed."""
+    parser = argparse.ArgumentParser(prog="python -m sriov_dra_devcluster.demo")
+    parser.add_argument("--keep", action="store_true", help="leave everything running at the end")
+    parser.add_argument("--down", action="store_true", help="stop what an earlier --keep left")
+    parser.add_argument("--state-dir", type=Path, default=None)
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        print("the demo creates network namespaces and links: run it as root", file=sys.stderr)
+        return 2
+    cluster = DevCluster(args.state_dir or default_state_dir())
+    stack = Stack(cluster, vfs_per_node=4)
+    if args.down:
+        stack.down()
+        cluster.down()
+        return 0
+    print(
+        "sriov-dra demo: the seed's static ResourceClaim scenario, on this machine.\n"
+        "(The Kubernetes binaries are built once by `make setup`, ~7 minutes on 2 cores;\n"
+        " later runs reuse the cache.)",
+        flush=True,
+    )
+    try:
+        print(
+            ">> starting the dev cluster (etcd, kube-apiserver, kcm, scheduler, kwok)", flush=True
+        )
+        cluster.up(nodes=2)
+        print(">> starting the sriov-dra stack", flush=True)
+        stack.up()
+    except SriovDraError as exc:
+        print(f"demo: start-up failed: {exc.describe()}", file=sys.stderr)
+        if not args.keep:
+            stack.down(log=lambda _msg: None)
+            cluster.down(log=lambda _msg: None)
+        return 1
+    tee = _Tee(cluster.log_dir / "demo-transcript.txt")
+    walk = Walkthrough(cluster, stack, echo=tee)
+    code = 0
+    try:
+        for step in walk.steps():
+            step()
+        tee("")
+        tee("All steps passed.")
+    except DemoFailed as exc:
+        tee("")
+        tee(f"FAILED: {exc}")
+        tee(f"logs: {cluster.log_dir}")
+        code = 1
+    except KeyboardInterrupt:
+        tee("interrupted")
+        code = 130
+    finally:
+        tee.close()
+        print(f"(transcript: {tee.path})")
+        if args.keep:
+            print(
+                f"\nEverything is still running. Explore with:\n"
+                f"  export KUBECONFIG={cluster.kubeconfig}\n"
+                f"  export PATH={cluster.bin_dir}:$PATH\n"
+                f"Stop it with: python -m sriov_dra_devcluster.demo --down"
+                + (f" --state-dir {args.state_dir}" if args.state_dir else "")
+            )
+        else:
+            print(">> tearing down (pods, agents, operator, emulation, simulated NICs, cluster)")
+            stack.down()
+            cluster.down()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
