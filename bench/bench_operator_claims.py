@@ -168,8 +168,9 @@ async def measure_operator(
     api: client.ApiClient, n: int, concurrency: int
 ) -> tuple[float, float, float, float]:
     """(claims/s, p50 s, p99 s, wall s) for N claims against N VFs."""
-    objects = client.CustomObjectsApi(api)
-    core = client.CoreV1Api(api)
+    # Any: the client's stubs know neither dict bodies nor _content_type.
+    objects: Any = client.CustomObjectsApi(api)
+    core: Any = client.CoreV1Api(api)
     group = f"bench-{n}-{secrets.token_hex(3)}"
     ns = group
     await core.create_namespace({"metadata": {"name": ns}})
@@ -231,7 +232,7 @@ async def measure_operator(
 
 async def cleanup_claims(api: client.ApiClient, ns: str, concurrency: int) -> None:
     """Play the agent (released annotation), delete, wait until the operator let them go."""
-    objects = client.CustomObjectsApi(api)
+    objects: Any = client.CustomObjectsApi(api)
     items = (await objects.list_namespaced_custom_object(GROUP, VERSION, ns, "resourceclaims"))[
         "items"
     ]
@@ -256,8 +257,9 @@ async def cleanup_claims(api: client.ApiClient, ns: str, concurrency: int) -> No
 
 async def measure_floor(api: client.ApiClient, n: int, concurrency: int) -> float:
     """Raw status PATCHes per second: N allocations written straight to ignored claims."""
-    objects = client.CustomObjectsApi(api)
-    core = client.CoreV1Api(api)
+    # Any: the client's stubs know neither dict bodies nor _content_type.
+    objects: Any = client.CustomObjectsApi(api)
+    core: Any = client.CoreV1Api(api)
     name = f"floor-{n}-{secrets.token_hex(3)}"
     await core.create_namespace({"metadata": {"name": name}})
     await objects.create_cluster_custom_object(

@@ -389,7 +389,9 @@ def holders_of(items: list[dict[str, Any]]) -> dict[tuple[str, str, str], list[s
     return holders
 
 
-def settled(cluster: DevCluster, namespace: str, allocated: int, waiting: int) -> list[dict]:
+def settled(
+    cluster: DevCluster, namespace: str, allocated: int, waiting: int
+) -> list[dict[str, Any]]:
     """Claims once ``allocated`` have an allocation and ``waiting`` got NoDeviceAvailable."""
 
     def probe() -> list[dict[str, Any]] | None:
