@@ -252,11 +252,17 @@ class ClaimReconciler:
         if FINALIZER not in (_meta(claim).get("finalizers") or []):
             return
         self.yielded[uid] = time.monotonic() + self.settings.yield_seconds
-        log.info(
-            "allocation cleared by someone else (the scheduler, for a pod that fits no node "
-            "there); not re-allocating while it handles the claim",
-            extra=_log_extra(claim, yield_seconds=self.settings.yield_seconds),
+        message = (
+            "the allocation this operator wrote was cleared by someone else (kube-scheduler "
+            "does so when a pod of this claim fits no node where the VF is); the operator "
+            f"leaves the claim to the scheduler while a pod is pending on it and for at least "
+            f"{self.settings.yield_seconds:g} s; fix: check the pod's node constraints "
+            "(kubectl describe pod) if this repeats"
         )
+        self.events.post_later(
+            claim, warning=False, reason="AllocationClearedByScheduler", message=message
+        )
+        log.info(message, extra=_log_extra(claim))
 
     def kick_waiting(self) -> None:
         """Re-check every claim waiting for a VF, a class or a valid config."""

@@ -428,6 +428,9 @@ def test_allocation_cleared_by_the_scheduler_is_not_fought(
         assert allocated_devices(unmarked) == []
         assert NODE_LABEL not in (unmarked["metadata"].get("labels") or {})
         assert ALLOCATION_ANNOTATION not in (unmarked["metadata"].get("annotations") or {})
+        event = wait_for_event(cluster, namespace, "taken-back", "AllocationClearedByScheduler")
+        assert event["type"] == "Normal"
+        assert f"for at least {YIELD} s" in event["message"]
         # After --yield-seconds with no pod pending on it, the claim is ours again.
         wait_allocated(cluster, namespace, "taken-back", timeout=YIELD + 20)
 
