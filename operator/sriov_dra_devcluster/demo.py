@@ -225,7 +225,7 @@ class Walkthrough:
     def pod_interfaces(self, pod: str, namespace: str = NAMESPACE) -> dict[str, NetIf]:
         """The pod netns's interfaces (``ip -j addr``), silently."""
         out = subprocess.run(
-            ["ip", "netns", "exec", pod_netns(namespace, pod), "ip", "-j", "addr", "show"],
+            ["ip", "netns", "exec", pod_netns(namespace, pod), "ip", "-j", "-d", "addr", "show"],
             capture_output=True,
             text=True,
             check=False,

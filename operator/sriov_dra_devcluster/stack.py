@@ -141,7 +141,7 @@ class Stack:
         return NodeLayout(self.root, node)
 
     def nic(self, node: str) -> SimulatedNic:
-        return SimulatedNic(node, prefix=self.prefix)
+        return SimulatedNic(node, prefix=self.prefix, root=self.root)
 
     @property
     def _stack_file(self) -> Path:
@@ -234,6 +234,7 @@ class Stack:
                 f"--node-name={node}",
                 "--backend=simulated",
                 f"--sim-prefix={self.prefix}",
+                f"--sysfs-root={layout.sysfs_root}",
                 f"--kubelet-registrar-dir={layout.registrar_dir}",
                 f"--kubelet-plugins-dir={layout.plugins_dir}",
                 f"--cdi-dir={layout.cdi_dir}",

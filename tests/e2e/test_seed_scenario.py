@@ -1,0 +1,188 @@
+"""The seed scenario end to end: the demo's walkthrough, every step asserted.
+
+Runs on a dev cluster of its own (2 simulated nodes) with the whole stack as
+`make demo` starts it: simulated SR-IOV NICs (4 VFs per node), one agent per
+node and the operator, both authenticated with the manifests' ServiceAccount
+tokens, and the node emulation. The steps are the demo's own
+(``sriov_dra_devcluster.demo.Walkthrough``); the tests run in file order and
+each one needs the previous steps to have passed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import secrets
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sriov_dra.errors import SriovDraError
+from sriov_dra_devcluster.cluster import DevCluster
+from sriov_dra_devcluster.demo import (
+    NAMESPACE,
+    PEER_RANGE,
+    SUBNET,
+    ClaimView,
+    Walkthrough,
+)
+from sriov_dra_devcluster.node_emulator import podnet_name
+from sriov_dra_devcluster.stack import Stack
+
+pytestmark = [pytest.mark.e2e, pytest.mark.netns]
+
+STATE_ROOT = Path("/var/tmp/sriov-dra")
+
+
+class Scenario:
+    """The walkthrough, its transcript and what each step returned."""
+
+    def __init__(self, cluster: DevCluster, stack: Stack) -> None:
+        self.cluster = cluster
+        self.stack = stack
+        self.transcript: list[str] = []
+        self.walk = Walkthrough(cluster, stack, echo=self.transcript.append)
+        self.results: dict[str, Any] = {}
+
+    def run(self, step: str) -> Any:
+        """Run one step; the steps before it must have passed."""
+        order = [s.__name__ for s in self.walk.steps()]
+        missing = [s for s in order[: order.index(step)] if s not in self.results]
+        if missing:
+            pytest.fail(f"{step} needs {', '.join(missing)} to have passed first", pytrace=False)
+        self.results[step] = getattr(self.walk, step)() or True
+        return self.results[step]
+
+
+@pytest.fixture(scope="module")
+def scenario() -> Iterator[Scenario]:
+    """A dev cluster and the stack for this module; torn down at the end."""
+    if os.geteuid() != 0:
+        pytest.fail("the e2e test creates network namespaces: run it as root", pytrace=False)
+    STATE_ROOT.mkdir(parents=True, exist_ok=True)
+    state_dir = STATE_ROOT / f"e2e-{secrets.token_hex(3)}"
+    cluster = DevCluster(state_dir)
+    stack = Stack(cluster, vfs_per_node=4)
+    try:
+        cluster.up(nodes=2, log=lambda _msg: None)
+        stack.up(log=lambda _msg: None)
+    except SriovDraError as exc:
+        stack.down(log=lambda _msg: None)
+        cluster.down(log=lambda _msg: None)
+        pytest.fail(f"the e2e stack did not start:\n{exc.describe()}", pytrace=False)
+    result = Scenario(cluster, stack)
+    try:
+        yield result
+    finally:
+        stack.down(log=lambda _msg: None)
+        cluster.down(log=lambda _msg: None)
+        print("\n".join(["", "--- walkthrough transcript ---", *result.transcript]))
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def test_1_the_claim_is_allocated_before_the_pod_and_the_pod_starts(scenario: Scenario) -> None:
+    scenario.run("step1_apply")
+    text = "\n".join(scenario.transcript)
+    assert "resourceclaim.resource.k8s.io/static-vf-claim created" in text
+    assert "pod/pod0 created" in text
+
+
+def test_2_describe_resourceclaim_shows_allocation_reservation_net1_and_events(
+    scenario: Scenario,
+) -> None:
+    view: ClaimView = scenario.run("step2_claim")
+
+    assert view.allocated_by_operator
+    assert view.node in scenario.stack.nodes
+    assert view.reserved_for == ["pod0"]
+    [ip] = view.net1_ips
+    assert ipaddress.IPv4Interface(ip).network == SUBNET
+    text = view.describe
+    # The allocation: our driver, the node's pool, the device and the node selector.
+    assert "Driver:   sriovnetwork.k8snetworkplumbingwg.io" in text
+    assert f"Pool:     {view.node}" in text
+    assert f"Device:   {view.device}" in text
+    assert re.search(rf"Values:\s+{view.node}\n", text)
+    # The pod in reservedFor.
+    assert re.search(r"Reserved For:\s+Name:\s+pod0\s+Resource:\s+pods", text)
+    # net1 with its IP and MAC, and the device conditions.
+    assert "Interface Name:    net1" in text
+    assert re.search(rf"Ips:\s+{re.escape(ip)}\n", text)
+    assert f"Hardware Address:  {view.net1_mac}" in text
+    assert "Reason:                Attached" in text
+    # The Events of the operator and the agent.
+    events = text[text.index("Events:") :]
+    assert "Allocated" in events and "sriov-dra-operator" in events
+    assert "VfConfigured" in events and "sriov-dra-agent" in events
+    assert any(e.startswith("Normal Allocated: allocated VF") for e in view.events)
+
+
+def test_3_pod0_runs_on_the_claims_node(scenario: Scenario) -> None:
+    claim: ClaimView = scenario.results["step2_claim"]
+    pod = scenario.run("step3_pod")
+    assert (pod.phase, pod.ready, pod.node) == ("Running", True, claim.node)
+    assert ipaddress.IPv4Address(pod.pod_ip) in ipaddress.IPv4Network("10.244.0.0/16")
+    assert "sriov-dra-node-emulator  Started container ctr0" in pod.describe
+    assert "createRuntime hook(s) run" in pod.describe
+
+
+def test_4_net1_in_pod0_has_the_claims_ip_and_mac(scenario: Scenario) -> None:
+    claim: ClaimView = scenario.results["step2_claim"]
+    interfaces = scenario.run("step4_interfaces")
+    net1 = interfaces["net1"]
+    assert list(net1.addresses) == claim.net1_ips
+    assert net1.mac == claim.net1_mac
+    assert "NOT a real pod network" in interfaces["eth0"].alias
+    assert set(interfaces) == {"lo", "eth0", "net1"}
+
+
+def test_5_pod0_pings_a_pod_on_the_other_node_over_net1(scenario: Scenario) -> None:
+    claim: ClaimView = scenario.results["step2_claim"]
+    ping = scenario.run("step5_ping")
+    assert ping.peer_node != claim.node
+    low, high = (ipaddress.IPv4Address(a) for a in PEER_RANGE)
+    assert low <= ipaddress.IPv4Address(ping.peer_ip) <= high
+    assert (ping.transmitted, ping.received) == (3, 3)
+
+
+def test_6_a_new_pod_reuses_the_claim_and_its_vf(scenario: Scenario) -> None:
+    claim: ClaimView = scenario.results["step2_claim"]
+    reuse = scenario.run("step6_reuse")
+    assert reuse.reserved_after_delete == []
+    assert (reuse.device_after, reuse.node_after) == (claim.device, claim.node)
+    assert reuse.pod1_node == claim.node
+    # Same VF, same MAC; the IP comes from a fresh IPAM ADD.
+    assert reuse.pod1_net1.mac == claim.net1_mac
+    assert ipaddress.IPv4Interface(reuse.pod1_net1.addresses[0]).network == SUBNET
+
+
+def test_7_deleting_the_claim_frees_the_vf_and_its_ip(scenario: Scenario) -> None:
+    cleanup = scenario.run("step7_cleanup")
+    assert cleanup.claim_gone
+    assert cleanup.vf_in_host
+    assert cleanup.leases_left == []
+    slices = scenario.cluster.kubectl_json("get", "resourceslices")["items"]
+    assert sum(len(s["spec"].get("devices") or []) for s in slices) == 8
+
+
+def test_8_teardown_leaves_no_process_netns_or_node_directory(scenario: Scenario) -> None:
+    stack = scenario.stack
+    processes = stack.processes()
+    assert len(processes) == 4  # two agents, the operator, the node emulation
+
+    stack.down(log=lambda _msg: None)
+
+    assert [p.name for p in processes if p.alive()] == []
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
+    names = [line.split()[0] for line in netns.stdout.splitlines() if line.strip()]
+    leaked = [
+        n
+        for n in names
+        if n.startswith((f"{stack.prefix}-", f"pod-{NAMESPACE}-")) or n == podnet_name(stack.root)
+    ]
+    assert leaked == []
+    assert not stack.root.exists()
