@@ -1,1 +1,1 @@
-"""The sriov-dra node agent: discovery, ResourceSlices, kubelet plugin, VF programming and attach."""
+"""The sriov-dra node agent: discovery, ResourceSlices, kubelet plugin, VF programming, attach."""
