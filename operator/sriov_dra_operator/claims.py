@@ -12,7 +12,11 @@ Life of a static claim of ours:
    claim always carries our finalizer, then ``status.allocation``. A 409 means
    the claim changed: re-read, decide again.
 3. *Allocated* -- nothing to do unless a device is also in another claim's
-   allocation (:mod:`.conflicts`).
+   allocation (:mod:`.conflicts`), or kube-scheduler allocated it (a pod came
+   first): then we *adopt* it -- our marks, and the scheduler's
+   ``resource.kubernetes.io/delete-protection`` finalizer removed, because with
+   it the claim controller would deallocate the claim when its pod goes, and a
+   static claim keeps its VF across pods.
 4. *Deleting* -- the allocation stays until ``reservedFor`` is empty and the
    node agent set :data:`~sriov_dra.constants.RELEASED_ANNOTATION` to the claim's
    uid; then the allocation is cleared and our finalizer removed.
@@ -40,6 +44,7 @@ from sriov_dra.constants import (
     ATTR_PF_NAME,
     ATTR_VF_ID,
     FINALIZER,
+    KUBE_DELETE_PROTECTION,
     NODE_LABEL,
     RELEASED_ANNOTATION,
 )
@@ -199,6 +204,17 @@ def allocation_records(
     return records
 
 
+def allocation_node(allocation: Mapping[str, Any]) -> str | None:
+    """The node a node-local allocation's nodeSelector pins, if it names exactly one."""
+    terms = (allocation.get("nodeSelector") or {}).get("nodeSelectorTerms") or []
+    for term in terms:
+        for field_ in term.get("matchFields") or []:
+            values = field_.get("values") or []
+            if field_.get("key") == "metadata.name" and len(values) == 1:
+                return str(values[0])
+    return None
+
+
 class ClaimReconciler:
     """Decides and writes for one claim at a time; many may run concurrently."""
 
@@ -301,6 +317,8 @@ class ClaimReconciler:
                 await self._finish_deletion(claim)
             elif self.cache.devices_of(uid):
                 self.waiting.discard(uid)
+                if self._allocated_by_scheduler(claim):
+                    claim = await self._adopt(claim)
                 await self._check_conflicts(claim)
             else:
                 await self._allocate(claim)
@@ -492,6 +510,51 @@ class ClaimReconciler:
                     nad=r.nad,
                 ),
             )
+
+    # -- allocated claims: adoption -------------------------------------------------------------
+
+    def _allocated_by_scheduler(self, claim: Body) -> bool:
+        finalizers = _meta(claim).get("finalizers") or []
+        return (
+            KUBE_DELETE_PROTECTION in finalizers
+            and FINALIZER not in finalizers
+            and verdict(claim, self.cache.classes, self.settings.driver) is Verdict.OURS
+        )
+
+    async def _adopt(self, claim: Body) -> Body:
+        """Take over a claim kube-scheduler allocated, so it keeps its VF across pods."""
+        allocation = (claim.get("status") or {}).get("allocation") or {}
+        results = [
+            dict(r)
+            for r in (allocation.get("devices") or {}).get("results") or []
+            if r.get("driver") == self.settings.driver
+        ]
+        node = allocation_node(allocation) or (str(results[0]["pool"]) if results else "")
+        try:
+            configs = effective_configs(claim, self.cache.classes, driver=self.settings.driver)
+            nad_refs = self._nad_refs(claim, configs)
+        except SriovDraError as error:
+            # The VF is already in use; say what is wrong, adopt it all the same.
+            await self.events.post(
+                claim, warning=True, reason=error.reason, message=error.describe()
+            )
+            configs = {request: VfConfig.model_validate({}) for request in request_classes(claim)}
+            nad_refs = {}
+        _, devices = self.pools()
+        records = allocation_records(results, node, configs, devices, nad_refs)
+        adopted = await self.writer.adopt(
+            claim, node=node, annotation=allocation_record.encode(records)
+        )
+        self.record(adopted)
+        vfs = ", ".join(f"VF {r.pci_address} as {r.if_name}" for r in records)
+        message = (
+            f"kube-scheduler allocated {vfs} on node {node} for a pod that came before the "
+            f"operator; adopted: removed finalizer {KUBE_DELETE_PROTECTION} so the claim "
+            "keeps its VF when the pod goes (delete the claim to free it)"
+        )
+        self.events.post_later(adopted, warning=False, reason="Adopted", message=message)
+        log.info(message, extra=_log_extra(adopted, node=node))
+        return adopted
 
     # -- allocated claims: conflicts ------------------------------------------------------------
 

@@ -12,7 +12,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from kubernetes_asyncio import client
-from sriov_dra.constants import ALLOCATION_ANNOTATION, FINALIZER, NODE_LABEL
+from sriov_dra.constants import (
+    ALLOCATION_ANNOTATION,
+    FINALIZER,
+    KUBE_DELETE_PROTECTION,
+    NODE_LABEL,
+)
 
 GROUP = "resource.k8s.io"
 VERSION = "v1"
@@ -54,6 +59,18 @@ def mark_patch(claim: Mapping[str, Any], *, node: str, annotation: str) -> Body:
     }
 
 
+def adopt_patch(claim: Mapping[str, Any], *, node: str, annotation: str) -> Body:
+    """Merge patch taking over a claim kube-scheduler allocated: our marks, not its finalizer.
+
+    With ``resource.kubernetes.io/delete-protection`` the claim controller clears
+    the allocation when the last pod goes; a static claim must keep its VF.
+    """
+    patch = mark_patch(claim, node=node, annotation=annotation)
+    finalizers = patch["metadata"]["finalizers"]
+    patch["metadata"]["finalizers"] = [f for f in finalizers if f != KUBE_DELETE_PROTECTION]
+    return patch
+
+
 def unmark_patch(claim: Mapping[str, Any], *, drop_finalizer: bool) -> Body:
     """Merge patch removing the node label and allocation annotation (and our finalizer)."""
     metadata: Body = {
@@ -93,6 +110,12 @@ class ClaimWriter:
         """Add our finalizer, node label and allocation annotation."""
         return await self._patch(
             claim, mark_patch(claim, node=node, annotation=annotation), status=False
+        )
+
+    async def adopt(self, claim: Mapping[str, Any], *, node: str, annotation: str) -> Body:
+        """Mark a scheduler-allocated claim as ours and drop the scheduler's finalizer."""
+        return await self._patch(
+            claim, adopt_patch(claim, node=node, annotation=annotation), status=False
         )
 
     async def unmark(self, claim: Mapping[str, Any], *, drop_finalizer: bool) -> Body:

@@ -44,6 +44,7 @@ from sriov_dra.constants import (
     ALLOCATION_ANNOTATION,
     DRIVER_NAME,
     FINALIZER,
+    KUBE_DELETE_PROTECTION,
     NODE_LABEL,
 )
 from sriov_dra.errors import NoDeviceAvailable, SriovDraError
@@ -391,6 +392,52 @@ def test_a_claim_with_a_pending_pod_is_left_to_the_scheduler(
         assert FINALIZER not in (body["metadata"].get("finalizers") or [])
         cluster.kubectl("delete", "pod", "waiter", "-n", namespace, "--grace-period=0", "--force")
         wait_allocated(cluster, namespace, "held")
+
+
+def test_a_claim_the_scheduler_allocated_is_adopted_and_outlives_its_pod(
+    cluster: DevCluster, operator: OperatorProcess, clean_claims: str
+) -> None:
+    namespace = clean_claims
+    with simulated_vfs(cluster, f"{namespace}-vfs", per_node=1) as device_class:
+        # The pod comes first (as when claim and pod are applied together and the
+        # scheduler wins the race): kube-scheduler allocates the claim itself.
+        pod = _pending_pod(namespace, "first", "raced")
+        del pod["spec"]["nodeSelector"]
+        apply(cluster, pod)
+        time.sleep(1)
+        apply(cluster, claim_manifest("raced", namespace, device_class, vfconfig()))
+
+        def adopted() -> dict[str, Any] | None:
+            body = claim(cluster, namespace, "raced")
+            finalizers = (body or {}).get("metadata", {}).get("finalizers") or []
+            return body if body and FINALIZER in finalizers else None
+
+        body = wait_until(adopted, timeout=20, what="the operator to adopt the claim")
+        assert KUBE_DELETE_PROTECTION not in body["metadata"]["finalizers"]
+        allocation = body["status"]["allocation"]
+        node = allocation["nodeSelector"]["nodeSelectorTerms"][0]["matchFields"][0]["values"][0]
+        assert body["metadata"]["labels"][NODE_LABEL] == node
+        records = allocation_record.decode(body["metadata"]["annotations"][ALLOCATION_ANNOTATION])
+        assert [(DRIVER_NAME, r.pool, r.device) for r in records] == allocated_devices(body)
+        assert [r.if_name for r in records] == ["vfnet0"]
+        event = wait_for_event(cluster, namespace, "raced", "Adopted")
+        assert event["type"] == "Normal"
+        assert f"removed finalizer {KUBE_DELETE_PROTECTION}" in event["message"]
+        reserved = body["status"].get("reservedFor") or []
+        assert [r["name"] for r in reserved] == ["first"]
+
+        cluster.kubectl("delete", "pod", "first", "-n", namespace, "--grace-period=0", "--force")
+        after = wait_until(
+            lambda: (lambda b: b if b and not b["status"].get("reservedFor") else None)(
+                claim(cluster, namespace, "raced")
+            ),
+            timeout=15,
+            what="reservedFor to empty after the pod went",
+        )
+        time.sleep(2)  # the claim controller acts within ~0.1 s (docs/platform-facts.md)
+        after = claim(cluster, namespace, "raced")
+        assert after is not None
+        assert after["status"]["allocation"] == allocation
 
 
 def _pending_pod(namespace: str, name: str, claim_name: str | None = None) -> dict[str, Any]:
