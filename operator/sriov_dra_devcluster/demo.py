@@ -265,8 +265,9 @@ class Walkthrough:
             f"{EXAMPLE.relative_to(REPO)} holds a Namespace, a NetworkAttachmentDefinition,\n"
             "the ResourceClaim and pod0. The claim goes first, as the seed says: the\n"
             "sriov-dra operator allocates it before any pod asks for it. (Applied in one go,\n"
-            "kube-scheduler would allocate it for the pending pod instead, with a finalizer\n"
-            "that deallocates it when the pod goes, and the claim would not keep its VF.)"
+            "kube-scheduler may win the race and allocate it for the pending pod, with a\n"
+            "finalizer that would deallocate it when the pod goes; the operator then adopts\n"
+            "the claim and drops that finalizer, so the claim still keeps its VF.)"
         )
         self.kubectl(
             "apply", "-f", "-",
