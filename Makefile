@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: setup test lint typecheck unit demo bench clean-cluster
+.PHONY: setup test lint typecheck unit demo clean-cluster
 
 setup:
 	bash .ci/setup
@@ -22,11 +22,11 @@ test: setup lint typecheck
 unit: setup
 	$(PY) -m pytest tests/unit
 
-demo: setup
+demo:
+	@echo ">> make demo: setting up first (the first run builds the Kubernetes binaries: ~7 min on 2 cores)"
+	@$(MAKE) --no-print-directory setup
 	$(PY) -m sriov_dra_devcluster.demo $(DEMO_ARGS)
 
-bench: setup
-	$(PY) bench/run_all.py
-
+# Stops what `make demo DEMO_ARGS=--keep` left running: agents, emulator, simulated NICs, cluster.
 clean-cluster:
-	-.venv/bin/sriov-dra devcluster down
+	-$(PY) -m sriov_dra_devcluster.demo --down

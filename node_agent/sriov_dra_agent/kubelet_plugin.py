@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import logging
 import os
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -35,23 +34,18 @@ from sriov_dra.errors import SriovDraError
 from sriov_dra.naming import claim_ref
 
 from sriov_dra_agent.claim_locks import ClaimLocks
+from sriov_dra_agent.kubelet_protos import (
+    dra_v1_pb2,
+    dra_v1_pb2_grpc,
+    dra_v1beta1_pb2,
+    dra_v1beta1_pb2_grpc,
+    pluginregistration_v1_pb2,
+    pluginregistration_v1_pb2_grpc,
+)
 from sriov_dra_agent.socket_files import prepare_socket_path, remove_socket
 
 logger = logging.getLogger(__name__)
 
-
-def _generated(module: str) -> Any:
-    # protobuf and grpc ship no type stubs, so the generated modules are
-    # untyped; importing them by name keeps mypy out of generated code.
-    return importlib.import_module(f"sriov_dra_agent.proto.{module}")
-
-
-dra_v1_pb2 = _generated("dra_v1_pb2")
-dra_v1_pb2_grpc = _generated("dra_v1_pb2_grpc")
-dra_v1beta1_pb2 = _generated("dra_v1beta1_pb2")
-dra_v1beta1_pb2_grpc = _generated("dra_v1beta1_pb2_grpc")
-pluginregistration_v1_pb2 = _generated("pluginregistration_v1_pb2")
-pluginregistration_v1_pb2_grpc = _generated("pluginregistration_v1_pb2_grpc")
 
 DEFAULT_REGISTRAR_DIR: Final = Path("/var/lib/kubelet/plugins_registry")
 DEFAULT_PLUGINS_DIR: Final = Path("/var/lib/kubelet/plugins")

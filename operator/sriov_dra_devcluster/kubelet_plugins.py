@@ -11,7 +11,6 @@ endpoint the plugin gave. All calls go over the plugin's real unix sockets.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import stat
 from collections.abc import Mapping, Sequence
@@ -20,22 +19,17 @@ from pathlib import Path
 from typing import Any, Final
 
 import grpc
+from sriov_dra_agent.kubelet_protos import (
+    dra_v1_pb2,
+    dra_v1_pb2_grpc,
+    dra_v1beta1_pb2,
+    dra_v1beta1_pb2_grpc,
+    pluginregistration_v1_pb2,
+    pluginregistration_v1_pb2_grpc,
+)
 
 log = logging.getLogger(__name__)
 
-
-def _generated(module: str) -> Any:
-    # The generated modules are untyped; importing them by name keeps mypy
-    # out of generated code (as sriov_dra_agent.kubelet_plugin does).
-    return importlib.import_module(f"sriov_dra_agent.proto.{module}")
-
-
-dra_v1_pb2 = _generated("dra_v1_pb2")
-dra_v1_pb2_grpc = _generated("dra_v1_pb2_grpc")
-dra_v1beta1_pb2 = _generated("dra_v1beta1_pb2")
-dra_v1beta1_pb2_grpc = _generated("dra_v1beta1_pb2_grpc")
-pluginregistration_v1_pb2 = _generated("pluginregistration_v1_pb2")
-pluginregistration_v1_pb2_grpc = _generated("pluginregistration_v1_pb2_grpc")
 
 DRA_PLUGIN_TYPE: Final = "DRAPlugin"
 V1: Final = "v1.DRAPlugin"
