@@ -90,7 +90,6 @@ class ClaimManager:
         self.metrics = metrics
         self.checkpoint_lock = asyncio.Lock()
         self._errors: dict[str, dict[str, SriovDraError]] = {}
-        self._warned: dict[str, set[str]] = {}
         self._programmed: dict[str, tuple[Any, ...]] = {}
 
     # -- helpers ---------------------------------------------------------------------------
@@ -121,13 +120,8 @@ class ClaimManager:
         conf["ipam"] = ipam_section
         return conf
 
-    async def _warn_once(self, claim: Mapping[str, Any], exc: SriovDraError) -> None:
-        uid = claim_devices.uid(claim)
-        key = f"{exc.reason}:{exc.describe()}"
-        seen = self._warned.setdefault(uid, set())
-        if key in seen:
-            return
-        seen.add(key)
+    async def _warn(self, claim: Mapping[str, Any], exc: SriovDraError) -> None:
+        # The recorder posts an unchanged warning once and only counts its repeats.
         await self.events.warning(claim, exc.reason, exc.describe())
 
     async def load_checkpoint(self) -> Any:
@@ -265,7 +259,7 @@ class ClaimManager:
         if errors:
             self._programmed.pop(uid, None)
             for error in errors.values():
-                await self._warn_once(claim, error)
+                await self._warn(claim, error)
         else:
             first = uid not in self._programmed
             self._programmed[uid] = key
@@ -284,7 +278,7 @@ class ClaimManager:
                 claim, node=self.config.node, driver=self.config.driver
             )
         except SriovDraError as exc:
-            await self._warn_once(claim, exc)
+            await self._warn(claim, exc)
             logger.warning("claim unusable: %s", exc.describe(), extra=_ctx(claim))
             return
         releasing = claim_devices.is_deleting(claim) and not claim_devices.is_reserved(claim)
@@ -314,7 +308,6 @@ class ClaimManager:
         await self.forget_prepared(uid)
         self._errors.pop(uid, None)
         self._programmed.pop(uid, None)
-        self._warned.pop(uid, None)
         self.status.forget(uid)
         if failures:
             message = "restoring VFs failed: " + "; ".join(failures)

@@ -232,3 +232,16 @@ class KubeApi:
             await self.core.create_namespaced_event(namespace, dict(body), _preload_content=False)
         )
         return data
+
+    async def patch_event(self, namespace: str, name: str, patch: Mapping[str, Any]) -> Body:
+        """Merge-patch an Event (``count``/``lastTimestamp`` of a repeat)."""
+        data: Body = await _decode(
+            await self.core.patch_namespaced_event(
+                name,
+                namespace,
+                dict(patch),
+                _content_type="application/merge-patch+json",
+                _preload_content=False,
+            )
+        )
+        return data

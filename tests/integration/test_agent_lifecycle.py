@@ -262,7 +262,7 @@ class Scenario:
         self.cluster.kubectl(
             "delete", "resourceclaim", self.name, "-n", self.namespace, "--wait=false"
         )
-        released = wait_for(
+        released: dict[str, Any] = wait_for(
             lambda: (
                 (
                     (self.claim()["metadata"].get("annotations") or {}).get(
@@ -490,8 +490,8 @@ def test_agent_killed_during_attach_or_detach_leaks_nothing(
 def _ipam_network_dir(agent: AgentProcess, scenario: Scenario) -> Path:
     claim = scenario.claim()
     annotation = claim["metadata"]["annotations"][constants.ALLOCATION_ANNOTATION]
-    nad = json.loads(annotation)[0]["nad"].split("/", 1)[1]
-    return agent.cni_data_dir / nad
+    nad: str = json.loads(annotation)[0]["nad"].split("/", 1)[1]
+    return Path(agent.cni_data_dir) / nad
 
 
 class _Lock:
@@ -643,3 +643,34 @@ def test_pod_netns_dying_while_agent_runs_detaches(
     assert attached and attached[0]["pod"] == "pod-1"
     assert agent.unprepare(claim) == ""
     scenario.delete_and_release()
+
+
+def test_unchanged_release_failure_is_one_event_not_one_per_resync(
+    cluster: DevCluster, namespace: str, agent: AgentProcess, nic: SimulatedNic, nad_crd: None
+) -> None:
+    scenario = Scenario(cluster, namespace, agent, nic, vf_number=3)
+    scenario.create()
+    # The VF vanishes under the agent (sriov_numvfs lowered): restoring it fails on
+    # every resync until it is back.
+    nic.set_num_vfs(scenario.vf.pf_name, 3)
+    cluster.kubectl("delete", "resourceclaim", scenario.name, "-n", namespace, "--wait=false")
+    wait_for(
+        lambda: (
+            len([r for r in agent.log_records() if r.get("message") == "restoring VF failed"]) >= 3
+        ),
+        what="three failed release attempts",
+        timeout=60,
+    )
+    failures = [e for e in scenario.events() if e[1] == "VfReleaseFailed"]
+    assert len(failures) == 1, failures
+    pci = scenario.vf.pci_address
+    assert failures[0][:2] == ("Warning", "VfReleaseFailed")
+    assert failures[0][2] == (
+        f"restoring VFs failed: {pci}: device: VF {pci} not found on node {agent.node}; "
+        "fix: check sriov_numvfs on the PF; the allocation may be stale"
+    )
+    # The VF is back: the release completes, once.
+    nic.set_num_vfs(scenario.vf.pf_name, 4)
+    scenario.delete_and_release()
+    assert agent.record(scenario.vf.pci_address) is None
+    assert [e[1] for e in scenario.events()].count("VfReleaseFailed") == 1
