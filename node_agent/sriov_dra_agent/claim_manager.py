@@ -39,6 +39,7 @@ from sriov_dra_agent.events import EventRecorder
 from sriov_dra_agent.inventory import Inventory
 from sriov_dra_agent.kube_api import KubeApi
 from sriov_dra_agent.metrics import AgentMetrics
+from sriov_dra_agent.nad_cache import NadCache
 from sriov_dra_agent.node_hardware import NodeHardware
 from sriov_dra_agent.vf_programmer import VfSettings, settings_from_netconf
 from sriov_dra_agent.vf_records import ClaimRef as RecordClaim
@@ -81,9 +82,11 @@ class ClaimManager:
         status: DeviceStatusWriter,
         events: EventRecorder,
         metrics: AgentMetrics,
+        nads: NadCache | None = None,
     ) -> None:
         self.config = config
         self.api = api
+        self.nads = nads or NadCache(api, on_fetch=metrics.nad_fetches.inc)
         self.hw = hardware
         self.status = status
         self.events = events
@@ -91,6 +94,7 @@ class ClaimManager:
         self.checkpoint_lock = asyncio.Lock()
         self._errors: dict[str, dict[str, SriovDraError]] = {}
         self._programmed: dict[str, tuple[Any, ...]] = {}
+        self._nads_used: dict[str, frozenset[tuple[str, str]]] = {}
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -98,7 +102,7 @@ class ClaimManager:
         if device.nad is None:
             return None
         namespace, name = device.nad
-        obj = await self.api.get_nad(namespace, name)
+        obj = await self.nads.get(namespace, name)
         if obj is None:
             raise NadNotFound(
                 f"NetworkAttachmentDefinition {namespace}/{name} does not exist",
@@ -108,6 +112,10 @@ class ClaimManager:
         config = (obj.get("spec") or {}).get("config") or ""
         conf = parse_nad_config(config, nad=f"{namespace}/{name}")
         return _Nad(conf, str(obj["metadata"].get("resourceVersion", "")))
+
+    def claims_using_nad(self, namespace: str, name: str) -> list[str]:
+        """UIDs of the claims whose VFs were programmed (or failed to be) from that NAD."""
+        return [uid for uid, nads in self._nads_used.items() if (namespace, name) in nads]
 
     def ipam_conf(self, nad: _Nad | None) -> dict[str, Any] | None:
         if nad is None or not nad.conf.ipam:
@@ -218,6 +226,7 @@ class ClaimManager:
         )
         errors: dict[str, SriovDraError] = {}
         nads: dict[tuple[str, str], _Nad | None] = {}
+        self._nads_used[uid] = frozenset(d.nad for d in devices if d.nad is not None)
         signature: list[Any] = []
         for device in devices:
             try:
@@ -272,6 +281,7 @@ class ClaimManager:
 
     async def reconcile(self, claim: Mapping[str, Any]) -> None:
         """Bring this node in line with ``claim`` (caller holds the claim's lock)."""
+        self.metrics.reconciles.inc()
         uid = claim_devices.uid(claim)
         try:
             devices = claim_devices.claim_devices(
@@ -308,6 +318,7 @@ class ClaimManager:
         await self.forget_prepared(uid)
         self._errors.pop(uid, None)
         self._programmed.pop(uid, None)
+        self._nads_used.pop(uid, None)
         self.status.forget(uid)
         if failures:
             message = "restoring VFs failed: " + "; ".join(failures)

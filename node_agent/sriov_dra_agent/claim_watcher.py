@@ -5,9 +5,10 @@ it allocated here), one over every claim filtered here (claims allocated by
 anyone else -- the scheduler -- with results for our driver in this node's pool,
 and claims this node still holds VFs for). Events are coalesced per claim UID and
 handled by a few workers, each claim under its lock, so a burst of updates
-becomes one reconcile of the newest object. A periodic resync re-lists, releases
-VFs of claims that vanished while the agent was down, and detaches VFs whose pod
-netns died.
+becomes one reconcile of the newest object. A change to a NAD (seen by the
+manager's NAD cache) re-queues the claims using it. A periodic resync re-lists,
+releases VFs of claims that vanished while the agent was down, and detaches VFs
+whose pod netns died.
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ class ClaimWatcher:
         self._latest: dict[str, tuple[str, Body]] = {}
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._queued: set[str] = set()
+        self._seen: dict[str, Body] = {}
+        """Newest object of every claim offered, to re-queue it when its NAD changes."""
+        manager.nads.subscribe(self.nad_changed)
         self.synced = asyncio.Event()
         """Set after the first full list has been handed to the workers."""
 
@@ -72,9 +76,26 @@ class ClaimWatcher:
         if not uid:
             return
         self._latest[uid] = (kind, claim)
+        if kind == "DELETED":
+            self._seen.pop(uid, None)
+        else:
+            self._seen[uid] = claim
         if uid not in self._queued:
             self._queued.add(uid)
             self._queue.put_nowait(uid)
+
+    def nad_changed(self, namespace: str, name: str) -> None:
+        """Re-queue the claims programmed from NAD ``namespace/name``."""
+        uids = self.manager.claims_using_nad(namespace, name)
+        for uid in uids:
+            claim = self._seen.get(uid)
+            if claim is not None and uid not in self._latest:
+                self.offer("MODIFIED", claim)
+        if uids:
+            logger.info(
+                "NAD changed; reconciling the claims using it",
+                extra={"nad": f"{namespace}/{name}", "uids": uids},
+            )
 
     # -- workers ---------------------------------------------------------------------------
 
@@ -110,7 +131,10 @@ class ClaimWatcher:
             if label_selector or self.concerns_us(item):
                 self.offer("MODIFIED", item)
         if not label_selector:
-            await self._gone_while_away({claim_devices.uid(i) for i in items})
+            present = {claim_devices.uid(i) for i in items}
+            for uid in self._seen.keys() - present:
+                del self._seen[uid]
+            await self._gone_while_away(present)
         return version
 
     async def _gone_while_away(self, present: set[str]) -> None:

@@ -63,6 +63,23 @@ def _raise_for_status(response: Any, raw: bytes = b"") -> None:
     raise exc
 
 
+async def _watch_events(response: Any) -> AsyncIterator[tuple[str, Body]]:
+    """(type, object) of each line of a watch response; ApiException for ERROR events."""
+    try:
+        if not 200 <= response.status <= 299:
+            _raise_for_status(response, await response.read())
+        async for line in response.content:
+            if not line.strip():
+                continue
+            event = json.loads(line)
+            if event["type"] == "ERROR":
+                status = event["object"]
+                raise ApiException(status=status.get("code", 500), reason=status.get("message"))
+            yield event["type"], event["object"]
+    finally:
+        response.release()
+
+
 def is_status(exc: BaseException, *codes: int) -> bool:
     """True for an ApiException with one of ``codes``."""
     return isinstance(exc, ApiException) and exc.status in codes
@@ -164,19 +181,8 @@ class KubeApi:
             _preload_content=False,
             _request_timeout=timeout_seconds + 30,
         )
-        try:
-            if not 200 <= response.status <= 299:
-                _raise_for_status(response, await response.read())
-            async for line in response.content:
-                if not line.strip():
-                    continue
-                event = json.loads(line)
-                if event["type"] == "ERROR":
-                    status = event["object"]
-                    raise ApiException(status=status.get("code", 500), reason=status.get("message"))
-                yield event["type"], event["object"]
-        finally:
-            response.release()
+        async for item in _watch_events(response):
+            yield item
 
     async def apply_claim_status(
         self, namespace: str, name: str, body: Mapping[str, Any], *, field_manager: str
@@ -224,6 +230,33 @@ class KubeApi:
                 return None
             raise
         return data
+
+    async def list_nads(self) -> tuple[list[Body], str]:
+        """Every NAD of the cluster and the list's resourceVersion."""
+        data = await _decode(
+            await self.custom.list_cluster_custom_object(
+                NAD_GROUP, NAD_VERSION, NAD_PLURAL, _preload_content=False
+            )
+        )
+        return data["items"], data["metadata"]["resourceVersion"]
+
+    async def watch_nads(
+        self, resource_version: str, *, timeout_seconds: int = 120
+    ) -> AsyncIterator[tuple[str, Body]]:
+        """(type, object) NAD events until the server ends the watch; ApiException(410) = relist."""
+        response = await self.custom.list_cluster_custom_object(
+            NAD_GROUP,
+            NAD_VERSION,
+            NAD_PLURAL,
+            watch=True,
+            resource_version=resource_version,
+            timeout_seconds=timeout_seconds,
+            allow_watch_bookmarks=True,
+            _preload_content=False,
+            _request_timeout=timeout_seconds + 30,
+        )
+        async for item in _watch_events(response):
+            yield item
 
     # -- events -----------------------------------------------------------------------------
 

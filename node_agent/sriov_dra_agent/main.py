@@ -155,6 +155,7 @@ class Agent:
             try:
                 await self.http.start()
                 self.tasks = [
+                    asyncio.create_task(self.manager.nads.run(stop), name="nad-cache"),
                     asyncio.create_task(self.publisher.run(stop), name="slice-publisher"),
                     asyncio.create_task(self.watcher.run(stop), name="claim-watcher"),
                     asyncio.create_task(self._gauges(stop), name="gauges"),

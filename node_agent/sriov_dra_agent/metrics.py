@@ -57,6 +57,17 @@ class AgentMetrics:
             "Devices in the published pool",
             registry=self.registry,
         )
+        self.nad_fetches = Counter(
+            "sriov_dra_agent_nad_fetches",
+            "NetworkAttachmentDefinition reads from the API server (lists and GETs; "
+            "reconciles read the watch-backed cache)",
+            registry=self.registry,
+        )
+        self.reconciles = Counter(
+            "sriov_dra_agent_claim_reconciles",
+            "Claim reconciles (watch events and resyncs)",
+            registry=self.registry,
+        )
         self.node_info = Gauge(
             "sriov_dra_agent_info", "Constant 1, labelled with the node", ("node",),
             registry=self.registry,

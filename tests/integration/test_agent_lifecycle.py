@@ -108,14 +108,14 @@ def pods() -> Iterator[list[Pod]]:
 
 
 def _nad(
-    namespace: str, name: str, *, subnet: str = "10.56.0.0/24", last: int = 20
+    namespace: str, name: str, *, subnet: str = "10.56.0.0/24", last: int = 20, vlan: int = VLAN
 ) -> dict[str, Any]:
     base = subnet.rsplit(".", 1)[0]
     config = {
         "cniVersion": "1.0.0",
         "name": name,
         "type": "sriov",
-        "vlan": VLAN,
+        "vlan": vlan,
         "spoofchk": "on",
         "ipam": {
             "type": "host-local",
@@ -245,9 +245,9 @@ class Scenario:
             )
         return self.claim()
 
-    def make_nad(self, name: str, *, last: int = 20) -> None:
+    def make_nad(self, name: str, *, last: int = 20, vlan: int = VLAN) -> None:
         self.cluster.kubectl(
-            "apply", "-f", "-", input=json.dumps(_nad(self.namespace, name, last=last))
+            "apply", "-f", "-", input=json.dumps(_nad(self.namespace, name, last=last, vlan=vlan))
         )
 
     def events(self) -> list[tuple[str, str, str]]:
@@ -674,3 +674,40 @@ def test_unchanged_release_failure_is_one_event_not_one_per_resync(
     scenario.delete_and_release()
     assert agent.record(scenario.vf.pci_address) is None
     assert [e[1] for e in scenario.events()].count("VfReleaseFailed") == 1
+
+
+def _metric(agent: AgentProcess, name: str) -> float:
+    for line in agent.metrics().splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in the agent's /metrics")
+
+
+def test_nad_change_reprograms_the_vf_through_the_watch_without_gets(scenario: Scenario) -> None:
+    agent, pci = scenario.agent, scenario.vf.pci_address
+    nad = "net-" + secrets.token_hex(2)
+    uid = scenario.create(nad=nad)["metadata"]["uid"]
+    assert scenario.nic.vf_vlan(pci) == VLAN
+    fetches = _metric(agent, "sriov_dra_agent_nad_fetches_total")
+    reconciles = _metric(agent, "sriov_dra_agent_claim_reconciles_total")
+    wait_for(
+        lambda: _metric(agent, "sriov_dra_agent_claim_reconciles_total") >= reconciles + 2,
+        what="two more reconciles of the claim (resyncs)",
+    )
+    assert _metric(agent, "sriov_dra_agent_nad_fetches_total") == fetches
+
+    scenario.make_nad(nad, vlan=200)
+    wait_for(lambda: scenario.nic.vf_vlan(pci) == 200, what="the VF moved to VLAN 200")
+    changed = [
+        r
+        for r in agent.log_records()
+        if r.get("message") == "NAD changed; reconciling the claims using it"
+    ]
+    assert [(r["nad"], r["uids"]) for r in changed] == [(f"{scenario.namespace}/{nad}", [uid])]
+    wait_for(
+        lambda: "vlan" in ((scenario.condition("VfConfigured") or {}).get("message") or ""),
+        what="VfConfigured after the change",
+    )
+    assert _metric(agent, "sriov_dra_agent_nad_fetches_total") == fetches
+    scenario.delete_and_release()
+    assert scenario.nic.vf_vlan(pci) == 0

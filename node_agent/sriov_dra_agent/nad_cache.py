@@ -1,0 +1,149 @@
+"""The cluster's NetworkAttachmentDefinitions, kept in memory by one list + watch.
+
+Reconciles run every resync for every claim; reading the NAD from here instead of
+a GET each time keeps the API server's load independent of the resync rate. A
+change to a NAD (or its creation, or deletion) is announced to the subscribers
+(the claim watcher re-reconciles the claims using it), so a NAD edit reaches the
+VFs within the watch's latency instead of the next resync.
+
+Until the first list has arrived -- or for good, when RBAC forbids list/watch on
+NADs (an older ClusterRole) -- :meth:`NadCache.get` falls back to a GET.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from sriov_dra_agent.kube_api import ApiException, KubeApi
+
+logger = logging.getLogger(__name__)
+
+Body = dict[str, Any]
+NadKey = tuple[str, str]
+"""(namespace, name)."""
+
+
+def _key(obj: Body) -> NadKey:
+    meta = obj["metadata"]
+    return str(meta.get("namespace", "")), str(meta["name"])
+
+
+class NadCache:
+    """Every NAD by (namespace, name); ``run`` keeps it current, ``get`` reads it."""
+
+    def __init__(
+        self,
+        api: KubeApi,
+        *,
+        on_fetch: Callable[[], None] = lambda: None,
+        watch_timeout_seconds: int = 300,
+    ) -> None:
+        self.api = api
+        self.on_fetch = on_fetch
+        """Called for every read of NADs from the API server (list or GET)."""
+        self.watch_timeout_seconds = watch_timeout_seconds
+        self._nads: dict[NadKey, Body] = {}
+        self._listeners: list[Callable[[str, str], None]] = []
+        self.synced = asyncio.Event()
+        """Set once the first list is in; from then on ``get`` reads memory only."""
+        self.direct = False
+        """True when list/watch is forbidden: every ``get`` is a GET."""
+
+    def subscribe(self, listener: Callable[[str, str], None]) -> None:
+        """Call ``listener(namespace, name)`` whenever that NAD appears, changes or goes."""
+        self._listeners.append(listener)
+
+    async def get(self, namespace: str, name: str) -> Body | None:
+        """The NAD ``namespace/name`` as last seen (``None``: it does not exist)."""
+        if self.synced.is_set() and not self.direct:
+            return self._nads.get((namespace, name))
+        self.on_fetch()
+        return await self.api.get_nad(namespace, name)
+
+    def _notify(self, key: NadKey) -> None:
+        for listener in self._listeners:
+            try:
+                listener(*key)
+            except Exception:
+                logger.exception("NAD change listener failed", extra={"nad": "/".join(key)})
+
+    def _apply(self, kind: str, obj: Body) -> None:
+        key = _key(obj)
+        if kind == "DELETED":
+            if self._nads.pop(key, None) is None:
+                return
+        else:
+            old = self._nads.get(key)
+            self._nads[key] = obj
+            if old is not None and old.get("spec") == obj.get("spec"):
+                return
+        logger.info("NAD changed", extra={"nad": "/".join(key), "event": kind})
+        self._notify(key)
+
+    async def _relist(self) -> str:
+        self.on_fetch()
+        items, version = await self.api.list_nads()
+        fresh = {_key(item): item for item in items}
+        changed = [
+            k
+            for k in fresh.keys() | self._nads.keys()
+            if (fresh.get(k) or {}).get("spec") != (self._nads.get(k) or {}).get("spec")
+            or (k in fresh) != (k in self._nads)
+        ]
+        self._nads = fresh
+        first = not self.synced.is_set()
+        self.synced.set()
+        if not first:
+            # Changes missed while the watch was down (after the first list every
+            # reader already sees the new state).
+            for key in changed:
+                self._notify(key)
+        return version
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """List, then watch, until ``stop``; relist on 410 or a broken watch."""
+        # The watch blocks until the server ends it: cancel it on ``stop``.
+        task = asyncio.create_task(self._watch(stop))
+        try:
+            await stop.wait()
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _watch(self, stop: asyncio.Event) -> None:
+        version = ""
+        while not stop.is_set():
+            try:
+                if not version:
+                    version = await self._relist()
+                async for kind, obj in self.api.watch_nads(
+                    version, timeout_seconds=self.watch_timeout_seconds
+                ):
+                    version = obj.get("metadata", {}).get("resourceVersion", version)
+                    if kind != "BOOKMARK":
+                        self._apply(kind, obj)
+            except ApiException as exc:
+                version = ""
+                if exc.status == 410:
+                    continue
+                if exc.status == 403:
+                    logger.warning(
+                        "may not list/watch NetworkAttachmentDefinitions: reading each by GET; "
+                        "grant list and watch on network-attachment-definitions to the agent",
+                    )
+                    self.direct = True
+                    return
+                logger.warning("NAD watch failed: %s %s", exc.status, exc.reason)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=1)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("NAD watch broke: %s", exc)
+                version = ""
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=1)
