@@ -99,6 +99,7 @@ def main() -> int:
 
         full = _time(args.cycles, attach_detach)
         hw.release("0000:3b:02.0")
+        hw.close()
 
         with IPRoute(netns=nic.host_ns, flags=0) as host, IPRoute(netns=pod_ns, flags=0) as inpod:
             (index,) = host.link_lookup(ifname="simpf0v1")

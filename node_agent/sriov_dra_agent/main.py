@@ -176,6 +176,7 @@ class Agent:
                 await self.plugin.stop()
         finally:
             await self.attach_server.stop()
+            self.hardware.close()
         logger.info("agent stopped", extra={"node": self.settings.node_name})
 
 

@@ -6,6 +6,10 @@ alias (``sriovsim:<pci>``). Each function looks first, then plans only the steps
 still missing (:func:`plan_into_pod`, :func:`plan_back_to_host`), so any of them
 can be re-run after a crash at any point. Namespaces are always opened with
 ``flags=0``: a missing one is an error, never silently created.
+
+Opening a socket in another netns costs pyroute2 a fork (~15-20 ms), so the
+functions take open sockets: one pod socket serves every step of an attach or a
+detach, and the node's host netns socket is kept by :class:`NetnsSockets`.
 """
 
 from __future__ import annotations
@@ -13,13 +17,14 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
-from sriov_dra.errors import AttachError, DeviceBusy, NetnsNotFound
+from sriov_dra.errors import AttachError, DeviceBusy, NetnsNotFound, SriovDraError
 
 from sriov_dra_agent.ipam import IpamResult
 from sriov_dra_agent.simulated_nic import vf_alias
@@ -76,23 +81,91 @@ def host_netns_path(host_netns: str | None) -> str:
     return host_netns or f"/proc/{os.getpid()}/ns/net"
 
 
-@contextlib.contextmanager
-def open_netns(path: str | None) -> Iterator[IPRoute]:
-    """IPRoute in netns ``path`` (``None`` = ours); never creates a netns."""
-    if path is None:
-        with IPRoute() as ipr:
-            yield ipr
-        return
+def netns_socket(path: str) -> IPRoute:
+    """A new IPRoute in netns ``path`` (the caller closes it); never creates a netns."""
     try:
-        ipr = IPRoute(netns=path, flags=0)
+        return IPRoute(netns=path, flags=0)
     except FileNotFoundError as exc:
         raise NetnsNotFound(
             f"network namespace {path} does not exist",
             field="netns",
             fix="the pod's sandbox is gone; the runtime will retry with a new one",
         ) from exc
-    with ipr:
+
+
+@contextlib.contextmanager
+def open_netns(path: str | None) -> Iterator[IPRoute]:
+    """IPRoute in netns ``path`` (``None`` = ours), closed on exit; never creates a netns."""
+    if path is None:
+        with IPRoute() as ipr:
+            yield ipr
+        return
+    with netns_socket(path) as ipr:
         yield ipr
+
+
+class NetnsSockets:
+    """IPRoute sockets into long-lived netns (the node's host netns), kept open for reuse.
+
+    An IPRoute must stay with the thread that made it, and the agent calls the
+    hardware from ``asyncio.to_thread``'s pool, so each thread keeps its own. A
+    socket is reopened when its path names another netns now (a rebuilt simulated
+    node) and dropped after any error that is not a netlink answer. Never use it
+    for pod netns: an open socket keeps its netns alive.
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._all: list[IPRoute] = []
+        self._guard = threading.Lock()
+
+    def _cache(self) -> dict[str | None, tuple[tuple[int, int] | None, IPRoute]]:
+        cache: dict[str | None, tuple[tuple[int, int] | None, IPRoute]] | None = getattr(
+            self._local, "sockets", None
+        )
+        if cache is None:
+            cache = self._local.sockets = {}
+        return cache
+
+    def _drop(self, path: str | None) -> None:
+        entry = self._cache().pop(path, None)
+        if entry is not None:
+            with self._guard:
+                if entry[1] in self._all:
+                    self._all.remove(entry[1])
+            with contextlib.suppress(Exception):
+                entry[1].close()
+
+    @contextlib.contextmanager
+    def open(self, path: str | None) -> Iterator[IPRoute]:
+        """This thread's socket in netns ``path`` (``None`` = ours), opened on first use."""
+        ident = netns_id(path) if path is not None else None
+        entry = self._cache().get(path)
+        if entry is not None and entry[0] != ident:
+            self._drop(path)
+            entry = None
+        if entry is None:
+            ipr = IPRoute() if path is None else netns_socket(path)
+            with self._guard:
+                self._all.append(ipr)
+            entry = (ident, ipr)
+            self._cache()[path] = entry
+        try:
+            yield entry[1]
+        except (NetlinkError, SriovDraError):
+            raise
+        except BaseException:
+            self._drop(path)
+            raise
+
+    def close(self) -> None:
+        """Close every thread's sockets (the threads reopen on their next use)."""
+        with self._guard:
+            sockets, self._all = self._all, []
+        for ipr in sockets:
+            with contextlib.suppress(Exception):
+                ipr.close()
+        self._local = threading.local()
 
 
 def is_vf(link: Any, pci: str) -> bool:
@@ -216,62 +289,56 @@ def _netlink_error(what: str, exc: NetlinkError) -> AttachError:
 
 
 def move_into_pod(
+    pod: IPRoute,
+    host: IPRoute,
     *,
     pci: str,
-    host_netns: str | None,
     pod_netns: str,
     if_name: str,
     mac: str | None = None,
     mtu: int | None = None,
 ) -> LinkView:
-    """Ensure VF ``pci`` is in ``pod_netns`` as ``if_name``, with ``mac``/``mtu``, up.
+    """Ensure VF ``pci`` is in ``pod_netns`` (socket ``pod``) as ``if_name``, with
+    ``mac``/``mtu``, up; ``host`` is a socket in the host netns.
 
-    Idempotent: a VF already there is only completed. Raises :class:`NetnsNotFound`,
-    :class:`DeviceBusy` (name taken), :class:`AttachError`.
+    Idempotent: a VF already there is only completed. Raises :class:`DeviceBusy`
+    (name taken), :class:`AttachError`.
     """
-    with open_netns(pod_netns) as pod:
-        in_pod = find_vf(pod, pci)
-        in_host = None
-        if in_pod is None:
-            with open_netns(host_netns) as host:
-                in_host = find_vf(host, pci)
-                holder = find_name(pod, if_name)
-                steps = plan_into_pod(
-                    in_host, None, if_name=if_name, mac=mac, mtu=mtu, name_taken=holder is not None
-                )
-                assert in_host is not None
-                try:
-                    _run(
-                        host,
-                        in_host.index,
-                        steps[: steps.index(Step("move")) + 1],
-                        move_to=pod_netns,
-                    )
-                except NetlinkError as exc:
-                    raise _netlink_error(f"moving VF {pci} into {pod_netns}", exc) from exc
-            in_pod = find_vf(pod, pci)
-            if in_pod is None:
-                raise AttachError(
-                    f"VF {pci} vanished while moving into {pod_netns}",
-                    field="vf",
-                    fix="the pod netns may have died; the runtime retries",
-                )
+    in_pod = find_vf(pod, pci)
+    if in_pod is None:
+        in_host = find_vf(host, pci)
         holder = find_name(pod, if_name)
         steps = plan_into_pod(
-            None,
-            in_pod,
-            if_name=if_name,
-            mac=mac,
-            mtu=mtu,
-            name_taken=holder is not None and holder.index != in_pod.index,
+            in_host, None, if_name=if_name, mac=mac, mtu=mtu, name_taken=holder is not None
         )
+        assert in_host is not None
         try:
-            _run(pod, in_pod.index, steps, move_to=pod_netns)
+            _run(host, in_host.index, steps[: steps.index(Step("move")) + 1], move_to=pod_netns)
         except NetlinkError as exc:
-            raise _netlink_error(f"configuring VF {pci} as {if_name} in {pod_netns}", exc) from exc
-        done = find_vf(pod, pci)
-        assert done is not None
-        return done
+            raise _netlink_error(f"moving VF {pci} into {pod_netns}", exc) from exc
+        in_pod = find_vf(pod, pci)
+        if in_pod is None:
+            raise AttachError(
+                f"VF {pci} vanished while moving into {pod_netns}",
+                field="vf",
+                fix="the pod netns may have died; the runtime retries",
+            )
+    holder = find_name(pod, if_name)
+    steps = plan_into_pod(
+        None,
+        in_pod,
+        if_name=if_name,
+        mac=mac,
+        mtu=mtu,
+        name_taken=holder is not None and holder.index != in_pod.index,
+    )
+    try:
+        _run(pod, in_pod.index, steps, move_to=pod_netns)
+    except NetlinkError as exc:
+        raise _netlink_error(f"configuring VF {pci} as {if_name} in {pod_netns}", exc) from exc
+    done = find_vf(pod, pci)
+    assert done is not None
+    return done
 
 
 def _gateway_for(address: str, result: IpamResult) -> str | None:
@@ -282,49 +349,47 @@ def _gateway_for(address: str, result: IpamResult) -> str | None:
     return None
 
 
-def configure_addresses(*, pod_netns: str, pci: str, result: IpamResult) -> list[str]:
-    """Add the IPAM addresses and routes to the VF in the pod (missing ones only).
+def configure_addresses(pod: IPRoute, *, pod_netns: str, pci: str, result: IpamResult) -> list[str]:
+    """Add the IPAM addresses and routes to the VF in the pod (socket ``pod``), missing
+    ones only.
 
     Returns the addresses as CIDR strings. A route without ``gw`` goes via the
     gateway of its family, as CNI's ConfigureIface does.
     """
-    with open_netns(pod_netns) as pod:
-        link = find_vf(pod, pci)
-        if link is None:
-            raise AttachError(
-                f"VF {pci} is not in {pod_netns}", field="vf", fix="re-run the attach"
-            )
-        have = {
-            f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}" for a in pod.addr("dump", index=link.index)
-        }
-        cidrs = []
-        try:
-            for ip in result.ips:
-                iface = ipaddress.ip_interface(ip.address)
-                cidr = f"{iface.ip}/{iface.network.prefixlen}"
-                cidrs.append(cidr)
-                if cidr not in have:
-                    pod.addr(
-                        "add",
-                        index=link.index,
-                        address=str(iface.ip),
-                        prefixlen=iface.network.prefixlen,
-                    )
-            for route in result.routes:
-                net = ipaddress.ip_network(route.dst, strict=False)
-                gateway = route.gw or _gateway_for(f"{net.network_address}/{net.prefixlen}", result)
-                spec: dict[str, Any] = {"dst": str(net), "oif": link.index}
-                if gateway:
-                    spec["gateway"] = gateway
-                with contextlib.suppress(NetlinkError):
-                    # EEXIST on a re-run: the route is already there.
-                    pod.route("add", **spec)
-        except NetlinkError as exc:
-            raise _netlink_error(f"adding addresses to VF {pci} in {pod_netns}", exc) from exc
-        return cidrs
+    link = find_vf(pod, pci)
+    if link is None:
+        raise AttachError(f"VF {pci} is not in {pod_netns}", field="vf", fix="re-run the attach")
+    have = {f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}" for a in pod.addr("dump", index=link.index)}
+    cidrs = []
+    try:
+        for ip in result.ips:
+            iface = ipaddress.ip_interface(ip.address)
+            cidr = f"{iface.ip}/{iface.network.prefixlen}"
+            cidrs.append(cidr)
+            if cidr not in have:
+                pod.addr(
+                    "add",
+                    index=link.index,
+                    address=str(iface.ip),
+                    prefixlen=iface.network.prefixlen,
+                )
+        for route in result.routes:
+            net = ipaddress.ip_network(route.dst, strict=False)
+            gateway = route.gw or _gateway_for(f"{net.network_address}/{net.prefixlen}", result)
+            spec: dict[str, Any] = {"dst": str(net), "oif": link.index}
+            if gateway:
+                spec["gateway"] = gateway
+            with contextlib.suppress(NetlinkError):
+                # EEXIST on a re-run: the route is already there.
+                pod.route("add", **spec)
+    except NetlinkError as exc:
+        raise _netlink_error(f"adding addresses to VF {pci} in {pod_netns}", exc) from exc
+    return cidrs
 
 
 def move_to_host(
+    host: IPRoute,
+    pod: IPRoute | None,
     *,
     pci: str,
     host_netns: str | None,
@@ -333,44 +398,44 @@ def move_to_host(
     host_mac: str | None,
     host_mtu: int | None,
 ) -> LinkView | None:
-    """Ensure VF ``pci`` is in the host netns, down, named ``host_name`` with its MAC/MTU.
+    """Ensure VF ``pci`` is in the host netns (socket ``host``), down, named ``host_name``
+    with its MAC/MTU.
 
-    ``pod_netns`` ``None`` (or gone) means look only in the host (a real VF returns
-    there when its netns dies, still carrying the pod's name). Returns the VF's link
-    in the host, or ``None`` when it is in neither (a simulated VF destroyed with its
-    netns, or a real one whose netns is still held elsewhere).
+    ``pod`` is a socket in the pod netns ``pod_netns``; ``None`` (the netns is gone)
+    means look only in the host (a real VF returns there when its netns dies, still
+    carrying the pod's name). Returns the VF's link in the host, or ``None`` when it
+    is in neither (a simulated VF destroyed with its netns, or a real one whose
+    netns is still held elsewhere).
     """
     target = host_netns_path(host_netns)
-    if pod_netns is not None:
-        with contextlib.suppress(NetnsNotFound), open_netns(pod_netns) as pod:
-            link = find_vf(pod, pci)
-            if link is not None:
-                steps = plan_back_to_host(
-                    link, in_pod=True, host_name=host_name, host_mac=host_mac, host_mtu=host_mtu
-                )
-                try:
-                    with contextlib.suppress(NetlinkError):
-                        # Flushing is courtesy: addresses vanish with the move anyway.
-                        pod.flush_addr(index=link.index)
-                    _run(pod, link.index, steps, move_to=target)
-                except NetlinkError as exc:
-                    raise _netlink_error(f"moving VF {pci} back from {pod_netns}", exc) from exc
-    with open_netns(host_netns) as host:
-        link = find_vf(host, pci)
-        if link is None:
-            return None
-        holder = find_name(host, host_name)
-        if link.name != host_name and holder is not None:
-            raise DeviceBusy(
-                f"cannot rename VF {pci} back to {host_name}: the name is taken by another link",
-                field="vf",
-                fix=f"rename or remove the other {host_name} in the host netns",
+    if pod is not None:
+        link = find_vf(pod, pci)
+        if link is not None:
+            steps = plan_back_to_host(
+                link, in_pod=True, host_name=host_name, host_mac=host_mac, host_mtu=host_mtu
             )
-        steps = plan_back_to_host(
-            link, in_pod=False, host_name=host_name, host_mac=host_mac, host_mtu=host_mtu
+            try:
+                with contextlib.suppress(NetlinkError):
+                    # Flushing is courtesy: addresses vanish with the move anyway.
+                    pod.flush_addr(index=link.index)
+                _run(pod, link.index, steps, move_to=target)
+            except NetlinkError as exc:
+                raise _netlink_error(f"moving VF {pci} back from {pod_netns}", exc) from exc
+    link = find_vf(host, pci)
+    if link is None:
+        return None
+    holder = find_name(host, host_name)
+    if link.name != host_name and holder is not None:
+        raise DeviceBusy(
+            f"cannot rename VF {pci} back to {host_name}: the name is taken by another link",
+            field="vf",
+            fix=f"rename or remove the other {host_name} in the host netns",
         )
-        try:
-            _run(host, link.index, steps, move_to=target)
-        except NetlinkError as exc:
-            raise _netlink_error(f"restoring VF {pci} in the host netns", exc) from exc
-        return find_vf(host, pci)
+    steps = plan_back_to_host(
+        link, in_pod=False, host_name=host_name, host_mac=host_mac, host_mtu=host_mtu
+    )
+    try:
+        _run(host, link.index, steps, move_to=target)
+    except NetlinkError as exc:
+        raise _netlink_error(f"restoring VF {pci} in the host netns", exc) from exc
+    return find_vf(host, pci)

@@ -9,15 +9,16 @@ Calls for one VF are serialised; different VFs proceed in parallel.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field
-from sriov_dra.errors import AttachError, DeviceBusy, IpamError, SriovDraError
+from sriov_dra.errors import AttachError, DeviceBusy, IpamError, NetnsNotFound, SriovDraError
 
 from sriov_dra_agent import ipam, netns_attach, vf_programmer
 from sriov_dra_agent.backends.base import VfBackend
@@ -82,6 +83,15 @@ class NodeHardware:
         self.cni_path = cni_path
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        self._host_sockets = netns_attach.NetnsSockets()
+
+    def close(self) -> None:
+        """Close the cached host netns sockets (reopened if used again)."""
+        self._host_sockets.close()
+
+    def _host(self) -> contextlib.AbstractContextManager[Any]:
+        """This thread's cached socket in the node's host netns."""
+        return self._host_sockets.open(self.backend.host_netns())
 
     # --- helpers -------------------------------------------------------------------------
 
@@ -177,7 +187,7 @@ class NodeHardware:
             if record.claim.uid != claim.uid:
                 raise self._busy(record, claim)
             return record
-        with netns_attach.open_netns(self.backend.host_netns()) as host:
+        with self._host() as host:
             link = netns_attach.find_vf(host, vf.pci_address)
         record = VfRecord(
             pci_address=vf.pci_address,
@@ -284,26 +294,30 @@ class NodeHardware:
 
     def _attach_steps(self, record: VfRecord, attachment: Attachment) -> NetworkData:
         pci = record.pci_address
-        link = netns_attach.move_into_pod(
-            pci=pci,
-            host_netns=self.backend.host_netns(),
-            pod_netns=attachment.netns,
-            if_name=attachment.if_name,
-            mac=attachment.mac,
-            mtu=attachment.mtu,
-        )
-        ips: list[str] = []
-        if attachment.ipam_conf is not None:
-            result = ipam.ipam_add(
-                attachment.ipam_conf,
-                container=attachment.container_id,
-                ifname=attachment.if_name,
-                netns=attachment.netns,
-                cni_path=self.cni_path,
-            )
-            ips = netns_attach.configure_addresses(
-                pod_netns=attachment.netns, pci=pci, result=result
-            )
+        # One pod socket for every step: each open costs pyroute2 a fork.
+        with netns_attach.open_netns(attachment.netns) as pod:
+            with self._host() as host:
+                link = netns_attach.move_into_pod(
+                    pod,
+                    host,
+                    pci=pci,
+                    pod_netns=attachment.netns,
+                    if_name=attachment.if_name,
+                    mac=attachment.mac,
+                    mtu=attachment.mtu,
+                )
+            ips: list[str] = []
+            if attachment.ipam_conf is not None:
+                result = ipam.ipam_add(
+                    attachment.ipam_conf,
+                    container=attachment.container_id,
+                    ifname=attachment.if_name,
+                    netns=attachment.netns,
+                    cni_path=self.cni_path,
+                )
+                ips = netns_attach.configure_addresses(
+                    pod, pod_netns=attachment.netns, pci=pci, result=result
+                )
         done = attachment.model_copy(
             update={"phase": "attached", "ips": tuple(ips), "hardware_address": link.mac}
         )
@@ -367,8 +381,9 @@ class NodeHardware:
             "host_mac": record.host_mac,
             "host_mtu": record.host_mtu,
         }
-        if netns_attach.move_to_host(pod_netns=pod, **kwargs) is not None:
-            return
+        with self._pod_socket(pod) as pod_socket, self._host() as host:
+            if netns_attach.move_to_host(host, pod_socket, pod_netns=pod, **kwargs) is not None:
+                return
         # A dead netns is torn down asynchronously: a real VF reappears in the host, a
         # simulated one's veth pair vanishes (then repair() recreates it). Give it a moment.
         deadline = time.monotonic() + RETURN_TIMEOUT_SECONDS
@@ -379,8 +394,9 @@ class NodeHardware:
                     "simulated VFs recreated",
                     extra=self._ctx(record, record.pci_address, recreated=recreated),
                 )
-            if netns_attach.move_to_host(pod_netns=None, **kwargs) is not None:
-                return
+            with self._host() as host:
+                if netns_attach.move_to_host(host, None, pod_netns=None, **kwargs) is not None:
+                    return
             if time.monotonic() > deadline:
                 raise AttachError(
                     f"VF {record.pci_address} is not back in the host netns yet",
@@ -388,6 +404,21 @@ class NodeHardware:
                     fix="its pod netns is still held by some process; the sweep retries",
                 )
             time.sleep(0.05)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _pod_socket(path: str | None) -> Iterator[Any]:
+        """A socket in pod netns ``path``; ``None`` when there is none or it is gone."""
+        if path is None:
+            yield None
+            return
+        try:
+            pod = netns_attach.netns_socket(path)
+        except NetnsNotFound:
+            yield None
+            return
+        with pod:
+            yield pod
 
     # --- release -------------------------------------------------------------------------
 

@@ -80,7 +80,26 @@ def make_node(prefix: str, tmp_path: Path) -> Iterator[Callable[..., SimulatedNi
 
 
 @pytest.fixture
-def hardware(make_node: Callable[..., SimulatedNic], tmp_path: Path) -> NodeHardware:
+def make_hardware() -> Iterator[Callable[..., NodeHardware]]:
+    """NodeHardware objects, closed after the test (a cached host netns socket would
+    keep a destroyed node's netns alive)."""
+    made: list[NodeHardware] = []
+
+    def make(backend: SimulatedBackend, state_dir: Path) -> NodeHardware:
+        hw = NodeHardware(backend, state_dir=state_dir)
+        made.append(hw)
+        return hw
+
+    yield make
+    for hw in made:
+        hw.close()
+
+
+@pytest.fixture
+def hardware(
+    make_node: Callable[..., SimulatedNic],
+    make_hardware: Callable[..., NodeHardware],
+    tmp_path: Path,
+) -> NodeHardware:
     """NodeHardware over one simulated node ``n1`` with 4 VFs on ``simpf0``."""
-    nic = make_node()
-    return NodeHardware(SimulatedBackend(nic), state_dir=tmp_path / "state-n1")
+    return make_hardware(SimulatedBackend(make_node()), tmp_path / "state-n1")

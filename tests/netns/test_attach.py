@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import subprocess
+from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 from netns_helpers import Pod, held_ips, netconf
+from pyroute2 import IPRoute
 from sriov_dra.errors import DeviceBusy, IpamError, NetnsNotFound
 from sriov_dra_agent import ipam, netns_attach
 from sriov_dra_agent.backends.simulated import SimulatedBackend
@@ -116,10 +119,13 @@ def _ping(src: Pod, dst: str) -> bool:
 
 
 def test_same_vlan_reaches_across_nodes_and_other_vlans_do_not(
-    make_node: Callable[..., SimulatedNic], make_pod: Callable[[], Pod], tmp_path: Path
+    make_node: Callable[..., SimulatedNic],
+    make_hardware: Callable[..., NodeHardware],
+    make_pod: Callable[[], Pod],
+    tmp_path: Path,
 ) -> None:
-    n1 = NodeHardware(SimulatedBackend(make_node("n1")), state_dir=tmp_path / "s1")
-    n2 = NodeHardware(SimulatedBackend(make_node("n2")), state_dir=tmp_path / "s2")
+    n1 = make_hardware(SimulatedBackend(make_node("n1")), tmp_path / "s1")
+    n2 = make_hardware(SimulatedBackend(make_node("n2")), tmp_path / "s2")
     vlan100_n1 = netconf(tmp_path / "ipam-n1", start="10.9.0.10", end="10.9.0.19")
     vlan100_n2 = netconf(tmp_path / "ipam-n2", start="10.9.0.20", end="10.9.0.29")
     vlan200_n2 = {**netconf(tmp_path / "ipam-n2b", start="10.9.0.30", end="10.9.0.39"), "vlan": 200}
@@ -255,6 +261,7 @@ ATTACH_STEPS = [
 @pytest.mark.parametrize("recovery", ["sweep", "rerun"])
 def test_crash_during_attach_leaks_nothing(
     hardware: NodeHardware,
+    make_hardware: Callable[..., NodeHardware],
     make_pod: Callable[[], Pod],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -269,7 +276,7 @@ def test_crash_during_attach_leaks_nothing(
         _crash_after(patch, module, step)
         with pytest.raises(Crash):
             hardware.attach(VF1, CLAIM, "vf", netns=pod.netns, if_name="net1", netconf=conf)
-    restarted = NodeHardware(hardware.backend, state_dir=tmp_path / "state-n1")
+    restarted = make_hardware(hardware.backend, tmp_path / "state-n1")
     if recovery == "rerun":
         data = restarted.attach(VF1, CLAIM, "vf", netns=pod.netns, if_name="net1", netconf=conf)
         assert pod.links() == ["lo", "net1"]
@@ -292,6 +299,7 @@ DETACH_STEPS = [(ipam, "ipam_del"), (netns_attach, "move_to_host")]
 @pytest.mark.parametrize(("module", "step"), DETACH_STEPS, ids=[s for _, s in DETACH_STEPS])
 def test_crash_during_detach_or_release_is_finished_by_the_sweep(
     hardware: NodeHardware,
+    make_hardware: Callable[..., NodeHardware],
     make_pod: Callable[[], Pod],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -306,7 +314,7 @@ def test_crash_during_detach_or_release_is_finished_by_the_sweep(
         _crash_after(patch, module, step)
         with pytest.raises(Crash):
             hardware.release(VF1)
-    restarted = NodeHardware(hardware.backend, state_dir=tmp_path / "state-n1")
+    restarted = make_hardware(hardware.backend, tmp_path / "state-n1")
     report = restarted.sweep(set())  # the claim is no longer prepared
     assert report.released == (VF1,) and report.failed == {}
     assert pod.links() == ["lo"]
@@ -329,5 +337,73 @@ def test_sweep_keeps_healthy_attachments_and_detaches_dead_pods(
     assert alive.links() == ["lo", "net1"]
     assert held_ips(tmp_path / "ipam") == {"10.9.0.5": "uid-1-a/net1"}
     assert "simpf0v2" in _host_link(hardware, "simpf0v2")
+    hardware.release(VF1)
+    hardware.release(VF2)
+
+
+def _count_sockets(monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
+    """Record the netns of every pyroute2 socket the attach code opens from now on."""
+    opened: list[str | None] = []
+
+    class Counting(IPRoute):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            opened.append(kwargs.get("netns"))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(netns_attach, "IPRoute", Counting)
+    return opened
+
+
+def test_attach_and_detach_open_one_pod_socket_each_and_reuse_the_host_socket(
+    hardware: NodeHardware,
+    make_pod: Callable[[], Pod],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pod = make_pod()
+    conf = netconf(tmp_path / "ipam")
+    hardware.program(VF1, CLAIM, "vf", settings_from_netconf(conf))  # opens the host socket
+    opened = _count_sockets(monkeypatch)
+    for _ in range(3):
+        data = hardware.attach(
+            VF1, CLAIM, "vf", netns=pod.netns, if_name="net1", netconf=conf, mtu=1400
+        )
+        assert len(data.ips) == 1 and data.ips[0].startswith("10.9.0.")
+        hardware.detach(VF1)
+    # Each open forks a pyroute2 child: one per attach and one per detach, nothing more.
+    assert opened == [pod.netns] * 6
+    _assert_vf_home(hardware, "simpf0v1", _original_mac(hardware, VF1))
+
+
+def test_threads_attaching_at_once_each_keep_their_own_host_socket(
+    hardware: NodeHardware,
+    make_pod: Callable[[], Pod],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    conf = netconf(tmp_path / "ipam")
+    pods = {VF1: make_pod(), VF2: make_pod()}
+    claims = {VF1: CLAIM, VF2: OTHER}
+    opened = _count_sockets(monkeypatch)
+
+    def cycles(pci: str) -> list[str]:
+        names = []
+        for _ in range(4):
+            data = hardware.attach(
+                pci, claims[pci], "vf", netns=pods[pci].netns, if_name="net1", netconf=conf
+            )
+            names.append(data.interface_name)
+            hardware.detach(pci)
+        return names
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(cycles, [VF1, VF2]))
+    assert results == [["net1"] * 4] * 2
+    host = hardware.backend.host_netns()
+    # At most one host socket per thread, however many cycles.
+    assert 1 <= opened.count(host) <= 2
+    in_pods = Counter(n for n in opened if n != host)
+    assert in_pods == {pods[VF1].netns: 8, pods[VF2].netns: 8}
+    assert held_ips(tmp_path / "ipam") == {}
     hardware.release(VF1)
     hardware.release(VF2)
