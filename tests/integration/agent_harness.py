@@ -233,7 +233,7 @@ class AgentProcess:
 
     def _stub(self) -> tuple[grpc.Channel, Any]:
         channel = grpc.insecure_channel(f"unix://{self.dra_socket}")
-        return channel, dra_v1_pb2_grpc.DRAPluginStub(channel)
+        return channel, dra_v1_pb2_grpc.DRAPluginStub(channel)  # type: ignore[no-untyped-call]
 
     def prepare(self, claim: dict[str, Any]) -> Any:
         meta = claim["metadata"]

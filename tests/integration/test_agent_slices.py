@@ -59,7 +59,7 @@ async def node(k8s_api: k8s_client.ApiClient) -> AsyncIterator[dict[str, Any]]:
     """A Node object of its own, so slices owned by it do not mix with other tests'."""
     name = f"t-slices-{secrets.token_hex(3)}"
     core = k8s_client.CoreV1Api(k8s_api)
-    created = await core.create_node({"metadata": {"name": name}})
+    created = await core.create_node({"metadata": {"name": name}})  # type: ignore[arg-type]
     try:
         yield {"name": name, "uid": created.metadata.uid}
     finally:
