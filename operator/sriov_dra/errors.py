@@ -51,6 +51,13 @@ class InvalidNad(SriovDraError):
     retryable = True
 
 
+class DeviceClassNotFound(SriovDraError):
+    """A DeviceClass the claim names does not exist (yet). Retryable: it may be created."""
+
+    reason = "DeviceClassNotFound"
+    retryable = True
+
+
 class NoDeviceAvailable(SriovDraError):
     """No VF satisfies the claim now. Retryable: VFs get freed or published."""
 

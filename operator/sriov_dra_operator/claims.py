@@ -62,7 +62,7 @@ from .cache import Body, ClaimChange, ClusterCache, Ref, ref_of, uid_of
 from .conflicts import in_use, resolve
 from .events import EventRecorder
 from .metrics import OperatorMetrics
-from .ownership import Verdict, verdict
+from .ownership import Verdict, class_not_found, verdict
 from .settings import OperatorSettings
 from .slices import PublishedDevice, published_devices
 from .status_writer import ClaimWriter, StaleClaim
@@ -406,11 +406,14 @@ class ClaimReconciler:
         uid = str(_meta(claim)["uid"])
         settings = self.settings
         decision = verdict(claim, self.cache.classes, settings.driver)
+        if decision is Verdict.CLASS_MISSING:
+            missing = class_not_found(claim, self.cache.classes, settings.driver)
+            if missing is not None:
+                # _fail keeps it in waiting.for_devices: a new DeviceClass kicks it.
+                await self._fail(claim, missing)
+                return
         if decision is not Verdict.OURS:
-            if decision is Verdict.CLASS_MISSING:
-                self.waiting.for_devices.add(uid)
-            else:
-                self.waiting.discard(uid)
+            self.waiting.discard(uid)
             log.debug("not allocating: %s", decision.value, extra=_log_extra(claim))
             return
         if self.cache.has_pending_pod(ref_of(claim)):

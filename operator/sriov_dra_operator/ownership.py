@@ -21,6 +21,8 @@ import enum
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from sriov_dra.errors import DeviceClassNotFound
+
 
 class Verdict(enum.Enum):
     """Whether to allocate a claim."""
@@ -51,11 +53,36 @@ def class_selects_driver(device_class: Mapping[str, Any], driver: str) -> bool:
 
 def requested_classes(claim: Mapping[str, Any]) -> Iterator[str]:
     """Every DeviceClass name the claim's requests and subrequests use."""
-    for request in ((claim.get("spec") or {}).get("devices") or {}).get("requests") or []:
+    for _, name in class_fields(claim):
+        yield name
+
+
+def class_fields(claim: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    """(field path, DeviceClass name) of every request and subrequest, in spec order."""
+    requests = ((claim.get("spec") or {}).get("devices") or {}).get("requests") or []
+    for i, request in enumerate(requests):
         if request.get("exactly"):
-            yield str(request["exactly"].get("deviceClassName") or "")
-        for sub in request.get("firstAvailable") or []:
-            yield str(sub.get("deviceClassName") or "")
+            name = str(request["exactly"].get("deviceClassName") or "")
+            yield f"spec.devices.requests[{i}].exactly.deviceClassName", name
+        for j, sub in enumerate(request.get("firstAvailable") or []):
+            name = str(sub.get("deviceClassName") or "")
+            yield f"spec.devices.requests[{i}].firstAvailable[{j}].deviceClassName", name
+
+
+def class_not_found(
+    claim: Mapping[str, Any], classes: Mapping[str, Mapping[str, Any]], driver: str
+) -> DeviceClassNotFound | None:
+    """The error naming the first DeviceClass the claim uses that does not exist."""
+    for path, name in class_fields(claim):
+        if name not in classes:
+            return DeviceClassNotFound(
+                f"DeviceClass {name!r} does not exist",
+                field=path,
+                fix=f"create the DeviceClass (the one of driver {driver}: kubectl apply -f "
+                "manifests/deviceclass.yaml) or correct the name; the claim is allocated as "
+                "soon as the class exists",
+            )
+    return None
 
 
 def verdict(

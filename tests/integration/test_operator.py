@@ -24,6 +24,7 @@ from operator_harness import (
     claims,
     conflict_events,
     create,
+    device_class_manifest,
     events_for,
     holders_of,
     load_seed,
@@ -275,6 +276,30 @@ def test_nad_created_or_fixed_after_the_claim_unblocks_it(
         )
         wait_allocated(cluster, namespace, "late", timeout=8)
         wait_allocated(cluster, namespace, "fixed", timeout=8)
+
+
+def test_a_claim_whose_device_class_comes_later_is_told_then_allocated(
+    cluster: DevCluster, operator: OperatorProcess, clean_claims: str
+) -> None:
+    namespace = clean_claims
+    late_class = f"{namespace}-late"
+    with simulated_vfs(cluster, f"{namespace}-vfs", per_node=2) as group:
+        apply(cluster, claim_manifest("early", namespace, late_class, vfconfig()))
+        event = wait_for_event(cluster, namespace, "early", "DeviceClassNotFound")
+        assert event["type"] == "Warning"
+        assert event["message"] == (
+            f"spec.devices.requests[0].exactly.deviceClassName: DeviceClass '{late_class}' "
+            f"does not exist; fix: create the DeviceClass (the one of driver {DRIVER_NAME}: "
+            "kubectl apply -f manifests/deviceclass.yaml) or correct the name; the claim is "
+            "allocated as soon as the class exists"
+        )
+        # The VFs are published already: only the DeviceClass watch can unblock the claim,
+        # well within the 10-60 s retry delays. (Labelled with the group: cleaned up with it.)
+        apply(cluster, device_class_manifest(late_class, group))
+        wait_allocated(cluster, namespace, "early", timeout=8)
+        wait_for_event(cluster, namespace, "early", "Allocated")
+        reasons = sorted(e["reason"] for e in events_for(cluster, namespace, "early"))
+        assert reasons == ["Allocated", "DeviceClassNotFound"]
 
 
 def _no_device_message(cluster: DevCluster, body: dict[str, Any], device_class: str) -> str:

@@ -11,7 +11,9 @@ from sriov_dra_operator.cache import ClusterCache, held_devices, pending_claim_r
 DRIVER = "sriovnetwork.k8snetworkplumbingwg.io"
 
 
-def claim(rv: str, *devices: str, uid: str = "u1", name: str = "c1", **status: Any) -> dict:
+def claim(
+    rv: str, *devices: str, uid: str = "u1", name: str = "c1", **status: Any
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "metadata": {"uid": uid, "name": name, "namespace": "ns", "resourceVersion": rv},
         "status": dict(status),
@@ -83,7 +85,7 @@ def test_admin_access_results_are_not_held() -> None:
     assert held_devices(body) == frozenset()
 
 
-def pod(node: str = "", phase: str = "Pending", **meta: Any) -> dict:
+def pod(node: str = "", phase: str = "Pending", **meta: Any) -> dict[str, Any]:
     return {
         "metadata": {"uid": "p1", "name": "p", "namespace": "ns", **meta},
         "spec": {
@@ -107,7 +109,7 @@ def pod(node: str = "", phase: str = "Pending", **meta: Any) -> dict:
     ],
     ids=["unscheduled", "scheduled", "failed", "deleting"],
 )
-def test_pending_pod_refs(body: dict, pending: set) -> None:
+def test_pending_pod_refs(body: dict[str, Any], pending: set[tuple[str, str]]) -> None:
     assert pending_claim_refs(body) == pending
 
 

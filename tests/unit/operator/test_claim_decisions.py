@@ -32,7 +32,7 @@ def opaque(**fields: Any) -> dict[str, Any]:
     return {"driver": DRIVER, "parameters": params(**fields)}
 
 
-CLASSES = {
+CLASSES: dict[str, dict[str, Any]] = {
     "vf": {"metadata": {"name": "vf"}, "spec": {"config": [{"opaque": opaque(ifName="cls0")}]}},
     "plain": {"metadata": {"name": "plain"}},
 }
@@ -89,7 +89,9 @@ def test_class_config_applies_only_to_its_requests_and_claim_config_wins() -> No
     ],
     ids=["claim-entry", "class-entry"],
 )
-def test_invalid_entries_name_their_path(classes: dict, config: list, field: str) -> None:
+def test_invalid_entries_name_their_path(
+    classes: dict[str, dict[str, Any]], config: list[dict[str, Any]], field: str
+) -> None:
     with pytest.raises(InvalidVfConfig) as info:
         effective_configs(claim(config), classes, driver=DRIVER)
     assert info.value.field.startswith(field)

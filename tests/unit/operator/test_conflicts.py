@@ -37,7 +37,9 @@ OLD_USED = claim("old-used", "2026-01-01T00:00:00Z", used=True)
     ],
     ids=["older-wins", "in-use-wins", "both-in-use-reported-only", "three-holders"],
 )
-def test_keeper_and_losers(holders: list, keeper: str, cleared: list, stuck: list) -> None:
+def test_keeper_and_losers(
+    holders: list[dict[str, Any]], keeper: str, cleared: list[str], stuck: list[str]
+) -> None:
     resolution = resolve(DEVICE, holders)
     assert resolution.keeper["metadata"]["name"] == keeper
     assert [c["metadata"]["name"] for c in resolution.clear] == cleared
