@@ -58,6 +58,7 @@ from sriov_dra.vfconfig import (
     parse_vfconfig,
 )
 
+from .backoff import Backoff
 from .cache import Body, ClaimChange, ClusterCache, Ref, ref_of, uid_of
 from .conflicts import in_use, resolve
 from .events import EventRecorder
@@ -65,12 +66,9 @@ from .metrics import OperatorMetrics
 from .ownership import Verdict, class_not_found, verdict
 from .settings import OperatorSettings
 from .slices import PublishedDevice, published_devices
-from .status_writer import ClaimWriter, StaleClaim
+from .status_writer import ClaimWriter, StaleClaim, rejection_message
 
 log = logging.getLogger(__name__)
-
-RETRY_AFTER_ERROR = 10.0
-"""Seconds before retrying a claim whose write failed for a reason other than a conflict."""
 
 
 @dataclass
@@ -243,6 +241,8 @@ class ClaimReconciler:
         """Uids whose allocation we are clearing ourselves (not the scheduler's doing)."""
         self.yielded: dict[str, float] = {}
         """Uid -> monotonic deadline: leave alone, the scheduler took the claim over."""
+        self.backoff = Backoff()
+        """Growing delays for claims whose writes the apiserver refuses (not conflicts)."""
         self._objects = client.CustomObjectsApi(api)
         self._pools: tuple[int, list[Pool], dict[DeviceKey, PublishedDevice]] = (-1, [], {})
 
@@ -304,6 +304,7 @@ class ClaimReconciler:
         self.waiting.discard(uid)
         self.yielded.pop(uid, None)
         self.clearing.discard(uid)
+        self.backoff.reset(uid)
         self.events.forget(uid)
 
     async def reconcile(self, uid: str) -> None:
@@ -330,11 +331,20 @@ class ClaimReconciler:
             await self._refresh(claim)
             self.requeue.add(uid)
         except client.ApiException as exc:
+            delay = self.backoff.next_delay(uid)
             log.error(
                 "write refused",
-                extra=_log_extra(claim, http=exc.status, body=str(exc.body)[:500]),
+                extra=_log_extra(claim, http=exc.status, body=str(exc.body)[:500], retry_in=delay),
             )
-            self.requeue.add_after(uid, RETRY_AFTER_ERROR)
+            if exc.status == 422:
+                message = rejection_message(exc.status, exc.body, retry_cap=self.backoff.cap)
+                await self.events.post(
+                    claim, warning=True, reason="AllocationRejected", message=message
+                )
+                self.metrics.failures.labels("AllocationRejected").inc()
+            self.requeue.add_after(uid, delay)
+        else:
+            self.backoff.reset(uid)
         finally:
             self.metrics.reconcile_seconds.observe(time.perf_counter() - started)
 

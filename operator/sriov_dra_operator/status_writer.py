@@ -8,6 +8,7 @@ again (:class:`StaleClaim`). Status writes touch only ``status.allocation``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,6 +34,27 @@ class StaleClaim(Exception):
     def __init__(self, status: int) -> None:
         super().__init__(f"claim write refused with HTTP {status}")
         self.status = status
+
+
+def rejection_message(status: int | None, body: object, *, retry_cap: float) -> str:
+    """The Event text for a write the apiserver refused as invalid (HTTP 422).
+
+    Carries the apiserver's own message (its ``Status.message``), which names the
+    field it refused.
+    """
+    text = str(body or "")
+    try:
+        parsed = json.loads(text)
+    except (TypeError, ValueError):
+        parsed = None
+    if isinstance(parsed, dict) and parsed.get("message"):
+        text = str(parsed["message"])
+    return (
+        f"the apiserver refused the operator's write to this claim (HTTP {status}): {text}; "
+        f"retried with a growing back-off (at most every {retry_cap:g} s); fix: if the claim's "
+        "spec or its DeviceClass is at fault, correct it (re-create the claim), otherwise "
+        "report an sriov-dra bug with `kubectl get resourceclaim -o yaml` and the operator log"
+    )
 
 
 def _meta(claim: Mapping[str, Any]) -> tuple[str, str, str]:
