@@ -21,7 +21,7 @@ from kubernetes_asyncio import client
 
 from .cache import ClusterCache, ref_of, uid_of
 from .claims import ClaimReconciler
-from .events import EventRecorder
+from .events import SEED_FIELD_SELECTOR, EventRecorder, last_posted
 from .metrics import OperatorMetrics
 from .settings import OperatorSettings
 from .slices import vf_counts
@@ -36,12 +36,12 @@ LIST_PAGE = 500
 Lister = Callable[..., Awaitable[Any]]
 
 
-async def _list_pages(call: Lister, *args: Any) -> list[dict[str, Any]]:
+async def _list_pages(call: Lister, *args: Any, **options: Any) -> list[dict[str, Any]]:
     """Every item of a list call, page by page, as raw JSON dicts."""
     items: list[dict[str, Any]] = []
     token: str | None = None
     while True:
-        kwargs: dict[str, Any] = {"limit": LIST_PAGE, "_preload_content": False}
+        kwargs: dict[str, Any] = {"limit": LIST_PAGE, "_preload_content": False, **options}
         if token:
             kwargs["_continue"] = token
         response = await call(*args, **kwargs)
@@ -113,6 +113,7 @@ class Controller:
         )
         for body in claims:
             self.cache.upsert_claim(body)
+        await self._seed_events()
         self.primed = True
         log.info(
             "state listed",
@@ -124,6 +125,24 @@ class Controller:
                 "held_devices": len(self.cache.holders),
             },
         )
+
+    async def _seed_events(self) -> None:
+        """Remember the Events posted before a restart, so unchanged claims get none again."""
+        core = client.CoreV1Api(self.api)
+        try:
+            events = await _list_pages(
+                core.list_event_for_all_namespaces, field_selector=SEED_FIELD_SELECTOR
+            )
+        except client.ApiException as exc:
+            if exc.status != 403:
+                raise
+            log.warning(
+                "cannot list Events: each waiting claim gets its current Event once more",
+                extra={"fix": "grant the operator list on events (manifests/rbac-operator.yaml)"},
+            )
+            return
+        last = last_posted(events)
+        self.reconciler.events.seed({u: last[u] for u in self.cache.claim_uids() if u in last})
 
     def start(self) -> None:
         """Start the workers (after :meth:`prime`) and queue every known claim."""

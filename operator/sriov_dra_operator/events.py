@@ -3,8 +3,9 @@
 ``kubectl describe resourceclaim`` lists core/v1 Events whose involvedObject is
 the claim. A claim that waits for a NAD is reconciled many times; it must not
 get an Event each time, so the last (reason, message) posted per claim is
-remembered and an identical one is skipped. The memory is per process: after a
-restart each waiting claim gets its current Event once more.
+remembered and an identical one is skipped. The memory outlives a restart: at
+start the operator lists the Events it posted before (:func:`last_posted`) and
+seeds it, so a waiting claim whose state did not change gets no second Event.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
 from kubernetes_asyncio import client
@@ -56,6 +57,36 @@ def event_body(
     }
 
 
+SEED_FIELD_SELECTOR = f"involvedObject.kind=ResourceClaim,source={COMPONENT}"
+"""The Events this operator posted on claims (``source`` is indexed by the apiserver)."""
+
+
+def _version(event: Mapping[str, Any]) -> int:
+    version = str((event.get("metadata") or {}).get("resourceVersion") or "")
+    return int(version) if version.isdigit() else -1
+
+
+def last_posted(events: Iterable[Mapping[str, Any]]) -> dict[str, tuple[str, str]]:
+    """Claim uid -> (reason, message) of the newest Event this operator posted on it.
+
+    Newest by ``resourceVersion``: we create Events and never update them, so it
+    orders them as they were posted (timestamps have only second precision).
+    """
+    newest: dict[str, Mapping[str, Any]] = {}
+    for event in events:
+        involved = event.get("involvedObject") or {}
+        component = (event.get("source") or {}).get("component") or event.get("reportingComponent")
+        uid = str(involved.get("uid") or "")
+        if component != COMPONENT or involved.get("kind") != "ResourceClaim" or not uid:
+            continue
+        if uid not in newest or _version(event) > _version(newest[uid]):
+            newest[uid] = event
+    return {
+        uid: (str(event.get("reason") or ""), str(event.get("message") or ""))
+        for uid, event in newest.items()
+    }
+
+
 class EventRecorder:
     """Posts Events, skipping repeats of the last one per claim."""
 
@@ -64,6 +95,11 @@ class EventRecorder:
         self._instance = instance
         self._last: dict[str, tuple[str, str]] = {}
         self._background: set[asyncio.Task[bool]] = set()
+
+    def seed(self, last: Mapping[str, tuple[str, str]]) -> None:
+        """Remember Events posted before a restart (claim uid -> (reason, message))."""
+        for uid, posted in last.items():
+            self._last.setdefault(uid, posted)
 
     def forget(self, uid: str) -> None:
         """Drop the memory of a claim that is gone."""

@@ -302,6 +302,44 @@ def test_a_claim_whose_device_class_comes_later_is_told_then_allocated(
         assert reasons == ["Allocated", "DeviceClassNotFound"]
 
 
+def _reconciles(operator: OperatorProcess) -> float:
+    """Reconciles the operator process has done so far."""
+    for line in operator.metrics().splitlines():
+        if line.startswith("sriov_dra_operator_reconcile_duration_seconds_count"):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_a_restart_repeats_no_event_of_an_unchanged_waiting_claim(
+    cluster: DevCluster, operator: OperatorProcess, clean_claims: str
+) -> None:
+    namespace = clean_claims
+    reason = "NetworkAttachmentDefinitionNotFound"
+    with simulated_vfs(cluster, f"{namespace}-vfs", per_node=2) as device_class:
+        apply(cluster, claim_manifest("patient", namespace, device_class,
+                                      vfconfig(netAttachDefName="later")))  # fmt: skip
+        wait_for_event(cluster, namespace, "patient", reason)
+        operator.stop()
+        operator.start()
+        # The restarted operator reconciles every claim at once; give a repeat time to show.
+        wait_until(
+            lambda: _reconciles(operator) >= 1, timeout=10,
+            what="the restarted operator to reconcile",
+        )  # fmt: skip
+        time.sleep(3)
+        waiting = [e for e in events_for(cluster, namespace, "patient") if e["reason"] == reason]
+        assert [e.get("count") for e in waiting] == [1]
+        seeded = [
+            r for r in operator.log_records()
+            if r.get("message") == "cannot list Events: each waiting claim gets its current "
+            "Event once more"
+        ]  # fmt: skip
+        assert seeded == []
+        # Still reconciled by the restarted operator: the NAD unblocks it.
+        apply(cluster, nad_manifest("later", namespace, sriov_conf("later")))
+        wait_allocated(cluster, namespace, "patient", timeout=8)
+
+
 def _no_device_message(cluster: DevCluster, body: dict[str, Any], device_class: str) -> str:
     """What the core says for ``body`` when every VF of the test's slices is taken."""
     slices = cluster.kubectl_json(
