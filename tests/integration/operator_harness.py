@@ -364,28 +364,12 @@ def load_seed(namespace: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return nad, claim_
 
 
-EVENTS_LIST_RULE = {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]}
-"""Lets a restarted operator read the Events it posted before (so it does not repeat them)."""
-
-
 def operator_kubeconfig(cluster: DevCluster) -> Path:
-    """CRDs, DeviceClass, and the operator's ServiceAccount bound to manifests/rbac-operator.
-
-    Until manifests/rbac-operator.yaml grants ``list`` on events, the ClusterRole is
-    applied with that one rule added (without it the operator still works, and
-    says so, but re-posts each waiting claim's Event once after a restart).
-    """
+    """CRDs, DeviceClass, and the operator's ServiceAccount bound to manifests/rbac-operator."""
     ensure_crds_and_class(cluster)
     for manifest in ("namespace.yaml", "serviceaccounts.yaml"):
         cluster.kubectl("apply", "-f", str(ROOT / "manifests" / manifest))
     docs = list(yaml.safe_load_all((ROOT / "manifests" / "rbac-operator.yaml").read_text()))
-    for doc in docs:
-        if doc and doc["kind"] == "ClusterRole":
-            rules = doc["rules"]
-            if not any(
-                "events" in r.get("resources", []) and "list" in r.get("verbs", []) for r in rules
-            ):
-                rules.append(EVENTS_LIST_RULE)
     apply(cluster, *[d for d in docs if d])
     return cluster.kubeconfig_for_service_account("sriov-dra", "sriov-dra-operator")
 
