@@ -1,10 +1,11 @@
 """``sriov-dra agent``: the per-node process.
 
-Start-up order matters: the sweep repairs what a crash left *before* anyone
-can ask for new work; then the attach socket and the kubelet plugin serve
-(the DRA socket before the registration socket, see ``kubelet_plugin``); then the
-slice publisher and the claim watcher run until SIGTERM/SIGINT. Shutdown stops
-accepting, lets running claim operations finish and leaves the ResourceSlices
+Start-up order matters: the host hook is written (``--install-hook``) and the
+sweep repairs what a crash left *before* anyone can ask for new work; then the
+attach socket and the kubelet plugin serve (the DRA socket before the
+registration socket, see ``kubelet_plugin``); then the slice publisher and the
+claim watcher run until SIGTERM/SIGINT. Shutdown stops accepting, lets running
+claim operations finish and leaves the ResourceSlices
 in place (a restart must not empty the pool).
 """
 
@@ -22,6 +23,7 @@ import contextlib
 import logging
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 from sriov_dra import jsonlog
@@ -36,6 +38,7 @@ from sriov_dra_agent.claim_manager import ClaimManager, ManagerConfig
 from sriov_dra_agent.claim_watcher import ClaimWatcher
 from sriov_dra_agent.device_status import DeviceStatusWriter
 from sriov_dra_agent.events import EventRecorder
+from sriov_dra_agent.host_hook import install_host_hook
 from sriov_dra_agent.kube_api import KubeApi
 from sriov_dra_agent.kubelet_plugin import KubeletPlugin, KubeletPluginConfig
 from sriov_dra_agent.metrics import AgentMetrics, HttpEndpoints
@@ -148,6 +151,19 @@ class Agent:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Sweep, serve, watch, until ``stop``; then shut down cleanly."""
+        if self.settings.install_hook:
+            # Before the kubelet can prepare: the CDI specs name this path.
+            install_host_hook(
+                Path(self.settings.hook_path), executable=self.settings.hook_executable
+            )
+            logger.info(
+                "host hook installed",
+                extra={
+                    "node": self.settings.node_name,
+                    "hook_path": self.settings.hook_path,
+                    "executable": self.settings.hook_executable,
+                },
+            )
         await self.manager.startup_sweep()
         await self.attach_server.start()
         try:

@@ -26,6 +26,7 @@ DEFAULT_CNI_PATH: Final = "/usr/lib/cni:/opt/cni/bin"
 DEFAULT_CNI_DATA_DIR: Final = "/var/lib/cni/networks"
 DEFAULT_METRICS_PORT: Final = 9464
 DEFAULT_HEALTH_PORT: Final = 9465
+HOST_HOOK_NAME: Final = "sriov-dra-hook"
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -57,6 +58,11 @@ class AgentSettings:
     state_dir: Path
     attach_socket: Path
     hook_path: str
+    """Absolute host path the CDI specs name as the createRuntime hook."""
+    install_hook: bool
+    """Write a host-side wrapper to ``hook_path`` at start-up (see ``host_hook``)."""
+    hook_executable: str
+    """The ``sriov-dra`` the hook runs: ``hook_path`` itself, or what the wrapper enters."""
     metrics_port: int
     health_port: int
     bind_address: str
@@ -98,11 +104,19 @@ class AgentSettings:
             if args.attach_socket
             else plugin_dir / "attach.sock"
         )
-        hook_path = args.hook_path or _default_hook_path()
+        executable = _default_hook_path()
+        install_hook = bool(args.install_hook)
+        default_hook = str(plugin_dir / HOST_HOOK_NAME) if install_hook else executable
+        hook_path = args.hook_path or default_hook
         if not os.path.isabs(hook_path):
             raise ValueError(
                 f"--hook-path {hook_path!r} is not absolute; fix: the container runtime "
                 "runs it from its own working directory, pass the absolute host path"
+            )
+        if install_hook and os.path.realpath(hook_path) == os.path.realpath(executable):
+            raise ValueError(
+                f"--install-hook would overwrite {executable} with the host wrapper; "
+                "fix: point --hook-path at a file of its own in a hostPath mount"
             )
         return cls(
             node_name=args.node_name,
@@ -118,6 +132,8 @@ class AgentSettings:
             state_dir=state_dir,
             attach_socket=attach_socket,
             hook_path=hook_path,
+            install_hook=install_hook,
+            hook_executable=executable,
             metrics_port=int(args.metrics_port),
             health_port=int(args.health_port),
             bind_address=args.bind_address,
@@ -205,8 +221,17 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     add(
         "--hook-path",
         default=_env("HOOK_PATH"),
-        help="absolute host path of the sriov-dra executable written into CDI hooks "
-        "(env HOOK_PATH; default the sriov-dra on PATH)",
+        help="absolute host path written into CDI specs as the createRuntime hook "
+        "(env HOOK_PATH; default the sriov-dra on PATH, or with --install-hook "
+        f"<plugins-dir>/<driver>/{HOST_HOOK_NAME})",
+    )
+    add(
+        "--install-hook",
+        action="store_true",
+        default=_env("INSTALL_HOOK", "") in ("1", "true", "yes"),
+        help="write a host-side wrapper to --hook-path at start-up that runs the hook "
+        "inside this agent's mount namespace (for an agent in a container; the host "
+        "needs /bin/sh and nsenter) (env INSTALL_HOOK=true)",
     )
     add(
         "--metrics-port",

@@ -110,7 +110,7 @@ def _free_ports(count: int) -> list[int]:
 
 
 def sriov_dra_executable() -> str:
-    """The ``sriov-dra`` console script next to this Python (also the CDI hook path)."""
+    """The ``sriov-dra`` console script next to this Python."""
     return str(Path(sys.executable).parent / "sriov-dra")
 
 
@@ -240,7 +240,7 @@ class Stack:
                 f"--cdi-dir={layout.cdi_dir}",
                 f"--cni-data-dir={layout.cni_data_dir}",
                 f"--state-dir={layout.agent_state_dir}",
-                f"--hook-path={sriov_dra_executable()}",
+                "--install-hook",
                 f"--kubeconfig={kubeconfig}",
                 "--bind-address=127.0.0.1",
                 f"--metrics-port={metrics}",

@@ -149,7 +149,7 @@ class AgentProcess:
             "--cdi-dir", str(self.cdi_dir),
             "--cni-data-dir", str(self.cni_data_dir),
             "--state-dir", str(self.state_dir),
-            "--hook-path", str(SRIOV_DRA),
+            "--install-hook",
             "--metrics-port", str(self.metrics_port),
             "--health-port", str(self.health_port),
             "--bind-address", "127.0.0.1",

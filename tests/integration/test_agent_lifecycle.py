@@ -329,7 +329,10 @@ def test_claim_life_from_allocation_to_release(
     ]
     assert agent.prepare(claim).devices == prepared.devices, "prepare must be idempotent"
     spec = agent.cdi_spec(uid)
-    assert spec["containerEdits"]["hooks"][0]["hookName"] == "createRuntime"
+    (hook,) = spec["containerEdits"]["hooks"]
+    assert hook["hookName"] == "createRuntime"
+    # The host-side wrapper the agent installed (--install-hook), as in the DaemonSet.
+    assert hook["path"] == str(agent.plugins_dir / DRIVER / "sriov-dra-hook")
 
     # Attach through the hook: net1 in the pod with an address, networkData reported.
     pod = Pod.start()

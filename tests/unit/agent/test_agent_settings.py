@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import pytest
 from sriov_dra_agent.settings import AgentSettings, configure_parser
+
+SRIOV_DRA = str(Path(sys.executable).parent / "sriov-dra")
 
 
 def parse(argv: list[str]) -> AgentSettings:
@@ -57,8 +60,13 @@ def test_env_twins(monkeypatch: pytest.MonkeyPatch) -> None:
             "--hook-path 'bin/sriov-dra' is not absolute; fix: the container runtime runs it "
             "from its own working directory, pass the absolute host path",
         ),
+        (
+            ["--node-name", "n", "--install-hook", "--hook-path", SRIOV_DRA],
+            f"--install-hook would overwrite {SRIOV_DRA} with the host wrapper; "
+            "fix: point --hook-path at a file of its own in a hostPath mount",
+        ),
     ],
-    ids=["no-node-name", "relative-hook"],
+    ids=["no-node-name", "relative-hook", "wrapper-over-executable"],
 )
 def test_refusals_name_the_fix(
     argv: list[str], message: str, monkeypatch: pytest.MonkeyPatch
@@ -67,3 +75,32 @@ def test_refusals_name_the_fix(
     with pytest.raises(ValueError) as info:
         parse(argv)
     assert str(info.value) == message
+
+
+def test_without_install_hook_the_cdi_hook_is_the_executable_itself(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("HOOK_PATH", raising=False)
+    monkeypatch.delenv("INSTALL_HOOK", raising=False)
+    settings = parse(["--node-name", "n1"])
+    assert not settings.install_hook
+    assert settings.hook_path == settings.hook_executable == SRIOV_DRA
+
+
+@pytest.mark.parametrize(
+    ("argv", "env"),
+    [(["--install-hook"], None), ([], "true")],
+    ids=["flag", "env"],
+)
+def test_install_hook_writes_the_wrapper_into_the_plugin_dir(
+    argv: list[str], env: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("HOOK_PATH", raising=False)
+    if env is None:
+        monkeypatch.delenv("INSTALL_HOOK", raising=False)
+    else:
+        monkeypatch.setenv("INSTALL_HOOK", env)
+    settings = parse(["--node-name", "n1", "--kubelet-plugins-dir", "/srv/p", *argv])
+    assert settings.install_hook
+    assert settings.hook_path == "/srv/p/sriovnetwork.k8snetworkplumbingwg.io/sriov-dra-hook"
+    assert settings.hook_executable == SRIOV_DRA
