@@ -1,9 +1,9 @@
-"""Growing retry delays per claim for writes the apiserver refuses.
+"""Growing retry delays, counted per key (a claim uid).
 
-A refused write (422 Invalid, 403, 5xx) does not go away by itself: retrying it
-every 10 s forever only floods the apiserver and the log. Each failure in a
-row doubles the claim's delay up to a cap; a reconcile that goes through
-resets it.
+Something that failed and is retried at once usually fails again: a write the
+apiserver refuses, a reconcile that hit a missing netns. Each failure in a row
+doubles that key's delay up to a cap; a success (or the key going away) resets
+it. Pure arithmetic: the caller decides when to sleep and what to retry.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 class Backoff:
     """Delays ``base``, ``base*factor``, ... capped at ``cap``, counted per key."""
 
-    def __init__(self, *, base: float = 10.0, factor: float = 2.0, cap: float = 300.0) -> None:
+    def __init__(self, *, base: float, cap: float, factor: float = 2.0) -> None:
         self.base = base
         self.factor = factor
         self.cap = cap

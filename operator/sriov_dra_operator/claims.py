@@ -33,11 +33,12 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from kubernetes_asyncio import client
 from sriov_dra import allocation_record, naming
 from sriov_dra.allocator import DeviceKey, Pool, allocate, pools_from_slices
+from sriov_dra.backoff import Backoff
 from sriov_dra.constants import (
     ALLOCATION_ANNOTATION,
     ATTR_PCI_ADDRESS,
@@ -58,7 +59,6 @@ from sriov_dra.vfconfig import (
     parse_vfconfig,
 )
 
-from .backoff import Backoff
 from .cache import Body, ClaimChange, ClusterCache, Ref, ref_of, uid_of
 from .conflicts import in_use, resolve
 from .events import EventRecorder
@@ -69,6 +69,10 @@ from .slices import PublishedDevice, published_devices
 from .status_writer import ClaimWriter, StaleClaim, rejection_message
 
 log = logging.getLogger(__name__)
+
+REFUSED_WRITE_RETRY_FIRST: Final = 10.0
+REFUSED_WRITE_RETRY_MAX: Final = 300.0
+"""Seconds: a refused write is retried after 10 s, doubling up to 5 min."""
 
 
 @dataclass
@@ -241,7 +245,7 @@ class ClaimReconciler:
         """Uids whose allocation we are clearing ourselves (not the scheduler's doing)."""
         self.yielded: dict[str, float] = {}
         """Uid -> monotonic deadline: leave alone, the scheduler took the claim over."""
-        self.backoff = Backoff()
+        self.backoff = Backoff(base=REFUSED_WRITE_RETRY_FIRST, cap=REFUSED_WRITE_RETRY_MAX)
         """Growing delays for claims whose writes the apiserver refuses (not conflicts)."""
         self._objects = client.CustomObjectsApi(api)
         self._pools: tuple[int, list[Pool], dict[DeviceKey, PublishedDevice]] = (-1, [], {})
