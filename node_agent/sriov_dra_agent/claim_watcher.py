@@ -8,7 +8,9 @@ handled by a few workers, each claim under its lock, so a burst of updates
 becomes one reconcile of the newest object. A change to a NAD (seen by the
 manager's NAD cache) re-queues the claims using it. A periodic resync re-lists,
 releases VFs of claims that vanished while the agent was down, and detaches VFs
-whose pod netns died.
+whose pod netns died. A reconcile that fails is re-queued after a per-claim
+back-off (1 s doubling up to the resync interval) rather than waiting for the
+next resync; success, a newer object or the claim's deletion ends the wait.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from sriov_dra.backoff import Backoff
 from sriov_dra.constants import NODE_LABEL
 
 from sriov_dra_agent import claim_devices
@@ -44,6 +47,7 @@ class ClaimWatcher:
         driver: str,
         workers: int = 4,
         resync_seconds: float = 30.0,
+        retry_first_seconds: float = 1.0,
     ) -> None:
         self.api = api
         self.manager = manager
@@ -60,6 +64,12 @@ class ClaimWatcher:
         manager.nads.subscribe(self.nad_changed)
         self.synced = asyncio.Event()
         """Set after the first full list has been handed to the workers."""
+        self.backoff = Backoff(
+            base=retry_first_seconds, cap=max(resync_seconds, retry_first_seconds)
+        )
+        """Per-claim delay before re-queueing a claim whose reconcile raised."""
+        self._retries: dict[str, asyncio.TimerHandle] = {}
+        """Pending re-queues of failed claims, by uid."""
 
     # -- relevance -------------------------------------------------------------------------
 
@@ -75,6 +85,8 @@ class ClaimWatcher:
         uid = claim_devices.uid(claim)
         if not uid:
             return
+        # A newer object supersedes a pending retry of the one that failed.
+        self._cancel_retry(uid)
         self._latest[uid] = (kind, claim)
         if kind == "DELETED":
             self._seen.pop(uid, None)
@@ -99,8 +111,8 @@ class ClaimWatcher:
 
     # -- workers ---------------------------------------------------------------------------
 
-    async def _handle(self, uid: str) -> None:
-        kind, claim = self._latest.pop(uid)
+    async def _handle(self, kind: str, claim: Body) -> None:
+        uid = claim_devices.uid(claim)
         meta = claim_devices.meta(claim)
         async with self.locks.hold(uid):
             if kind == "DELETED":
@@ -114,14 +126,43 @@ class ClaimWatcher:
             self._queued.discard(uid)
             if uid not in self._latest:
                 continue
+            kind, claim = self._latest.pop(uid)
             try:
-                await self._handle(uid)
+                await self._handle(kind, claim)
             except Exception:
-                logger.exception("reconcile failed; retrying later", extra={"uid": uid})
-                # Retry with the object we had unless a newer one arrived meanwhile.
-                await asyncio.sleep(2)
+                self._retry_later(uid, kind, claim)
+            else:
+                self.backoff.reset(uid)
             finally:
                 self._queue.task_done()
+
+    def _retry_later(self, uid: str, kind: str, claim: Body) -> None:
+        """Re-offer the object that failed after the claim's back-off, unless a newer one came."""
+        if uid in self._latest:
+            # A newer object is queued already; it is the one to try.
+            logger.exception(
+                "claim reconcile failed; a newer version is queued",
+                extra={"claim": claim_devices.ref(claim), "uid": uid},
+            )
+            return
+        delay = self.backoff.next_delay(uid)
+        logger.exception(
+            "claim reconcile failed; retrying after back-off",
+            extra={"claim": claim_devices.ref(claim), "uid": uid, "retry_in_seconds": delay},
+        )
+        self._cancel_retry(uid)
+        self._retries[uid] = asyncio.get_running_loop().call_later(
+            delay, self._retry_due, uid, kind, claim
+        )
+
+    def _retry_due(self, uid: str, kind: str, claim: Body) -> None:
+        self._retries.pop(uid, None)
+        self.offer(kind, claim)
+
+    def _cancel_retry(self, uid: str) -> None:
+        handle = self._retries.pop(uid, None)
+        if handle is not None:
+            handle.cancel()
 
     # -- watches ---------------------------------------------------------------------------
 
@@ -135,6 +176,10 @@ class ClaimWatcher:
             for uid in self._seen.keys() - present:
                 del self._seen[uid]
             await self._gone_while_away(present)
+            for uid in self._retries.keys() - present:
+                # Gone, holding nothing here, and no DELETED reached us: nothing to retry.
+                self._cancel_retry(uid)
+                self.backoff.reset(uid)
         return version
 
     async def _gone_while_away(self, present: set[str]) -> None:
@@ -205,3 +250,5 @@ class ClaimWatcher:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            for uid in list(self._retries):
+                self._cancel_retry(uid)

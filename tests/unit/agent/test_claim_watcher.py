@@ -1,0 +1,203 @@
+"""A claim whose reconcile raises is retried after its back-off, not only at the next resync.
+
+The watcher runs for real (watches, workers, resync loop) against an in-memory
+claim list and a claim manager whose reconcile fails on demand. The resync
+interval is an hour, so any retry seen here comes from the back-off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from typing import Any, cast
+
+import pytest
+from sriov_dra.jsonlog import JsonFormatter
+from sriov_dra_agent.claim_locks import ClaimLocks
+from sriov_dra_agent.claim_manager import ClaimManager
+from sriov_dra_agent.claim_watcher import ClaimWatcher
+from sriov_dra_agent.kube_api import KubeApi
+
+NODE = "node-a"
+DRIVER = "sriovnetwork.k8snetworkplumbingwg.io"
+FIRST = 0.01
+"""Seconds: the first retry delay in these tests."""
+PATIENCE = 5.0
+"""Seconds before a wait in these tests gives up (a hang guard, not a measurement)."""
+
+
+def claim(generation: int = 1) -> dict[str, Any]:
+    """A claim the scheduler allocated from this node's pool (no operator label)."""
+    return {
+        "metadata": {"uid": "u-1", "namespace": "ns", "name": "c", "generation": generation},
+        "status": {
+            "allocation": {
+                "devices": {
+                    "results": [{"request": "vf", "driver": DRIVER, "pool": NODE, "device": "vf-0"}]
+                }
+            }
+        },
+    }
+
+
+class Claims:
+    """The two claim calls of KubeApi over a list; watches stay open and quiet."""
+
+    def __init__(self, items: list[dict[str, Any]]) -> None:
+        self.items = items
+
+    async def list_claims(self, *, label_selector: str = "") -> tuple[list[dict[str, Any]], str]:
+        # Only the operator's label selector is used, and these claims carry no labels.
+        return ([] if label_selector else list(self.items)), "1"
+
+    async def watch_claims(
+        self, resource_version: str, *, label_selector: str = "", timeout_seconds: int = 120
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        await asyncio.Event().wait()
+        yield "BOOKMARK", {}  # not reached: the watch stays open and quiet until cancelled
+
+
+class Nads:
+    def subscribe(self, callback: Callable[[str, str], None]) -> None:
+        """The watcher registers for NAD changes; none happen here."""
+
+
+class Manager:
+    """Reconcile fails while ``failures`` says so for that generation; records every call."""
+
+    def __init__(self, failures: dict[int, int]) -> None:
+        self.nads = Nads()
+        self.failures = failures
+        self.calls: list[tuple[str, int]] = []
+        self.called = asyncio.Event()
+
+    def record(self, call: tuple[str, int]) -> None:
+        self.calls.append(call)
+        self.called.set()
+
+    async def reconcile(self, body: dict[str, Any]) -> None:
+        generation = body["metadata"]["generation"]
+        self.record(("reconcile", generation))
+        if self.failures.get(generation, 0) > 0:
+            self.failures[generation] -= 1
+            raise RuntimeError("netns not there yet")
+
+    async def claim_gone(self, uid: str, namespace: str, name: str) -> None:
+        self.record(("gone", 0))
+
+    def held_claims(self) -> dict[str, tuple[str, str]]:
+        return {}
+
+    def claims_using_nad(self, namespace: str, name: str) -> list[str]:
+        return []
+
+    async def detach_dead(self, locks: ClaimLocks) -> list[str]:
+        return []
+
+
+@asynccontextmanager
+async def running(manager: Manager, items: list[dict[str, Any]]) -> AsyncIterator[ClaimWatcher]:
+    watcher = ClaimWatcher(
+        cast(KubeApi, Claims(items)),
+        cast(ClaimManager, manager),
+        ClaimLocks(),
+        node=NODE,
+        driver=DRIVER,
+        resync_seconds=3600.0,
+        retry_first_seconds=FIRST,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(watcher.run(stop))
+    try:
+        yield watcher
+    finally:
+        stop.set()
+        await task
+
+
+async def until(manager: Manager, condition: Callable[[], bool]) -> None:
+    async def wait() -> None:
+        while not condition():
+            manager.called.clear()
+            await manager.called.wait()
+
+    await asyncio.wait_for(wait(), PATIENCE)
+
+
+async def quiet() -> None:
+    """Give pending retries far more than their back-off to show up."""
+    await asyncio.sleep(FIRST * 20)
+
+
+def retry_lines(caplog: pytest.LogCaptureFixture) -> Iterator[dict[str, Any]]:
+    formatter = JsonFormatter()
+    for record in caplog.records:
+        if record.name == "sriov_dra_agent.claim_watcher" and hasattr(record, "retry_in_seconds"):
+            yield json.loads(formatter.format(record))
+
+
+async def test_a_failing_reconcile_is_retried_after_a_doubling_back_off(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    manager = Manager(failures={1: 2})
+    async with running(manager, [claim()]):
+        await until(manager, lambda: len(manager.calls) >= 3)
+        await quiet()
+    assert manager.calls == [("reconcile", 1)] * 3
+    lines = list(retry_lines(caplog))
+    assert [(line["uid"], line["claim"], line["retry_in_seconds"]) for line in lines] == [
+        ("u-1", "ns/c", FIRST),
+        ("u-1", "ns/c", FIRST * 2),
+    ]
+    assert lines[0]["level"] == "error"
+    assert "netns not there yet" in lines[0]["exception"]
+
+
+async def test_success_resets_the_back_off(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    manager = Manager(failures={1: 2, 2: 1})
+    async with running(manager, [claim()]) as watcher:
+        await until(manager, lambda: len(manager.calls) >= 3)
+        watcher.offer("MODIFIED", claim(2))
+        await until(manager, lambda: len(manager.calls) >= 5)
+        await quiet()
+    assert manager.calls == [("reconcile", 1)] * 3 + [("reconcile", 2)] * 2
+    assert [line["retry_in_seconds"] for line in retry_lines(caplog)] == [FIRST, FIRST * 2, FIRST]
+
+
+async def test_a_newer_object_replaces_the_pending_retry() -> None:
+    manager = Manager(failures={1: 1_000})
+    async with running(manager, [claim()]) as watcher:
+        await until(manager, lambda: len(manager.calls) >= 1)
+        watcher.offer("MODIFIED", claim(2))
+        await until(manager, lambda: ("reconcile", 2) in manager.calls)
+        await quiet()
+    # Generation 1 may have been retried before generation 2 arrived, never after.
+    assert manager.calls[-1] == ("reconcile", 2)
+    assert manager.calls.count(("reconcile", 2)) == 1
+
+
+async def test_deleting_the_claim_cancels_its_retry_and_forgets_its_back_off(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    manager = Manager(failures={1: 1_000, 3: 1})
+    async with running(manager, [claim()]) as watcher:
+        await until(manager, lambda: len(manager.calls) >= 3)
+        watcher.offer("DELETED", claim())
+        await until(manager, lambda: ("gone", 0) in manager.calls)
+        await quiet()
+        after_delete = list(manager.calls)
+        failed_before = len(list(retry_lines(caplog)))
+        # The same uid failing again starts from the first delay.
+        watcher.offer("MODIFIED", claim(3))
+        await until(manager, lambda: manager.calls.count(("reconcile", 3)) == 2)
+    assert after_delete[-1] == ("gone", 0)
+    assert after_delete.count(("gone", 0)) == 1
+    delays = [line["retry_in_seconds"] for line in retry_lines(caplog)]
+    assert delays[:failed_before] == [FIRST * 2**i for i in range(failed_before)]
+    assert delays[failed_before:] == [FIRST]
