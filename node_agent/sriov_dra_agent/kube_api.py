@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
+from sriov_dra.errors import WatchFailed
+from sriov_dra.watch_events import WatchEvent, decode_watch_stream
 
-__all__ = ["ApiException", "KubeApi", "load_api_client"]
+__all__ = ["ApiException", "KubeApi", "WatchEvent", "load_api_client", "watch_events"]
 
 Body = dict[str, Any]
 
@@ -63,19 +65,36 @@ def _raise_for_status(response: Any, raw: bytes = b"") -> None:
     raise exc
 
 
-async def _watch_events(response: Any) -> AsyncIterator[tuple[str, Body]]:
-    """(type, object) of each line of a watch response; ApiException for ERROR events."""
+async def watch_events(
+    list_call: Callable[..., Awaitable[Any]],
+    *args: Any,
+    resource_version: str,
+    timeout_seconds: int,
+    **selectors: Any,
+) -> AsyncIterator[WatchEvent]:
+    """Watch with ``list_call`` (a generated ``list_*`` method) from ``resource_version``.
+
+    Yields (type, object) events, bookmarks included, until the server ends the
+    watch after ``timeout_seconds``. ApiException for a refused watch and for an
+    ERROR event (410: the resourceVersion is too old, relist).
+    """
+    response = await list_call(
+        *args,
+        watch=True,
+        resource_version=resource_version,
+        timeout_seconds=timeout_seconds,
+        allow_watch_bookmarks=True,
+        _preload_content=False,
+        _request_timeout=timeout_seconds + 30,
+        **selectors,
+    )
     try:
         if not 200 <= response.status <= 299:
             _raise_for_status(response, await response.read())
-        async for line in response.content:
-            if not line.strip():
-                continue
-            event = json.loads(line)
-            if event["type"] == "ERROR":
-                status = event["object"]
-                raise ApiException(status=status.get("code", 500), reason=status.get("message"))
-            yield event["type"], event["object"]
+        async for event in decode_watch_stream(response.content):
+            yield event
+    except WatchFailed as exc:
+        raise ApiException(status=exc.status, reason=exc.message) from exc
     finally:
         response.release()
 
@@ -168,21 +187,16 @@ class KubeApi:
         )
         return data["items"], data["metadata"]["resourceVersion"]
 
-    async def watch_claims(
+    def watch_claims(
         self, resource_version: str, *, label_selector: str = "", timeout_seconds: int = 120
-    ) -> AsyncIterator[tuple[str, Body]]:
+    ) -> AsyncIterator[WatchEvent]:
         """(type, object) events until the server ends the watch; ApiException(410) = relist."""
-        response = await self.resource.list_resource_claim_for_all_namespaces(
-            watch=True,
-            label_selector=label_selector or None,
+        return watch_events(
+            self.resource.list_resource_claim_for_all_namespaces,
             resource_version=resource_version,
             timeout_seconds=timeout_seconds,
-            allow_watch_bookmarks=True,
-            _preload_content=False,
-            _request_timeout=timeout_seconds + 30,
+            label_selector=label_selector or None,
         )
-        async for item in _watch_events(response):
-            yield item
 
     async def apply_claim_status(
         self, namespace: str, name: str, body: Mapping[str, Any], *, field_manager: str
@@ -240,23 +254,18 @@ class KubeApi:
         )
         return data["items"], data["metadata"]["resourceVersion"]
 
-    async def watch_nads(
+    def watch_nads(
         self, resource_version: str, *, timeout_seconds: int = 120
-    ) -> AsyncIterator[tuple[str, Body]]:
+    ) -> AsyncIterator[WatchEvent]:
         """(type, object) NAD events until the server ends the watch; ApiException(410) = relist."""
-        response = await self.custom.list_cluster_custom_object(
+        return watch_events(
+            self.custom.list_cluster_custom_object,
             NAD_GROUP,
             NAD_VERSION,
             NAD_PLURAL,
-            watch=True,
             resource_version=resource_version,
             timeout_seconds=timeout_seconds,
-            allow_watch_bookmarks=True,
-            _preload_content=False,
-            _request_timeout=timeout_seconds + 30,
         )
-        async for item in _watch_events(response):
-            yield item
 
     # -- events -----------------------------------------------------------------------------
 

@@ -119,3 +119,20 @@ class VfProgrammingError(SriovDraError):
 
     reason = "VfProgrammingFailed"
     retryable = True
+
+
+class WatchFailed(SriovDraError):
+    """A watch stream ended with an ERROR event or a line that is no watch event. Retryable.
+
+    ``status`` is the HTTP code of the apiserver's ``Status`` (410: the
+    resourceVersion is too old), None when the line could not be decoded at all.
+    """
+
+    reason = "WatchFailed"
+    retryable = True
+
+    def __init__(
+        self, message: str, *, field: str = "", fix: str = "", status: int | None = None
+    ) -> None:
+        self.status = status
+        super().__init__(message, field=field, fix=fix)

@@ -13,6 +13,8 @@ from typing import Any
 
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
+from sriov_dra.watch_events import WatchEvent
+from sriov_dra_agent.kube_api import watch_events
 
 __all__ = ["ApiException", "KubeClient"]
 
@@ -52,34 +54,18 @@ class KubeClient:
         data = await _body(await self.core.list_pod_for_all_namespaces(_preload_content=False))
         return data["items"], data["metadata"]["resourceVersion"]
 
-    async def watch_pods(
+    def watch_pods(
         self, resource_version: str, timeout_seconds: int = 300
-    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    ) -> AsyncIterator[WatchEvent]:
         """(type, object) events from ``resource_version`` until the server ends the watch.
 
         Raises ApiException(410) when the resourceVersion is too old (relist then).
         """
-        response: Any = await self.core.list_pod_for_all_namespaces(
-            watch=True,
+        return watch_events(
+            self.core.list_pod_for_all_namespaces,
             resource_version=resource_version,
             timeout_seconds=timeout_seconds,
-            allow_watch_bookmarks=True,
-            _preload_content=False,
-            _request_timeout=timeout_seconds + 30,
         )
-        if response.status != 200:
-            await _body(response)
-        try:
-            async for line in response.content:
-                if not line.strip():
-                    continue
-                event = json.loads(line)
-                if event["type"] == "ERROR":
-                    status = event["object"]
-                    raise ApiException(status=status.get("code", 500), reason=status.get("message"))
-                yield event["type"], event["object"]
-        finally:
-            response.release()
 
     async def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
