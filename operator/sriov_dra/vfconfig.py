@@ -102,7 +102,7 @@ def if_name_problem(name: str) -> str:
         if not (char.isascii() and char.isprintable()):
             return f"must be printable ASCII, found {char!r}"
     if name in RESERVED_IF_NAMES:
-        return f"{name!r} is already in every pod"
+        return "is already in every pod"
     return ""
 
 

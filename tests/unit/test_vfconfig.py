@@ -153,12 +153,12 @@ BAD = [
     ),
     pytest.param(
         params(ifName="eth0"),
-        f"{FIELD}.ifName: interface name 'eth0' 'eth0' is already in every pod; fix: {IFNAME_FIX}",
+        f"{FIELD}.ifName: interface name 'eth0' is already in every pod; fix: {IFNAME_FIX}",
         id="ifname-eth0",
     ),
     pytest.param(
         params(ifName="lo"),
-        f"{FIELD}.ifName: interface name 'lo' 'lo' is already in every pod; fix: {IFNAME_FIX}",
+        f"{FIELD}.ifName: interface name 'lo' is already in every pod; fix: {IFNAME_FIX}",
         id="ifname-lo",
     ),
     pytest.param(
