@@ -4,8 +4,9 @@ Starts the dev cluster (2 simulated nodes) and the sriov-dra stack (a simulated
 SR-IOV NIC with 4 VFs per node, one agent per node, the operator, the node
 emulation), then walks the seed's Usage section with real ``kubectl``, printing
 every command and its output under a caption, and checking each step. It stops
-at the first step that fails (exit 1). ``--keep`` leaves everything running and
-prints the KUBECONFIG; otherwise everything is torn down at the end.
+at the first step that fails (exit 1). ``--keep`` skips the clean-up step, so pod1
+and the claim with its VF stay to explore, leaves everything running and prints
+the KUBECONFIG; otherwise everything is torn down at the end.
 
 The steps are methods of :class:`Walkthrough`, which the e2e test
 (``tests/e2e/test_seed_scenario.py``) runs and asserts on as well.
@@ -666,6 +667,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     code = 0
     try:
         for step in walk.steps():
+            if args.keep and step == walk.step7_cleanup:
+                tee("")
+                tee("(--keep: clean-up skipped; pod1 and static-vf-claim stay to explore)")
+                continue
             step()
         tee("")
         tee("All steps passed.")
@@ -685,8 +690,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"\nEverything is still running. Explore with:\n"
                 f"  export KUBECONFIG={cluster.kubeconfig}\n"
                 f"  export PATH={cluster.bin_dir}:$PATH\n"
-                f"Stop it with: python -m sriov_dra_devcluster.demo --down"
-                + (f" --state-dir {args.state_dir}" if args.state_dir else "")
+                + (
+                    f"Stop it with: python -m sriov_dra_devcluster.demo --down "
+                    f"--state-dir {args.state_dir}"
+                    if args.state_dir
+                    else "Stop it with: make clean-cluster"
+                )
             )
         else:
             print(">> tearing down (pods, agents, operator, emulation, simulated NICs, cluster)")
