@@ -11,6 +11,7 @@ each one needs the previous steps to have passed.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 import secrets
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sriov_dra.constants import ALLOCATION_ANNOTATION
 from sriov_dra.errors import SriovDraError
 from sriov_dra_devcluster.cluster import DevCluster
 from sriov_dra_devcluster.demo import (
@@ -32,6 +34,7 @@ from sriov_dra_devcluster.demo import (
 )
 from sriov_dra_devcluster.node_emulator import podnet_name
 from sriov_dra_devcluster.stack import Stack
+from sriov_dra_devcluster.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns]
 
@@ -169,7 +172,45 @@ def test_7_deleting_the_claim_frees_the_vf_and_its_ip(scenario: Scenario) -> Non
     assert sum(len(s["spec"].get("devices") or []) for s in slices) == 8
 
 
-def test_8_teardown_leaves_no_process_netns_or_node_directory(scenario: Scenario) -> None:
+GO_DRIVER_DEMO = Path(__file__).resolve().parents[1] / "data" / "go-driver-resourceclaim-vf.yaml"
+
+
+def test_8_the_go_drivers_own_demo_manifest_applies_and_runs_unchanged(
+    scenario: Scenario,
+) -> None:
+    cluster = scenario.cluster
+    cluster.kubectl("apply", "-f", str(GO_DRIVER_DEMO))
+
+    def running() -> dict[str, Any] | None:
+        pod = cluster.kubectl_json("get", "pod", "pod0", "-n", "vf-test7")
+        return pod if pod.get("status", {}).get("phase") == "Running" else None
+
+    pod = wait_until(running, timeout=90, what="pod0 of the Go driver's demo to run")
+    claim = cluster.kubectl_json("get", "resourceclaim", "static-vf-claim", "-n", "vf-test7")
+    (result,) = claim["status"]["allocation"]["devices"]["results"]
+    assert result["driver"] == "sriovnetwork.k8snetworkplumbingwg.io"
+    assert result["pool"] == pod["spec"]["nodeName"]
+    assert [r["name"] for r in claim["status"]["reservedFor"]] == ["pod0"]
+    (device,) = claim["status"]["devices"]
+    network = device["networkData"]
+    assert network["interfaceName"] == "net1"
+    (ip,) = network["ips"]
+    assert ipaddress.IPv4Interface(ip).network == ipaddress.IPv4Network("10.0.3.0/24")
+    (record,) = json.loads(claim["metadata"]["annotations"][ALLOCATION_ANNOTATION])
+    # Deleting its namespace releases everything: the claim goes (our finalizer waits for
+    # the agent), the VF is back on the node's host side under its own name.
+    cluster.kubectl("delete", "namespace", "vf-test7", "--timeout=120s")
+    assert cluster.kubectl_json("get", "resourceclaims", "-A")["items"] == []
+    host_ns = scenario.stack.nic(record["node"]).host_ns
+    vf_netdev = f"{record['pf']}v{record['vfIndex']}"
+    shown = subprocess.run(
+        ["ip", "netns", "exec", host_ns, "ip", "link", "show", vf_netdev],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+
+
+def test_9_teardown_leaves_no_process_netns_or_node_directory(scenario: Scenario) -> None:
     stack = scenario.stack
     processes = stack.processes()
     assert len(processes) == 4  # two agents, the operator, the node emulation
