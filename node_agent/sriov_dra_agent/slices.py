@@ -38,8 +38,8 @@ def _string(value: str) -> dict[str, str]:
     return {"string": value[:MAX_STRING_ATTRIBUTE]}
 
 
-def vf_device(vf: VfInfo) -> Device:
-    """The ResourceSlice device of one VF, with the Go driver's attribute names and types.
+def vf_device(vf: VfInfo, node: str) -> Device:
+    """The ResourceSlice device of one VF of ``node``, with the Go driver's attributes.
 
     Only attributes that do not change while a VF is in use are published (not
     its bound driver or host netdev), so attaching a VF never bumps the pool.
@@ -58,6 +58,7 @@ def vf_device(vf: VfInfo) -> Device:
         constants.ATTR_CNI_DEVICE_ID: _string(vf.pci_address),
         constants.ATTR_PCI_BUS_ID: _string(vf.pci_address),
         constants.ATTR_NUMA_NODE: {"int": vf.numa_node},
+        constants.ATTR_NODE_NAME: _string(node),
     }
     if vf.pcie_root:
         attributes[constants.ATTR_PCIE_ROOT] = _string(vf.pcie_root)
@@ -74,7 +75,7 @@ def pool_devices(inventory: Inventory) -> list[Device]:
     """
     devices: dict[str, Device] = {}
     for vf in inventory.vfs():
-        device = vf_device(vf)
+        device = vf_device(vf, inventory.node)
         if device["name"] in devices:
             raise ValueError(
                 f"two VFs of node {inventory.node} have PCI address {vf.pci_address}; "

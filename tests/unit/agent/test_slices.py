@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 from sriov_dra import constants
+from sriov_dra.allocator import allocate, pools_from_slices
 from sriov_dra_agent.inventory import Inventory, PfInfo, VfInfo
 from sriov_dra_agent.slices import (
     build_slices,
@@ -63,7 +65,7 @@ def make_inventory(vf_count: int, *, node: str = "node-a", simulated: bool = Fal
 
 def test_device_attributes_match_the_go_driver() -> None:
     vf = make_vf(0x08, 2, pcie_root="pci0000:00", rdma_capable=True)
-    device = vf_device(vf)
+    device = vf_device(vf, "node-a")
     assert device["name"] == "0000-09-00-2"
     assert device["attributes"] == {
         constants.ATTR_VENDOR: {"string": "8086"},
@@ -80,6 +82,7 @@ def test_device_attributes_match_the_go_driver() -> None:
         constants.ATTR_PCI_BUS_ID: {"string": "0000:09:00.2"},
         constants.ATTR_NUMA_NODE: {"int": 0},
         constants.ATTR_PCIE_ROOT: {"string": "pci0000:00"},
+        constants.ATTR_NODE_NAME: {"string": "node-a"},
     }
     assert "resource.kubernetes.io/pciBusID" in device["attributes"]
     assert "k8s.cni.cncf.io/deviceID" in device["attributes"]
@@ -89,12 +92,12 @@ def test_device_attributes_match_the_go_driver() -> None:
     ("simulated", "expected"), [(True, {"bool": True}), (False, None)], ids=["simulated", "real"]
 )
 def test_simulated_attribute_only_on_simulated_vfs(simulated: bool, expected: object) -> None:
-    device = vf_device(make_vf(0x08, 0, simulated=simulated))
+    device = vf_device(make_vf(0x08, 0, simulated=simulated), "node-a")
     assert device["attributes"].get(constants.ATTR_SIMULATED) == expected
 
 
 def test_attribute_count_within_api_limit() -> None:
-    device = vf_device(make_vf(0x08, 0, simulated=True, pcie_root="pci0000:00"))
+    device = vf_device(make_vf(0x08, 0, simulated=True, pcie_root="pci0000:00"), "node-a")
     assert len(device["attributes"]) <= 32
     for key, value in device["attributes"].items():
         assert len(value) == 1 and next(iter(value)) in {"string", "int", "bool"}, key
@@ -105,7 +108,7 @@ def test_attribute_count_within_api_limit() -> None:
 def test_state_that_changes_in_use_is_not_published() -> None:
     idle = make_vf(0x08, 1)
     in_pod = idle.model_copy(update={"netdev": None, "driver": "vfio-pci"})
-    assert vf_device(idle) == vf_device(in_pod)
+    assert vf_device(idle, "node-a") == vf_device(in_pod, "node-a")
 
 
 def test_device_names_are_dns_labels_and_sorted() -> None:
@@ -221,3 +224,31 @@ def test_attribute_change_bumps_generation() -> None:
     )
     desired = build_slices(Inventory(node="node-a", pfs=(moved,)), driver=DRIVER, generation=0)
     assert next_generation(existing, desired) == 6
+
+
+def test_a_claim_can_ask_for_a_node_through_the_node_name_attribute() -> None:
+    # The agent's real slices of two nodes, the operator's pure allocator, a CEL selector.
+    slices = [
+        *build_slices(make_inventory(2, node="node-a"), driver=constants.DRIVER_NAME, generation=1),
+        *build_slices(make_inventory(2, node="node-b"), driver=constants.DRIVER_NAME, generation=1),
+    ]
+    pools = pools_from_slices(slices, driver=constants.DRIVER_NAME)
+    device_class = {
+        "metadata": {"name": constants.DEVICE_CLASS_NAME},
+        "spec": {"selectors": [{"cel": {"expression": f'device.driver == "{DRIVER}"'}}]},
+    }
+
+    def node_of(selectors: list[dict[str, Any]]) -> str:
+        request = {"deviceClassName": constants.DEVICE_CLASS_NAME, "selectors": selectors}
+        claim = {"spec": {"devices": {"requests": [{"name": "vf", "exactly": request}]}}}
+        return allocate(
+            claim,
+            device_classes={constants.DEVICE_CLASS_NAME: device_class},
+            pools=pools,
+            in_use=set(),
+            driver=constants.DRIVER_NAME,
+        ).node
+
+    assert node_of([]) == "node-a"  # the documented default: first node by name
+    on_b = f'device.attributes["{DRIVER}"].nodeName == "node-b"'
+    assert node_of([{"cel": {"expression": on_b}}]) == "node-b"
