@@ -1,23 +1,35 @@
 """Which VFs of this node a ResourceClaim holds, and how each is to be set up (pure).
 
-Works for claims the operator allocated (it adds the allocation annotation with
-ifName and NAD per VF) and for claims allocated by anyone else (the scheduler):
-then the same facts are derived from ``status.allocation`` with the operator's
-own rules (:func:`sriov_dra.vfconfig.effective_vfconfig`,
-:func:`~sriov_dra.vfconfig.assign_interface_names`).
+Everything comes from ``status.allocation``: the results name the VFs, the
+opaque configs the allocator copied to ``devices.config`` (``FromClass`` then
+``FromClaim``) give each VF its ifName, driver and NAD, by the operator's own
+rules (:func:`sriov_dra.vfconfig.effective_vfconfig`,
+:func:`~sriov_dra.vfconfig.assign_interface_names`,
+:func:`~sriov_dra.vfconfig.nad_reference`). The claim's spec is immutable and its
+status is written only through the status subresource, which tenants normally
+may not; its metadata is not so protected. So the operator's allocation
+annotation (metadata) never decides anything here: :func:`annotation_mismatches`
+only tells where it disagrees, for a Warning.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from sriov_dra import allocation_record
 from sriov_dra.constants import ALLOCATION_ANNOTATION, NODE_LABEL
 from sriov_dra.errors import InvalidVfConfig
 from sriov_dra.naming import claim_ref, pci_address
-from sriov_dra.vfconfig import assign_interface_names, effective_vfconfig, nad_reference
+from sriov_dra.vfconfig import (
+    VfConfig,
+    assign_interface_names,
+    effective_vfconfig,
+    nad_reference,
+)
+
+_CONFIG_FIELD: Final = "status.allocation.devices.config"
 
 
 @dataclass(frozen=True)
@@ -90,10 +102,38 @@ def our_results(claim: Mapping[str, Any], *, node: str, driver: str) -> list[Map
     ]
 
 
-def claim_devices(claim: Mapping[str, Any], *, node: str, driver: str) -> list[ClaimDevice]:
-    """This node's VFs of ``claim``, in allocation-result order.
+def _nad_of(
+    cfg: VfConfig, request: str, *, claim_namespace: str, nad_namespaces: frozenset[str]
+) -> tuple[str, str] | None:
+    """The NAD of one request by the operator's rule, checked against the agent's allow-list."""
+    try:
+        return nad_reference(
+            cfg, claim_namespace=claim_namespace, allowed_namespaces=nad_namespaces
+        )
+    except InvalidVfConfig as exc:
+        fix = exc.fix
+        if exc.field == "netAttachDefNamespace":
+            fix = (
+                f"create the NAD in namespace {claim_namespace!r}, or start the operator and "
+                f"every node agent with --nad-namespaces={cfg.net_attach_def_namespace}"
+            )
+        raise InvalidVfConfig(
+            exc.message, field=f"{_CONFIG_FIELD} (request {request!r}).{exc.field}", fix=fix
+        ) from exc
 
-    Raises :class:`InvalidVfConfig` (config or annotation unusable) naming the field.
+
+def claim_devices(
+    claim: Mapping[str, Any],
+    *,
+    node: str,
+    driver: str,
+    nad_namespaces: frozenset[str] = frozenset(),
+) -> list[ClaimDevice]:
+    """This node's VFs of ``claim``, in allocation-result order, configured from status.
+
+    A NAD outside the claim's namespace must be in ``nad_namespaces`` (``"*"``
+    allows all), as the operator's ``--nad-namespaces``. Raises
+    :class:`InvalidVfConfig` naming the field when a config is unusable.
     """
     allocation = (claim.get("status") or {}).get("allocation") or {}
     all_results = [
@@ -106,41 +146,68 @@ def claim_devices(claim: Mapping[str, Any], *, node: str, driver: str) -> list[C
         return []
     config = (allocation.get("devices") or {}).get("config") or []
     cfgs = [effective_vfconfig(config, str(r["request"]), driver=driver) for r in all_results]
+    # Names over every result of the claim, as the operator assigns them, so that a
+    # VF's ifName does not depend on which node looks.
     names = assign_interface_names(
         [(str(r["request"]), cfg) for r, cfg in zip(all_results, cfgs, strict=True)]
     )
-    records = {}
-    annotation = (meta(claim).get("annotations") or {}).get(ALLOCATION_ANNOTATION)
-    if annotation:
-        try:
-            records = {(r.pool, r.device): r for r in allocation_record.decode(annotation)}
-        except ValueError as exc:
-            raise InvalidVfConfig(
-                str(exc),
-                field=f"metadata.annotations[{ALLOCATION_ANNOTATION}]",
-                fix="let the sriov-dra operator write this annotation; remove a hand-edited one",
-            ) from exc
     namespace = str(meta(claim).get("namespace", ""))
     devices = []
     for result, cfg, name in zip(all_results, cfgs, names, strict=True):
         if result not in mine:
             continue
-        record = records.get((str(result["pool"]), str(result["device"])))
-        if record is not None:
-            if_name = record.if_name
-            nad = tuple(record.nad.split("/", 1)) if record.nad else None
-        else:
-            if_name = name
-            nad = nad_reference(cfg, claim_namespace=namespace, allowed_namespaces=frozenset())
+        request = str(result["request"])
         devices.append(
             ClaimDevice(
-                request=str(result["request"]),
+                request=request,
                 pool=str(result["pool"]),
                 device=str(result["device"]),
                 pci_address=pci_address(str(result["device"])),
-                if_name=if_name,
+                if_name=name,
                 driver=cfg.driver,
-                nad=(nad[0], nad[1]) if nad else None,
+                nad=_nad_of(cfg, request, claim_namespace=namespace, nad_namespaces=nad_namespaces),
             )
         )
     return devices
+
+
+def annotation_mismatches(
+    claim: Mapping[str, Any], devices: Sequence[ClaimDevice], *, node: str
+) -> list[str]:
+    """Where the allocation annotation disagrees with ``devices`` (derived from status).
+
+    Only this node's records count; an absent annotation (scheduler allocation)
+    disagrees with nothing. Each item names the device and both values.
+    """
+    annotation = (meta(claim).get("annotations") or {}).get(ALLOCATION_ANNOTATION)
+    if not annotation:
+        return []
+    try:
+        records = allocation_record.decode(annotation)
+    except ValueError:
+        return ["the annotation is not a list of allocation records"]
+    by_key = {(d.pool, d.device): d for d in devices}
+    problems = []
+    for record in records:
+        if record.node != node and record.pool != node:
+            continue
+        device = by_key.get((record.pool, record.device))
+        if device is None:
+            problems.append(
+                f"{record.pool}/{record.device} is in the annotation but not allocated "
+                f"on node {node} in status.allocation"
+            )
+            continue
+        status_nad = "/".join(device.nad) if device.nad else ""
+        for what, annotated, derived in (
+            ("request", record.request, device.request),
+            ("pciAddress", record.pci_address, device.pci_address),
+            ("ifName", record.if_name, device.if_name),
+            ("nad", record.nad, status_nad),
+        ):
+            if annotated != derived:
+                problems.append(
+                    f"{record.device}: {what} is {annotated!r} in the annotation "
+                    f"but {derived!r} in status.allocation"
+                )
+    return problems

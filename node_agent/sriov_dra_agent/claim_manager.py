@@ -22,9 +22,9 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
-from sriov_dra.constants import RELEASED_ANNOTATION
+from sriov_dra.constants import ALLOCATION_ANNOTATION, RELEASED_ANNOTATION
 from sriov_dra.errors import NadNotFound, SriovDraError
 from sriov_dra.nad import SriovNetConf, parse_nad_config
 
@@ -47,6 +47,9 @@ from sriov_dra_agent.vf_records import VfRecord
 
 logger = logging.getLogger(__name__)
 
+ANNOTATION_IGNORED: Final = "AllocationAnnotationIgnored"
+"""Event reason: the allocation annotation disagrees with status.allocation."""
+
 
 @dataclass(frozen=True)
 class ManagerConfig:
@@ -58,6 +61,9 @@ class ManagerConfig:
     attach_socket: Path
     cni_data_dir: Path
     sysfs_root: Path | None = None
+    nad_namespaces: frozenset[str] = frozenset()
+    """Namespaces whose NADs any claim may use besides its own (``"*"``: all), as the
+    operator's ``--nad-namespaces``; the agent refuses any other cross-namespace NAD."""
 
 
 @dataclass(frozen=True)
@@ -95,8 +101,43 @@ class ClaimManager:
         self._errors: dict[str, dict[str, SriovDraError]] = {}
         self._programmed: dict[str, tuple[Any, ...]] = {}
         self._nads_used: dict[str, frozenset[tuple[str, str]]] = {}
+        self._annotation_problems: dict[str, list[str]] = {}
 
     # -- helpers ---------------------------------------------------------------------------
+
+    def devices(self, claim: Mapping[str, Any]) -> list[ClaimDevice]:
+        """This node's VFs of ``claim`` as ``status.allocation`` configures them.
+
+        Raises :class:`~sriov_dra.errors.InvalidVfConfig` naming the field.
+        """
+        return claim_devices.claim_devices(
+            claim,
+            node=self.config.node,
+            driver=self.config.driver,
+            nad_namespaces=self.config.nad_namespaces,
+        )
+
+    async def _check_annotation(
+        self, claim: Mapping[str, Any], devices: Sequence[ClaimDevice]
+    ) -> None:
+        """Warn (Event + log, once per change) when the annotation disagrees with status."""
+        uid = claim_devices.uid(claim)
+        problems = claim_devices.annotation_mismatches(claim, devices, node=self.config.node)
+        if problems == self._annotation_problems.get(uid, []):
+            return
+        self._annotation_problems[uid] = problems
+        if not problems:
+            return
+        message = (
+            f"annotation {ALLOCATION_ANNOTATION} disagrees with status.allocation; node "
+            f"{self.config.node} follows status.allocation: {'; '.join(problems)}; fix: "
+            "only the sriov-dra operator writes this annotation, undo the edit"
+        )
+        logger.warning(
+            "allocation annotation ignored where it disagrees with status.allocation",
+            extra=_ctx(claim, node=self.config.node, mismatches=problems),
+        )
+        await self.events.warning(claim, ANNOTATION_IGNORED, message)
 
     async def nad(self, device: ClaimDevice) -> _Nad | None:
         if device.nad is None:
@@ -204,9 +245,7 @@ class ClaimManager:
     ) -> None:
         """Apply this node's ``status.devices`` entries of ``claim`` (best effort)."""
         if devices is None:
-            devices = claim_devices.claim_devices(
-                claim, node=self.config.node, driver=self.config.driver
-            )
+            devices = self.devices(claim)
         try:
             await self.status.write(claim, self._states(claim, devices))
         except Exception as exc:
@@ -284,18 +323,18 @@ class ClaimManager:
         self.metrics.reconciles.inc()
         uid = claim_devices.uid(claim)
         try:
-            devices = claim_devices.claim_devices(
-                claim, node=self.config.node, driver=self.config.driver
-            )
+            devices = self.devices(claim)
         except SriovDraError as exc:
             await self._warn(claim, exc)
             logger.warning("claim unusable: %s", exc.describe(), extra=_ctx(claim))
             return
         releasing = claim_devices.is_deleting(claim) and not claim_devices.is_reserved(claim)
         if devices and not releasing:
+            await self._check_annotation(claim, devices)
             await self.program(claim, devices)
             await self.write_status(claim, devices)
             return
+        self._annotation_problems.pop(uid, None)
         held = self.records_of(uid)
         prepared = uid in (await self.load_checkpoint()).claims
         if held or prepared:
@@ -319,6 +358,7 @@ class ClaimManager:
         self._errors.pop(uid, None)
         self._programmed.pop(uid, None)
         self._nads_used.pop(uid, None)
+        self._annotation_problems.pop(uid, None)
         self.status.forget(uid)
         if failures:
             message = "restoring VFs failed: " + "; ".join(failures)
@@ -395,9 +435,7 @@ class ClaimManager:
             if claim_devices.is_deleting(claim) and not claim_devices.is_reserved(claim):
                 continue
             try:
-                devices = claim_devices.claim_devices(
-                    claim, node=self.config.node, driver=self.config.driver
-                )
+                devices = self.devices(claim)
             except SriovDraError:
                 devices = []
             pairs.update((claim_devices.uid(claim), d.pci_address) for d in devices)

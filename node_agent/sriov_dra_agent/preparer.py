@@ -72,9 +72,7 @@ class Preparer:
 
     async def _prepare(self, ref: ClaimRef) -> list[PreparedDevice]:
         claim = await self._get_claim(ref)
-        devices = claim_devices.claim_devices(
-            claim, node=self.manager.config.node, driver=self.manager.config.driver
-        )
+        devices = self.manager.devices(claim)
         if not devices:
             raise ClaimMismatch(
                 f"ResourceClaim {claim_ref(ref.namespace, ref.name)} has no VF allocated "

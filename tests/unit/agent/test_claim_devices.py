@@ -1,4 +1,4 @@
-"""Which VFs of this node a claim holds, with or without the operator's annotation."""
+"""Which VFs of this node a claim holds and how each is set up: from status.allocation only."""
 
 from __future__ import annotations
 
@@ -7,7 +7,12 @@ from typing import Any
 import pytest
 from sriov_dra import allocation_record, constants
 from sriov_dra.errors import InvalidVfConfig
-from sriov_dra_agent.claim_devices import ClaimDevice, claim_devices, our_results
+from sriov_dra_agent.claim_devices import (
+    ClaimDevice,
+    annotation_mismatches,
+    claim_devices,
+    our_results,
+)
 
 DRIVER = constants.DRIVER_NAME
 
@@ -71,23 +76,190 @@ def test_scheduler_allocation_derives_names_and_nad() -> None:
     ]
 
 
-def test_operator_annotation_wins_for_names_and_nad() -> None:
-    record = allocation_record.AllocatedVf(
-        request="vf", pool="node-a", device="0000-3b-02-0", node="node-a", pf="simpf0",
-        pciAddress="0000:3b:02.0", vfIndex=0, ifName="data0", nad="other/net-b",
-    )  # fmt: skip
+def record(**fields: Any) -> allocation_record.AllocatedVf:
+    """The operator's annotation record for VF 0000:3b:02.0 of node-a, as allocated."""
+    values: dict[str, Any] = {
+        "request": "vf", "pool": "node-a", "device": "0000-3b-02-0", "node": "node-a",
+        "pf": "simpf0", "pciAddress": "0000:3b:02.0", "vfIndex": 0, "ifName": "net1",
+        "nad": "ns/net-a",
+    }  # fmt: skip
+    return allocation_record.AllocatedVf.model_validate({**values, **fields})
+
+
+def entry(source: str, requests: list[str] | None = None, **fields: Any) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "source": source,
+        "opaque": {"driver": DRIVER, "parameters": vfconfig(**fields)},
+    }
+    if requests is not None:
+        item["requests"] = requests
+    return item
+
+
+NET_A = [entry("FromClaim", ["vf"], netAttachDefName="net-a", ifName="net1")]
+
+
+def test_edited_annotation_never_decides_nad_or_names() -> None:
+    """A tenant who can patch metadata points the annotation at another tenant's NAD."""
+    edited = record(nad="victim/net-b", ifName="eth9", request="vf")
     body = claim(
         [result("0000-3b-02-0")],
-        config=[
-            {
-                "source": "FromClaim",
-                "opaque": {"driver": DRIVER, "parameters": vfconfig(driver="vfio-pci")},
-            }
-        ],
-        annotation=allocation_record.encode([record]),
+        config=NET_A,
+        annotation=allocation_record.encode([edited]),
     )
     (device,) = claim_devices(body, node="node-a", driver=DRIVER)
-    assert (device.if_name, device.nad, device.driver) == ("data0", ("other", "net-b"), "vfio-pci")
+    assert (device.if_name, device.nad) == ("net1", ("ns", "net-a"))
+
+
+DERIVED = [
+    pytest.param(
+        [entry("FromClass", ["vf"], netAttachDefName="class-nad", driver="vfio-pci"),
+         entry("FromClaim", None, ifName="data")],
+        frozenset(),
+        ("data", "vfio-pci", ("ns", "class-nad")),
+        id="class-then-claim-merge",
+    ),
+    pytest.param(
+        [entry("FromClaim", ["vf"], netAttachDefName="claim-nad"),
+         entry("FromClass", ["vf"], netAttachDefName="class-nad")],
+        frozenset(),
+        ("vfnet0", "", ("ns", "claim-nad")),
+        id="claim-overrides-class-whatever-the-order",
+    ),
+    pytest.param(
+        [entry("FromClaim", ["other"], netAttachDefName="not-mine"),
+         entry("FromClaim", ["vf"], netAttachDefName="mine")],
+        frozenset(),
+        ("vfnet0", "", ("ns", "mine")),
+        id="requests-name-which-request",
+    ),
+    pytest.param(
+        [{"source": "FromClaim", "opaque": {"driver": "other.example.com",
+                                            "parameters": {"netAttachDefName": "x"}}}],
+        frozenset(),
+        ("vfnet0", "", None),
+        id="other-drivers-config-ignored",
+    ),
+    pytest.param(
+        [entry("FromClaim", None, netAttachDefName="n", netAttachDefNamespace="ns")],
+        frozenset(),
+        ("vfnet0", "", ("ns", "n")),
+        id="own-namespace-spelled-out",
+    ),
+    pytest.param(
+        [entry("FromClaim", None, netAttachDefName="n", netAttachDefNamespace="shared")],
+        frozenset({"shared"}),
+        ("vfnet0", "", ("shared", "n")),
+        id="cross-namespace-allowed",
+    ),
+    pytest.param(
+        [entry("FromClaim", None, netAttachDefName="n", netAttachDefNamespace="shared")],
+        frozenset({"*"}),
+        ("vfnet0", "", ("shared", "n")),
+        id="cross-namespace-star",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("config", "allowed", "expected"), DERIVED)
+def test_device_config_comes_from_status_config(
+    config: list[dict[str, Any]],
+    allowed: frozenset[str],
+    expected: tuple[str, str, tuple[str, str] | None],
+) -> None:
+    body = claim([result("0000-3b-02-0")], config=config)
+    (device,) = claim_devices(body, node="node-a", driver=DRIVER, nad_namespaces=allowed)
+    assert (device.if_name, device.driver, device.nad) == expected
+
+
+REFUSED = [
+    pytest.param(
+        [entry("FromClaim", None, netAttachDefName="n", netAttachDefNamespace="x")],
+        frozenset(),
+        "status.allocation.devices.config (request 'vf').netAttachDefNamespace: "
+        "NetworkAttachmentDefinition x/n is outside the claim's namespace 'ns' and namespace "
+        "'x' is not allowed; fix: create the NAD in namespace 'ns', or start the operator and "
+        "every node agent with --nad-namespaces=x",
+        id="cross-namespace-not-allowed",
+    ),
+    pytest.param(
+        [entry("FromClass", None, netAttachDefName="n", netAttachDefNamespace="x")],
+        frozenset({"shared"}),
+        "status.allocation.devices.config (request 'vf').netAttachDefNamespace: "
+        "NetworkAttachmentDefinition x/n is outside the claim's namespace 'ns' and namespace "
+        "'x' is not allowed; fix: create the NAD in namespace 'ns', or start the operator and "
+        "every node agent with --nad-namespaces=x",
+        id="cross-namespace-other-allowed",
+    ),
+    pytest.param(
+        [entry("FromClaim", None, netAttachDefNamespace="x")],
+        frozenset(),
+        "status.allocation.devices.config (request 'vf').netAttachDefName: "
+        "netAttachDefNamespace 'x' is set but netAttachDefName is empty; fix: set "
+        "netAttachDefName to the NetworkAttachmentDefinition's name, or remove "
+        "netAttachDefNamespace",
+        id="namespace-without-name",
+    ),
+    pytest.param(
+        [entry("FromClaim", None, bogus="1")],
+        frozenset(),
+        "status.allocation.devices.config[0].opaque.parameters.bogus: unknown field 'bogus'; "
+        "fix: remove it; VfConfig fields are driver, ifName, netAttachDefName, "
+        "netAttachDefNamespace, addVhostMount",
+        id="invalid-vfconfig",
+    ),
+]
+
+
+@pytest.mark.parametrize(("config", "allowed", "message"), REFUSED)
+def test_unusable_status_config_is_refused(
+    config: list[dict[str, Any]], allowed: frozenset[str], message: str
+) -> None:
+    body = claim([result("0000-3b-02-0")], config=config)
+    with pytest.raises(InvalidVfConfig) as info:
+        claim_devices(body, node="node-a", driver=DRIVER, nad_namespaces=allowed)
+    assert str(info.value) == message
+
+
+MISMATCHES = [
+    pytest.param(None, [], id="no-annotation"),
+    pytest.param(allocation_record.encode([record()]), [], id="agrees"),
+    pytest.param(
+        allocation_record.encode([record(nad="victim/net-b")]),
+        ["0000-3b-02-0: nad is 'victim/net-b' in the annotation but 'ns/net-a' "
+         "in status.allocation"],
+        id="nad-of-another-namespace",
+    ),
+    pytest.param(
+        allocation_record.encode([record(ifName="eth9", pciAddress="0000:3b:02.7")]),
+        ["0000-3b-02-0: pciAddress is '0000:3b:02.7' in the annotation but '0000:3b:02.0' "
+         "in status.allocation",
+         "0000-3b-02-0: ifName is 'eth9' in the annotation but 'net1' in status.allocation"],
+        id="pci-and-ifname",
+    ),
+    pytest.param(
+        allocation_record.encode([record(), record(device="0000-3b-02-5", request="x")]),
+        ["node-a/0000-3b-02-5 is in the annotation but not allocated on node node-a in "
+         "status.allocation"],
+        id="extra-device",
+    ),
+    pytest.param(
+        allocation_record.encode(
+            [record(), record(node="node-b", pool="node-b", nad="victim/net-b")]
+        ),
+        [],
+        id="other-nodes-records-ignored",
+    ),
+    pytest.param("not json", ["the annotation is not a list of allocation records"],
+                 id="not-json"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("annotation", "expected"), MISMATCHES)
+def test_annotation_mismatches(annotation: str | None, expected: list[str]) -> None:
+    body = claim([result("0000-3b-02-0")], config=NET_A, annotation=annotation)
+    devices = claim_devices(body, node="node-a", driver=DRIVER)
+    assert annotation_mismatches(body, devices, node="node-a") == expected
 
 
 @pytest.mark.parametrize(
@@ -114,27 +286,6 @@ def test_only_this_nodes_results_count(
 ) -> None:
     found = our_results(claim(results, node_selector=selector), node="node-a", driver=DRIVER)
     assert [r["device"] for r in found] == expected
-
-
-def test_nad_in_another_namespace_is_refused_without_the_operator() -> None:
-    body = claim(
-        [result("0000-3b-02-0")],
-        config=[{"source": "FromClaim", "opaque": {"driver": DRIVER,
-                 "parameters": vfconfig(netAttachDefName="n", netAttachDefNamespace="x")}}],
-    )  # fmt: skip
-    with pytest.raises(InvalidVfConfig) as info:
-        claim_devices(body, node="node-a", driver=DRIVER)
-    assert info.value.field == "netAttachDefNamespace"
-
-
-def test_hand_edited_annotation_is_reported() -> None:
-    body = claim([result("0000-3b-02-0")], annotation="not json")
-    with pytest.raises(InvalidVfConfig) as info:
-        claim_devices(body, node="node-a", driver=DRIVER)
-    assert info.value.field == f"metadata.annotations[{constants.ALLOCATION_ANNOTATION}]"
-    assert info.value.fix == (
-        "let the sriov-dra operator write this annotation; remove a hand-edited one"
-    )
 
 
 def test_unallocated_claim_has_no_devices() -> None:
