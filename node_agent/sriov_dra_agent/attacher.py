@@ -1,8 +1,8 @@
 """The attach socket's ``Attacher``: put a prepared claim's VFs into a container's netns.
 
 Called by ``sriov-dra hook`` (the CDI createRuntime hook) through the attach
-socket, under the claim's lock. Each VF is attached with the IPAM config of its
-NAD; if one fails, the ones attached by this call are detached again, the error
+socket, under the claim's lock. Each VF is attached with the IPAM config and MAC of
+its NAD; if one fails, the ones attached by this call are detached again, the error
 goes back to the runtime (failing the container with a clear message) and a
 Warning Event lands on the claim. ``status.devices`` gets the networkData.
 """
@@ -65,9 +65,7 @@ class ClaimAttacher:
                 field="claimUid",
                 fix="delete the pod; its claim is gone",
             )
-        devices = claim_devices.claim_devices(
-            claim, node=self.manager.config.node, driver=self.manager.config.driver
-        )
+        devices = self.manager.devices(claim)
         # CRI-O and containerd name the pod in different OCI annotations.
         pod = request.annotations.get("io.kubernetes.pod.name") or request.annotations.get(
             "io.kubernetes.cri.sandbox-name", ""
@@ -99,6 +97,9 @@ class ClaimAttacher:
                     netns=request.netns,
                     if_name=device.if_name,
                     netconf=self.manager.ipam_conf(nad),
+                    # As sriov-cni: the NAD's MAC is the PF-side admin MAC (programmed)
+                    # and the netdev's MAC in the pod; detach restores the original.
+                    mac=nad.conf.mac if nad is not None else None,
                 )
                 done.append(record)
                 names.append(device.if_name)
