@@ -322,13 +322,16 @@ class ClaimManager:
         """Bring this node in line with ``claim`` (caller holds the claim's lock)."""
         self.metrics.reconciles.inc()
         uid = claim_devices.uid(claim)
+        releasing = claim_devices.is_deleting(claim) and not claim_devices.is_reserved(claim)
         try:
             devices = self.devices(claim)
         except SriovDraError as exc:
             await self._warn(claim, exc)
             logger.warning("claim unusable: %s", exc.describe(), extra=_ctx(claim))
-            return
-        releasing = claim_devices.is_deleting(claim) and not claim_devices.is_reserved(claim)
+            if not releasing:
+                return
+            # An unusable config must not keep a deleted claim's VF (and finalizer) forever.
+            devices = []
         if devices and not releasing:
             await self._check_annotation(claim, devices)
             await self.program(claim, devices)
@@ -339,7 +342,10 @@ class ClaimManager:
         prepared = uid in (await self.load_checkpoint()).claims
         if held or prepared:
             await self.release(claim, held)
-        if claim_devices.is_deleting(claim) and (devices or held):
+        allocated_here = claim_devices.our_results(
+            claim, node=self.config.node, driver=self.config.driver
+        )
+        if claim_devices.is_deleting(claim) and (allocated_here or held):
             await self._mark_released(claim)
 
     async def release(self, claim: Mapping[str, Any], held: Sequence[VfRecord]) -> None:
