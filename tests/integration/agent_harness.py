@@ -86,6 +86,10 @@ class Pod:
     def links(self) -> list[str]:
         return sorted(i["ifname"] for i in json.loads(self.run("ip", "-j", "link", "show")))
 
+    def mac(self, ifname: str) -> str:
+        (link,) = json.loads(self.run("ip", "-j", "link", "show", "dev", ifname))
+        return str(link["address"])
+
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)

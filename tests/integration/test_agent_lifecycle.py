@@ -13,6 +13,7 @@ import contextlib
 import json
 import secrets
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,10 +109,16 @@ def pods() -> Iterator[list[Pod]]:
 
 
 def _nad(
-    namespace: str, name: str, *, subnet: str = "10.56.0.0/24", last: int = 20, vlan: int = VLAN
+    namespace: str,
+    name: str,
+    *,
+    subnet: str = "10.56.0.0/24",
+    last: int = 20,
+    vlan: int = VLAN,
+    mac: str = "",
 ) -> dict[str, Any]:
     base = subnet.rsplit(".", 1)[0]
-    config = {
+    config: dict[str, Any] = {
         "cniVersion": "1.0.0",
         "name": name,
         "type": "sriov",
@@ -124,6 +131,8 @@ def _nad(
             ],
         },
     }
+    if mac:
+        config["mac"] = mac
     return {
         "apiVersion": "k8s.cni.cncf.io/v1",
         "kind": "NetworkAttachmentDefinition",
@@ -132,7 +141,15 @@ def _nad(
     }
 
 
-def _claim(namespace: str, name: str, nad: str) -> dict[str, Any]:
+def _claim(namespace: str, name: str, nad: str, nad_namespace: str = "") -> dict[str, Any]:
+    parameters = {
+        "apiVersion": constants.VFCONFIG_API_VERSION,
+        "kind": constants.VFCONFIG_KIND,
+        "netAttachDefName": nad,
+        "ifName": "net1",
+    }
+    if nad_namespace:
+        parameters["netAttachDefNamespace"] = nad_namespace
     return {
         "apiVersion": "resource.k8s.io/v1",
         "kind": "ResourceClaim",
@@ -143,15 +160,7 @@ def _claim(namespace: str, name: str, nad: str) -> dict[str, Any]:
                 "config": [
                     {
                         "requests": ["vf"],
-                        "opaque": {
-                            "driver": DRIVER,
-                            "parameters": {
-                                "apiVersion": constants.VFCONFIG_API_VERSION,
-                                "kind": constants.VFCONFIG_KIND,
-                                "netAttachDefName": nad,
-                                "ifName": "net1",
-                            },
-                        },
+                        "opaque": {"driver": DRIVER, "parameters": parameters},
                     }
                 ],
             }
@@ -212,14 +221,22 @@ class Scenario:
         last: int = 20,
         as_operator: bool = True,
         wait: bool = True,
+        nad_namespace: str = "",
+        mac: str = "",
+        foreign_status: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Create (NAD and) claim and allocate the VF, as the operator or as the scheduler."""
+        """Create (NAD and) claim and allocate the VF, as the operator or as the scheduler.
+
+        ``foreign_status``: a ``status.devices`` entry of another driver, written (with
+        an allocation result for its device) together with the allocation.
+        """
         nad = nad or "net-" + secrets.token_hex(2)
         if make_nad:
-            self.make_nad(nad, last=last)
+            self.make_nad(nad, last=last, mac=mac)
         self.cluster.kubectl(
-            "create", "-f", "-", input=json.dumps(_claim(self.namespace, self.name, nad))
-        )
+            "create", "-f", "-",
+            input=json.dumps(_claim(self.namespace, self.name, nad, nad_namespace)),
+        )  # fmt: skip
         claim = self.claim()
         metadata, status = allocation_patch(
             claim,
@@ -227,8 +244,14 @@ class Scenario:
             pci=self.vf.pci_address,
             pf=self.vf.pf_name,
             vf_index=self.vf.vf_index,
-            nad=f"{self.namespace}/{nad}",
+            nad=f"{nad_namespace or self.namespace}/{nad}",
         )
+        if foreign_status is not None:
+            status["status"]["allocation"]["devices"]["results"].append(
+                {key: foreign_status[key] for key in ("driver", "pool", "device")}
+                | {"request": "vf"}
+            )
+            status["status"]["devices"] = [foreign_status]
         if as_operator:
             self.cluster.kubectl(
                 "patch", "resourceclaim", self.name, "-n", self.namespace, "--type=merge",
@@ -245,10 +268,11 @@ class Scenario:
             )
         return self.claim()
 
-    def make_nad(self, name: str, *, last: int = 20, vlan: int = VLAN) -> None:
+    def make_nad(self, name: str, *, last: int = 20, vlan: int = VLAN, mac: str = "") -> None:
         self.cluster.kubectl(
-            "apply", "-f", "-", input=json.dumps(_nad(self.namespace, name, last=last, vlan=vlan))
-        )
+            "apply", "-f", "-",
+            input=json.dumps(_nad(self.namespace, name, last=last, vlan=vlan, mac=mac)),
+        )  # fmt: skip
 
     def events(self) -> list[tuple[str, str, str]]:
         items = self.cluster.kubectl_json(
@@ -283,6 +307,17 @@ class Scenario:
 
     def vf_in_host(self) -> str | None:
         return self.backend.host_netdev(self.vf)
+
+    def host_mac(self) -> str:
+        """MAC of the VF's netdev in the node's host netns."""
+        host_ns = self.backend.host_netns()
+        assert host_ns is not None and self.host_name is not None
+        out = subprocess.run(
+            ["nsenter", f"--net={host_ns}", "ip", "-j", "link", "show", self.host_name],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        (link,) = json.loads(out)
+        return str(link["address"])
 
 
 @pytest.fixture
@@ -714,3 +749,218 @@ def test_nad_change_reprograms_the_vf_through_the_watch_without_gets(scenario: S
     assert _metric(agent, "sriov_dra_agent_nad_fetches_total") == fetches
     scenario.delete_and_release()
     assert scenario.nic.vf_vlan(pci) == 0
+
+
+@pytest.fixture
+def other_namespace(cluster: DevCluster) -> Iterator[str]:
+    """Another tenant's namespace with NAD ``secret`` (VLAN 300, 10.57.0.0/24)."""
+    name = "victim-" + secrets.token_hex(3)
+    cluster.kubectl("create", "namespace", name)
+    try:
+        cluster.kubectl(
+            "apply", "-f", "-",
+            input=json.dumps(_nad(name, "secret", subnet="10.57.0.0/24", vlan=300)),
+        )  # fmt: skip
+        yield name
+    finally:
+        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def test_edited_annotation_cannot_select_another_namespaces_nad(
+    scenario: Scenario, agent: AgentProcess, pods: list[Pod], other_namespace: str
+) -> None:
+    pci, device = scenario.vf.pci_address, device_name(scenario.vf.pci_address)
+    own = "net-" + secrets.token_hex(2)
+    claim = scenario.create(nad=own)
+    uid = claim["metadata"]["uid"]
+    # A tenant with patch on the claim's metadata points the annotation elsewhere.
+    records = json.loads(claim["metadata"]["annotations"][constants.ALLOCATION_ANNOTATION])
+    records[0]["nad"] = f"{other_namespace}/secret"
+    scenario.cluster.kubectl(
+        "annotate", "resourceclaim", scenario.name, "-n", scenario.namespace, "--overwrite",
+        f"{constants.ALLOCATION_ANNOTATION}={json.dumps(records)}",
+    )  # fmt: skip
+    mismatch = (
+        f"{device}: nad is '{other_namespace}/secret' in the annotation but "
+        f"'{scenario.namespace}/{own}' in status.allocation"
+    )
+    warnings = wait_for(
+        lambda: [e for e in scenario.events() if e[1] == "AllocationAnnotationIgnored"],
+        what="the AllocationAnnotationIgnored Warning",
+    )
+    assert warnings == [
+        (
+            "Warning",
+            "AllocationAnnotationIgnored",
+            f"annotation {constants.ALLOCATION_ANNOTATION} disagrees with status.allocation; "
+            f"node {agent.node} follows status.allocation: {mismatch}; fix: only the sriov-dra "
+            "operator writes this annotation, undo the edit",
+        )
+    ]
+    (logged,) = [
+        r
+        for r in agent.log_records()
+        if r.get("message") == "allocation annotation ignored where it disagrees with "
+        "status.allocation"
+    ]
+    assert (logged["level"], logged["claim"], logged["uid"], logged["mismatches"]) == (
+        "warning", f"{scenario.namespace}/{scenario.name}", uid, [mismatch]
+    )  # fmt: skip
+
+    # Still the claim's own VLAN and IPAM, before and after a pod.
+    assert scenario.nic.vf_vlan(pci) == VLAN
+    assert agent.prepare(scenario.claim()).error == ""
+    pod = Pod.start()
+    pods.append(pod)
+    assert agent.run_hook(uid, pod).returncode == 0
+    (address,) = pod.addresses("net1")
+    assert address.startswith("10.56.0.")
+    assert [ip.split("/")[0] for ip in agent.allocated_ips()] == [own]
+    assert scenario.nic.vf_vlan(pci) == VLAN
+    entry = scenario.entry() or {}
+    assert entry["data"]["networkAttachmentDefinition"] == f"{scenario.namespace}/{own}"
+    assert agent.unprepare(scenario.claim()) == ""
+    scenario.delete_and_release()
+
+
+def test_cross_namespace_nad_in_status_is_refused_by_the_agent(
+    scenario: Scenario, agent: AgentProcess, other_namespace: str
+) -> None:
+    # As if an operator with --nad-namespaces=<victim> had allocated it: this agent
+    # was not started with that namespace allowed.
+    claim = scenario.create(nad="secret", nad_namespace=other_namespace, make_nad=False, wait=False)
+    uid = claim["metadata"]["uid"]
+    message = (
+        "status.allocation.devices.config (request 'vf').netAttachDefNamespace: "
+        f"NetworkAttachmentDefinition {other_namespace}/secret is outside the claim's "
+        f"namespace '{scenario.namespace}' and namespace '{other_namespace}' is not allowed; "
+        f"fix: create the NAD in namespace '{scenario.namespace}', or start the operator and "
+        f"every node agent with --nad-namespaces={other_namespace}"
+    )
+    warnings = wait_for(
+        lambda: [e for e in scenario.events() if e[1] == "InvalidVfConfig"],
+        what="the InvalidVfConfig Warning",
+    )
+    assert warnings == [("Warning", "InvalidVfConfig", message)]
+    assert agent.prepare(claim).error == (
+        f"prepare claim {scenario.namespace}/{scenario.name} ({uid}): {message}"
+    )
+    assert agent.record(scenario.vf.pci_address) is None
+    assert scenario.nic.vf_vlan(scenario.vf.pci_address) == 0
+    # The refused claim is still released when deleted (the operator can drop its finalizer).
+    scenario.delete_and_release()
+
+
+def test_nad_mac_is_the_pods_interface_mac_and_the_original_comes_back(
+    scenario: Scenario, agent: AgentProcess, pods: list[Pod]
+) -> None:
+    nad_mac = "02:00:00:5e:00:42"
+    original = scenario.host_mac()
+    assert original != nad_mac
+    claim = scenario.create(mac=nad_mac)
+    uid = claim["metadata"]["uid"]
+    assert agent.prepare(claim).error == ""
+    # Two pods one after the other: the second gets the VF after detach restored the
+    # netdev's original MAC, so only the attach can give it the NAD's.
+    for _ in range(2):
+        pod = Pod.start()
+        pods.append(pod)
+        assert agent.run_hook(uid, pod).returncode == 0
+        assert pod.mac("net1") == nad_mac
+        network = wait_for(lambda: (scenario.entry() or {}).get("networkData"), what="networkData")
+        assert network["hardwareAddress"] == nad_mac
+        assert agent.unprepare(claim) == ""
+        assert scenario.vf_in_host() == scenario.host_name
+        assert scenario.host_mac() == original
+        assert agent.prepare(claim).error == ""
+    assert agent.unprepare(claim) == ""
+    scenario.delete_and_release()
+
+
+def test_prepare_refuses_a_vf_prepared_for_another_claim(
+    cluster: DevCluster,
+    namespace: str,
+    agent: AgentProcess,
+    nic: SimulatedNic,
+    nad_crd: None,
+    pods: list[Pod],
+) -> None:
+    first = Scenario(cluster, namespace, agent, nic, vf_number=0)
+    nad = "net-" + secrets.token_hex(2)
+    claim_a = first.create(nad=nad)
+    uid_a = claim_a["metadata"]["uid"]
+    assert agent.prepare(claim_a).error == ""
+    pod = Pod.start()
+    pods.append(pod)
+    assert agent.run_hook(uid_a, pod).returncode == 0
+    (address,) = pod.addresses("net1")
+
+    # Claim B: a hand-written allocation of the very same VF.
+    second = Scenario(cluster, namespace, agent, nic, vf_number=0)
+    claim_b = second.create(nad=nad, make_nad=False, as_operator=False, wait=False)
+    uid_b = claim_b["metadata"]["uid"]
+    device = device_name(first.vf.pci_address)
+    assert agent.prepare(claim_b).error == (
+        f"prepare claim {namespace}/{second.name} ({uid_b}): "
+        f"status.allocation.devices.results: VF {device} is prepared for claim "
+        f"{namespace}/{first.name} ({uid_a}); fix: the other claim must be unprepared first "
+        "(delete its pod)"
+    )
+    # A stays prepared and attached, B got nothing; deleting B takes nothing from A.
+    cluster.kubectl("delete", "resourceclaim", second.name, "-n", namespace)
+    wait_for(lambda: second.get() is None, what="claim B gone")
+    assert not (agent.cdi_dir / f"{DRIVER}-vf_{uid_b}.json").exists()
+    assert agent.cdi_spec(uid_a)["containerEdits"]["hooks"]
+    record = agent.record(first.vf.pci_address)
+    assert record is not None
+    assert (record["claim"]["uid"], record["attachment"]["phase"]) == (uid_a, "attached")
+    assert pod.addresses("net1") == [address]
+    assert nic.vf_vlan(first.vf.pci_address) == VLAN
+    assert (first.condition("NetworkReady") or {}).get("status") == "True"
+    assert agent.unprepare(claim_a) == ""
+    first.delete_and_release()
+
+
+def test_status_apply_keeps_another_drivers_entry(
+    scenario: Scenario, agent: AgentProcess, pods: list[Pod]
+) -> None:
+    foreign = {
+        "driver": "other.example.com",
+        "pool": "other-pool",
+        "device": "gpu-0",
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": "True",
+                "reason": "Fine",
+                "message": "written by another driver",
+                "lastTransitionTime": "2025-01-01T00:00:00Z",
+            }
+        ],
+        "data": {"owner": "other.example.com"},
+    }
+
+    def foreign_entry() -> dict[str, Any] | None:
+        for item in (scenario.claim().get("status") or {}).get("devices") or []:
+            if item["driver"] == "other.example.com":
+                return dict(item)
+        return None
+
+    claim = scenario.create(foreign_status=foreign)
+    assert foreign_entry() == foreign
+    # Another report (networkData) and its removal: the foreign entry stays as it was.
+    assert agent.prepare(claim).error == ""
+    pod = Pod.start()
+    pods.append(pod)
+    assert agent.run_hook(claim["metadata"]["uid"], pod).returncode == 0
+    wait_for(lambda: (scenario.entry() or {}).get("networkData"), what="networkData")
+    assert foreign_entry() == foreign
+    assert agent.unprepare(claim) == ""
+    wait_for(
+        lambda: "networkData" not in (scenario.entry() or {"networkData": 1}),
+        what="networkData cleared",
+    )
+    assert foreign_entry() == foreign
+    devices = scenario.claim()["status"]["devices"]
+    assert sorted(d["driver"] for d in devices) == sorted([DRIVER, "other.example.com"])
+    scenario.delete_and_release()
