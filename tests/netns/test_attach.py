@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections import Counter
 from collections.abc import Callable
@@ -13,6 +14,7 @@ import pytest
 from netns_helpers import Pod, held_ips, netconf
 from pyroute2 import IPRoute
 from sriov_dra.errors import DeviceBusy, IpamError, NetnsNotFound
+from sriov_dra.nad import parse_nad_config
 from sriov_dra_agent import ipam, netns_attach
 from sriov_dra_agent.backends.simulated import SimulatedBackend
 from sriov_dra_agent.node_hardware import NodeHardware
@@ -90,6 +92,32 @@ def test_attach_configures_the_vf_and_detach_restores_it(
     hardware.release(VF1)
     assert nic.vf_vlan(VF1) == 0
     assert hardware.records_all() == []
+
+
+def test_nad_mac_is_the_pods_mac_in_every_pod_and_the_host_gets_the_original_back(
+    hardware: NodeHardware, make_pod: Callable[[], Pod], tmp_path: Path
+) -> None:
+    """As sriov-cni: the NAD's mac is both the PF-side admin MAC and net1's MAC."""
+    nad_mac = "02:00:00:5e:00:42"
+    conf = {**netconf(tmp_path / "ipam"), "mac": nad_mac.upper()}
+    parsed = parse_nad_config(json.dumps(conf), nad="default/net-a")
+    original_mac = _original_mac(hardware, VF1)
+    assert original_mac != nad_mac
+    hardware.program(VF1, CLAIM, "vf", settings_from_netconf(parsed.raw))
+    nic = hardware.backend.nic  # type: ignore[attr-defined]
+    assert nic.read_marker(VF1)["admin_mac"] == nad_mac
+    # The second pod gets the VF after detach put the original MAC back on the netdev.
+    for _ in range(2):
+        pod = make_pod()
+        data = hardware.attach(
+            VF1, CLAIM, "vf", netns=pod.netns, if_name="net1", netconf=conf, mac=parsed.mac
+        )
+        assert data.hardware_address == nad_mac
+        assert f"link/ether {nad_mac}" in pod.run("ip", "-o", "link", "show", "net1").stdout
+        hardware.detach(VF1)
+        _assert_vf_home(hardware, "simpf0v1", original_mac)
+    hardware.release(VF1)
+    _assert_vf_home(hardware, "simpf0v1", original_mac)
 
 
 def test_two_vfs_of_one_claim_get_distinct_names(
