@@ -878,14 +878,9 @@ def test_nad_mac_is_the_pods_interface_mac_and_the_original_comes_back(
 
 
 def test_prepare_refuses_a_vf_prepared_for_another_claim(
-    cluster: DevCluster,
-    namespace: str,
-    agent: AgentProcess,
-    nic: SimulatedNic,
-    nad_crd: None,
-    pods: list[Pod],
+    scenario: Scenario, agent: AgentProcess, pods: list[Pod]
 ) -> None:
-    first = Scenario(cluster, namespace, agent, nic, vf_number=0)
+    first, cluster, namespace, nic = scenario, scenario.cluster, scenario.namespace, scenario.nic
     nad = "net-" + secrets.token_hex(2)
     claim_a = first.create(nad=nad)
     uid_a = claim_a["metadata"]["uid"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -86,14 +87,14 @@ def record(**fields: Any) -> allocation_record.AllocatedVf:
     return allocation_record.AllocatedVf.model_validate({**values, **fields})
 
 
-def entry(source: str, requests: list[str] | None = None, **fields: Any) -> dict[str, Any]:
-    item: dict[str, Any] = {
+def entry(source: str, requests: Sequence[str] = (), **fields: Any) -> dict[str, Any]:
+    """A ``status.allocation.devices.config`` item of our driver (no requests: all)."""
+    parameters = vfconfig(**fields)
+    return {
         "source": source,
-        "opaque": {"driver": DRIVER, "parameters": vfconfig(**fields)},
+        "requests": list(requests),
+        "opaque": {"driver": DRIVER, "parameters": parameters},
     }
-    if requests is not None:
-        item["requests"] = requests
-    return item
 
 
 NET_A = [entry("FromClaim", ["vf"], netAttachDefName="net-a", ifName="net1")]
@@ -114,7 +115,7 @@ def test_edited_annotation_never_decides_nad_or_names() -> None:
 DERIVED = [
     pytest.param(
         [entry("FromClass", ["vf"], netAttachDefName="class-nad", driver="vfio-pci"),
-         entry("FromClaim", None, ifName="data")],
+         entry("FromClaim", (), ifName="data")],
         frozenset(),
         ("data", "vfio-pci", ("ns", "class-nad")),
         id="class-then-claim-merge",
@@ -141,19 +142,19 @@ DERIVED = [
         id="other-drivers-config-ignored",
     ),
     pytest.param(
-        [entry("FromClaim", None, netAttachDefName="n", netAttachDefNamespace="ns")],
+        [entry("FromClaim", (), netAttachDefName="n", netAttachDefNamespace="ns")],
         frozenset(),
         ("vfnet0", "", ("ns", "n")),
         id="own-namespace-spelled-out",
     ),
     pytest.param(
-        [entry("FromClaim", None, netAttachDefName="n", netAttachDefNamespace="shared")],
+        [entry("FromClaim", (), netAttachDefName="n", netAttachDefNamespace="shared")],
         frozenset({"shared"}),
         ("vfnet0", "", ("shared", "n")),
         id="cross-namespace-allowed",
     ),
     pytest.param(
-        [entry("FromClaim", None, netAttachDefName="n", netAttachDefNamespace="shared")],
+        [entry("FromClaim", (), netAttachDefName="n", netAttachDefNamespace="shared")],
         frozenset({"*"}),
         ("vfnet0", "", ("shared", "n")),
         id="cross-namespace-star",
@@ -172,27 +173,28 @@ def test_device_config_comes_from_status_config(
     assert (device.if_name, device.driver, device.nad) == expected
 
 
+NOT_ALLOWED = (
+    "status.allocation.devices.config (request 'vf').netAttachDefNamespace: "
+    "NetworkAttachmentDefinition x/n is outside the claim's namespace 'ns' and namespace "
+    "'x' is not allowed; fix: create the NAD in namespace 'ns', or start the operator and "
+    "every node agent with --nad-namespaces=x"
+)
+
 REFUSED = [
     pytest.param(
-        [entry("FromClaim", None, netAttachDefName="n", netAttachDefNamespace="x")],
+        [entry("FromClaim", (), netAttachDefName="n", netAttachDefNamespace="x")],
         frozenset(),
-        "status.allocation.devices.config (request 'vf').netAttachDefNamespace: "
-        "NetworkAttachmentDefinition x/n is outside the claim's namespace 'ns' and namespace "
-        "'x' is not allowed; fix: create the NAD in namespace 'ns', or start the operator and "
-        "every node agent with --nad-namespaces=x",
+        NOT_ALLOWED,
         id="cross-namespace-not-allowed",
     ),
     pytest.param(
-        [entry("FromClass", None, netAttachDefName="n", netAttachDefNamespace="x")],
+        [entry("FromClass", (), netAttachDefName="n", netAttachDefNamespace="x")],
         frozenset({"shared"}),
-        "status.allocation.devices.config (request 'vf').netAttachDefNamespace: "
-        "NetworkAttachmentDefinition x/n is outside the claim's namespace 'ns' and namespace "
-        "'x' is not allowed; fix: create the NAD in namespace 'ns', or start the operator and "
-        "every node agent with --nad-namespaces=x",
+        NOT_ALLOWED,
         id="cross-namespace-other-allowed",
     ),
     pytest.param(
-        [entry("FromClaim", None, netAttachDefNamespace="x")],
+        [entry("FromClaim", (), netAttachDefNamespace="x")],
         frozenset(),
         "status.allocation.devices.config (request 'vf').netAttachDefName: "
         "netAttachDefNamespace 'x' is set but netAttachDefName is empty; fix: set "
@@ -201,7 +203,7 @@ REFUSED = [
         id="namespace-without-name",
     ),
     pytest.param(
-        [entry("FromClaim", None, bogus="1")],
+        [entry("FromClaim", (), bogus="1")],
         frozenset(),
         "status.allocation.devices.config[0].opaque.parameters.bogus: unknown field 'bogus'; "
         "fix: remove it; VfConfig fields are driver, ifName, netAttachDefName, "
