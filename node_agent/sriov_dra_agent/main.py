@@ -91,6 +91,7 @@ class Agent:
                 attach_socket=settings.attach_socket,
                 cni_data_dir=settings.cni_data_dir,
                 sysfs_root=settings.sysfs_root,
+                nad_namespaces=settings.nad_namespaces,
             ),
             api=api,
             hardware=self.hardware,

@@ -63,6 +63,8 @@ class AgentSettings:
     """Write a host-side wrapper to ``hook_path`` at start-up (see ``host_hook``)."""
     hook_executable: str
     """The ``sriov-dra`` the hook runs: ``hook_path`` itself, or what the wrapper enters."""
+    nad_namespaces: frozenset[str]
+    """Namespaces other than the claim's own whose NADs a VfConfig may name ("*": any)."""
     metrics_port: int
     health_port: int
     bind_address: str
@@ -134,6 +136,9 @@ class AgentSettings:
             hook_path=hook_path,
             install_hook=install_hook,
             hook_executable=executable,
+            nad_namespaces=frozenset(
+                part.strip() for part in (args.nad_namespaces or "").split(",") if part.strip()
+            ),
             metrics_port=int(args.metrics_port),
             health_port=int(args.health_port),
             bind_address=args.bind_address,
@@ -224,6 +229,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="absolute host path written into CDI specs as the createRuntime hook "
         "(env HOOK_PATH; default the sriov-dra on PATH, or with --install-hook "
         f"<plugins-dir>/<driver>/{HOST_HOOK_NAME})",
+    )
+    add(
+        "--nad-namespaces",
+        default=_env("NAD_NAMESPACES", ""),
+        help="comma-separated namespaces, besides the claim's own, whose "
+        "NetworkAttachmentDefinitions a VfConfig may name; '*' for any; keep it equal to "
+        "the operator's --nad-namespaces (env NAD_NAMESPACES; default: none)",
     )
     add(
         "--install-hook",

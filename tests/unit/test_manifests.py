@@ -99,3 +99,11 @@ def test_the_image_has_host_local_where_the_agent_looks() -> None:
     dockerfile = (ROOT / "manifests" / "Dockerfile").read_text()
     assert "containernetworking-plugins" in dockerfile  # Debian installs into /usr/lib/cni
     assert "/usr/lib/cni" in settings_as_deployed().cni_path.split(":")
+
+
+def test_operator_and_agents_allow_the_same_nad_namespaces() -> None:
+    deployment = yaml.safe_load((ROOT / "manifests" / "operator-deployment.yaml").read_text())
+    (operator,) = deployment["spec"]["template"]["spec"]["containers"]
+    operator_env = {e["name"]: e.get("value") for e in operator.get("env", [])}
+    agent_env = {e["name"]: e.get("value") for e in agent_container().get("env", [])}
+    assert operator_env["SRIOV_DRA_OPERATOR_NAD_NAMESPACES"] == agent_env["NAD_NAMESPACES"]

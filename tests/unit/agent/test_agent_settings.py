@@ -104,3 +104,22 @@ def test_install_hook_writes_the_wrapper_into_the_plugin_dir(
     assert settings.install_hook
     assert settings.hook_path == "/srv/p/sriovnetwork.k8snetworkplumbingwg.io/sriov-dra-hook"
     assert settings.hook_executable == SRIOV_DRA
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "expected"),
+    [
+        ([], None, frozenset()),
+        (["--nad-namespaces", "net-a, net-b,"], None, frozenset({"net-a", "net-b"})),
+        ([], "*", frozenset({"*"})),
+    ],
+    ids=["default-none", "flag-list", "env-any"],
+)
+def test_nad_namespaces_mirror_the_operators_option(
+    argv: list[str], env: str | None, expected: frozenset[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if env is None:
+        monkeypatch.delenv("NAD_NAMESPACES", raising=False)
+    else:
+        monkeypatch.setenv("NAD_NAMESPACES", env)
+    assert parse(["--node-name", "n1", *argv]).nad_namespaces == expected
