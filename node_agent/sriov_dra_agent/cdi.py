@@ -3,10 +3,11 @@
 One spec file per prepared claim in the CDI directory (``/var/run/cdi``, the
 dynamic spec dir), kind ``sriovnetwork.k8snetworkplumbingwg.io/vf``, one CDI
 device per VF named ``<claimUID>-<device>``. A device carries the VF's PCI
-address and pod interface name as environment variables and, for VFs bound to
-vfio-pci, the ``/dev/vfio`` nodes. The spec-level ``createRuntime`` hook runs our
-hook executable, which asks the agent to move the VFs into the pod's network
-namespace (see ``hook.py``).
+address and pod interface name as environment variables, for VFs bound to
+vfio-pci the ``/dev/vfio`` nodes, and with ``addVhostMount`` ``/dev/vhost-net``
+and ``/dev/net/tun`` (for DPDK virtio-user/vhost in the pod). The spec-level
+``createRuntime`` hook runs our hook executable, which asks the agent to move the
+VFs into the pod's network namespace (see ``hook.py``).
 
 Building is pure (:func:`build_claim_spec`); writing and removing are atomic.
 Name rules and the minimum ``cdiVersion`` follow cncf-tags/container-device-interface
@@ -43,10 +44,40 @@ _VFIO_GROUP: Final = re.compile(r"^(noiommu-)?[0-9]+$")
 _SPEC_FILE: Final = re.compile(rf"^{re.escape(CDI_VENDOR)}-{CDI_CLASS}_(?P<uid>.+)\.json$")
 
 
+VHOST_DEVICE_NODES: Final = ("/dev/vhost-net", "/dev/net/tun")
+"""What ``addVhostMount: true`` gives the pod (as the Go driver: device nodes, not mounts)."""
+
+
 class InvalidCdiSpec(SriovDraError):
     """A CDI name or field would be rejected by the container runtime. Permanent."""
 
     reason = "InvalidCdiSpec"
+
+
+class DeviceNodeMissing(SriovDraError):
+    """A device node the claim asks for is not on the node. Retryable: load the module."""
+
+    reason = "DeviceNodeMissing"
+    retryable = True
+
+
+def check_vhost_nodes(dev_root: Path, *, node: str) -> None:
+    """Raise :class:`DeviceNodeMissing` unless ``addVhostMount``'s device nodes exist.
+
+    ``dev_root`` is where the host's ``/dev`` is seen (``/dev`` in a privileged pod).
+    A runtime would fail the container later with a bare "no such file"; this says
+    which module is missing, on which node, at allocation time.
+    """
+    missing = [
+        path for path in VHOST_DEVICE_NODES if not (dev_root / path.removeprefix("/dev/")).exists()
+    ]
+    if missing:
+        raise DeviceNodeMissing(
+            f"{', '.join(missing)} missing on node {node}",
+            field="VfConfig.addVhostMount",
+            fix=f"load the vhost_net and tun kernel modules on {node} "
+            "(modprobe vhost_net tun), or set addVhostMount: false",
+        )
 
 
 @dataclass(frozen=True)
@@ -60,6 +91,8 @@ class CdiVf:
     """Interface name in the pod; empty for a VF without netdev (vfio-pci)."""
     vfio_group: str | None = None
     """IOMMU group (``42`` or ``noiommu-0``) when bound to vfio-pci, else None."""
+    vhost: bool = False
+    """VfConfig ``addVhostMount``: add :data:`VHOST_DEVICE_NODES`."""
 
 
 @dataclass(frozen=True)
@@ -164,6 +197,9 @@ def _device_edits(vf: CdiVf) -> dict[str, Any]:
         # The runtime de-duplicates device nodes by path, so several vfio VFs
         # in one claim may each list /dev/vfio/vfio.
         edits["deviceNodes"] = [{"path": group_path}, {"path": "/dev/vfio/vfio"}]
+    if vf.vhost:
+        nodes = edits.setdefault("deviceNodes", [])
+        nodes.extend({"path": path} for path in VHOST_DEVICE_NODES)
     return edits
 
 

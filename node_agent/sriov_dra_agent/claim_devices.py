@@ -45,6 +45,8 @@ class ClaimDevice:
     """VfConfig ``driver``: ``""`` keeps the bound driver."""
     nad: tuple[str, str] | None
     """(namespace, name) of the NetworkAttachmentDefinition, None when none is named."""
+    vhost: bool = False
+    """VfConfig ``addVhostMount``: the pod also gets ``/dev/vhost-net`` and ``/dev/net/tun``."""
 
 
 def meta(claim: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -165,6 +167,7 @@ def claim_devices(
                 pci_address=pci_address(str(result["device"])),
                 if_name=name,
                 driver=cfg.driver,
+                vhost=cfg.add_vhost_mount,
                 nad=_nad_of(cfg, request, claim_namespace=namespace, nad_namespaces=nad_namespaces),
             )
         )

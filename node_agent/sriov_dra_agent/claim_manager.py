@@ -61,6 +61,8 @@ class ManagerConfig:
     attach_socket: Path
     cni_data_dir: Path
     sysfs_root: Path | None = None
+    dev_root: Path = Path("/dev")
+    """Where the host's device nodes are seen (checked for ``addVhostMount``)."""
     nad_namespaces: frozenset[str] = frozenset()
     """Namespaces whose NADs any claim may use besides its own (``"*"``: all), as the
     operator's ``--nad-namespaces``; the agent refuses any other cross-namespace NAD."""
@@ -269,6 +271,8 @@ class ClaimManager:
         signature: list[Any] = []
         for device in devices:
             try:
+                if device.vhost:
+                    cdi.check_vhost_nodes(self.config.dev_root, node=self.config.node)
                 if device.nad not in nads and device.nad is not None:
                     nads[device.nad] = await self.nad(device)
                 nad = nads.get(device.nad) if device.nad else None

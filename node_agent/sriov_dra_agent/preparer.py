@@ -111,6 +111,7 @@ class Preparer:
                         pci_address=device.pci_address,
                         if_name="" if vfio else device.if_name,
                         vfio_group=self._vfio_group(device.pci_address) if vfio else None,
+                        vhost=device.vhost,
                     )
                 )
             hook = None

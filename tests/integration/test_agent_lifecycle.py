@@ -25,6 +25,7 @@ from pyroute2 import netns as pyroute2_netns
 from sriov_dra import constants
 from sriov_dra.naming import device_name
 from sriov_dra_agent.backends.simulated import SimulatedBackend
+from sriov_dra_agent.cdi import VHOST_DEVICE_NODES
 from sriov_dra_agent.simulated_nic import SimPf, SimulatedNic
 from sriov_dra_devcluster.cluster import DevCluster
 
@@ -141,12 +142,19 @@ def _nad(
     }
 
 
-def _claim(namespace: str, name: str, nad: str, nad_namespace: str = "") -> dict[str, Any]:
+def _claim(
+    namespace: str,
+    name: str,
+    nad: str,
+    nad_namespace: str = "",
+    more: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     parameters = {
         "apiVersion": constants.VFCONFIG_API_VERSION,
         "kind": constants.VFCONFIG_KIND,
         "netAttachDefName": nad,
         "ifName": "net1",
+        **(more or {}),
     }
     if nad_namespace:
         parameters["netAttachDefNamespace"] = nad_namespace
@@ -224,6 +232,7 @@ class Scenario:
         nad_namespace: str = "",
         mac: str = "",
         foreign_status: dict[str, Any] | None = None,
+        vfconfig: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Create (NAD and) claim and allocate the VF, as the operator or as the scheduler.
 
@@ -235,7 +244,7 @@ class Scenario:
             self.make_nad(nad, last=last, mac=mac)
         self.cluster.kubectl(
             "create", "-f", "-",
-            input=json.dumps(_claim(self.namespace, self.name, nad, nad_namespace)),
+            input=json.dumps(_claim(self.namespace, self.name, nad, nad_namespace, vfconfig)),
         )  # fmt: skip
         claim = self.claim()
         metadata, status = allocation_patch(
@@ -958,4 +967,42 @@ def test_status_apply_keeps_another_drivers_entry(
     assert foreign_entry() == foreign
     devices = scenario.claim()["status"]["devices"]
     assert sorted(d["driver"] for d in devices) == sorted([DRIVER, "other.example.com"])
+    scenario.delete_and_release()
+
+
+def test_add_vhost_mount_gives_vhost_net_and_tun_or_says_which_module_is_missing(
+    scenario: Scenario, agent: AgentProcess
+) -> None:
+    claim = scenario.create(vfconfig={"addVhostMount": True}, wait=False)
+    uid = claim["metadata"]["uid"]
+    missing = [path for path in VHOST_DEVICE_NODES if not Path(path).exists()]
+    if not missing:
+        wait_for(
+            lambda: (scenario.condition("VfConfigured") or {}).get("status") == "True",
+            what="VfConfigured=True",
+        )
+        assert agent.prepare(claim).error == ""
+        (device,) = agent.cdi_spec(uid)["devices"]
+        assert device["containerEdits"]["deviceNodes"] == [
+            {"path": "/dev/vhost-net"},
+            {"path": "/dev/net/tun"},
+        ]
+    else:
+        # This machine cannot load modules: the node lacks a device node, and says so.
+        message = (
+            f"VfConfig.addVhostMount: {', '.join(missing)} missing on node {agent.node}; "
+            f"fix: load the vhost_net and tun kernel modules on {agent.node} "
+            "(modprobe vhost_net tun), or set addVhostMount: false"
+        )
+        warnings = wait_for(
+            lambda: [e for e in scenario.events() if e[1] == "DeviceNodeMissing"],
+            what="the DeviceNodeMissing Warning",
+        )
+        assert warnings == [("Warning", "DeviceNodeMissing", message)]
+        condition = scenario.condition("VfConfigured") or {}
+        assert (condition.get("status"), condition.get("reason")) == ("False", "DeviceNodeMissing")
+        assert agent.prepare(claim).error == (
+            f"prepare claim {scenario.namespace}/{scenario.name} ({uid}): {message}"
+        )
+        assert agent.record(scenario.vf.pci_address) is None
     scenario.delete_and_release()

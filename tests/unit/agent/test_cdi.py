@@ -12,9 +12,11 @@ from sriov_dra_agent.cdi import (
     CDI_KIND,
     CdiHook,
     CdiVf,
+    DeviceNodeMissing,
     InvalidCdiSpec,
     build_claim_spec,
     cdi_device_name,
+    check_vhost_nodes,
     claim_cdi_device_ids,
     claim_uids_with_specs,
     minimum_cdi_version,
@@ -258,3 +260,47 @@ def test_claim_uids_with_specs_ignores_other_files(tmp_path: Path) -> None:
     write_claim_spec(tmp_path, "c-1", build_claim_spec("c-1", NETDEV_VFS[:1], None))
     assert claim_uids_with_specs(tmp_path) == ["c-1"]
     assert claim_uids_with_specs(tmp_path / "missing") == []
+
+
+def test_add_vhost_mount_adds_vhost_net_and_tun_device_nodes() -> None:
+    vfs = [
+        CdiVf(device_name="0000-08-00-2", pci_address="0000:08:00.2", if_name="net1", vhost=True),
+        CdiVf(device_name="0000-08-00-3", pci_address="0000:08:00.3", vfio_group="7", vhost=True),
+        CdiVf(device_name="0000-08-00-4", pci_address="0000:08:00.4", if_name="net3"),
+    ]
+    netdev, vfio, plain = (d["containerEdits"] for d in build_claim_spec(UID, vfs, HOOK)["devices"])
+    assert netdev["deviceNodes"] == [{"path": "/dev/vhost-net"}, {"path": "/dev/net/tun"}]
+    assert vfio["deviceNodes"] == [
+        {"path": "/dev/vfio/7"},
+        {"path": "/dev/vfio/vfio"},
+        {"path": "/dev/vhost-net"},
+        {"path": "/dev/net/tun"},
+    ]
+    assert "deviceNodes" not in plain
+
+
+@pytest.mark.parametrize(
+    ("present", "missing"),
+    [
+        (["vhost-net", "net/tun"], ""),
+        (["net/tun"], "/dev/vhost-net"),
+        ([], "/dev/vhost-net, /dev/net/tun"),
+    ],
+    ids=["both", "no-vhost-net", "none"],
+)
+def test_vhost_device_nodes_are_checked_on_the_node(
+    present: list[str], missing: str, tmp_path: Path
+) -> None:
+    for name in present:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).touch()
+    if not missing:
+        check_vhost_nodes(tmp_path, node="node-a")
+        return
+    with pytest.raises(DeviceNodeMissing) as info:
+        check_vhost_nodes(tmp_path, node="node-a")
+    assert info.value.retryable
+    assert str(info.value) == (
+        f"VfConfig.addVhostMount: {missing} missing on node node-a; fix: load the vhost_net "
+        "and tun kernel modules on node-a (modprobe vhost_net tun), or set addVhostMount: false"
+    )

@@ -292,3 +292,24 @@ def test_only_this_nodes_results_count(
 
 def test_unallocated_claim_has_no_devices() -> None:
     assert claim_devices({"metadata": {"uid": "u"}, "status": {}}, node="n", driver=DRIVER) == []
+
+
+@pytest.mark.parametrize(
+    ("parameters", "expected"),
+    [({}, False), ({"addVhostMount": True}, True), ({"addVhostMount": False}, False)],
+    ids=["unset", "true", "false"],
+)
+def test_add_vhost_mount_reaches_the_device(parameters: dict[str, Any], expected: bool) -> None:
+    body = claim(
+        [result("0000-3b-02-0")],
+        config=[
+            {
+                "source": "FromClaim",
+                "requests": [],
+                "opaque": {"driver": DRIVER, "parameters": vfconfig(**parameters)},
+            }
+        ],
+        node_selector=["node-a"],
+    )
+    (device,) = claim_devices(body, node="node-a", driver=DRIVER)
+    assert device.vhost is expected
