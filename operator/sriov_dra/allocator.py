@@ -4,17 +4,22 @@ Inputs are plain API dicts; nothing here does I/O.
 
 **Pools** (:func:`pools_from_slices`): only slices of our driver; per pool only the
 slices of the highest ``pool.generation``; a pool is *complete* when it has
-``resourceSliceCount`` of them. Incomplete pools serve ``ExactCount`` requests
-from the devices seen, never ``All``. Pools with duplicate device names are
-unusable (``Pool.problem``). Only node-local slices (``spec.nodeName``) count:
-slices for ``nodeSelector``/``allNodes`` cannot be pinned to one node.
+``resourceSliceCount`` of them. Only complete pools are allocated from (stricter
+than kube-scheduler, which serves ``ExactCount`` from the devices of an
+incomplete pool): a pool is incomplete while its driver republishes it, and a
+device seen in a half-published generation may be gone from the whole one.
+:class:`~sriov_dra.errors.NoDeviceAvailable` names the pools skipped as
+incomplete, so the wait is seen to be transient; the caller retries when slices
+change. Pools with duplicate device names are unusable (``Pool.problem``). Only
+node-local slices (``spec.nodeName``) count: slices for ``nodeSelector``/``allNodes``
+cannot be pinned to one node.
 
 **Taken devices**: every device in any claim's ``status.allocation`` (whoever wrote
 it, :func:`allocated_devices`), except ``adminAccess`` results. A request with
 ``adminAccess: true`` may use taken devices (as in Kubernetes).
 
 **Requests**: ``exactly`` (``ExactCount`` with ``count``, or ``All`` = every
-matching device of the chosen node, all free, at least one, complete pools only)
+matching device of the chosen node, all free, at least one)
 and ``firstAvailable`` (subrequests tried in order). A device matches when every
 CEL selector of the DeviceClass, then of the request, is true; an evaluation
 error aborts the allocation with :class:`SelectorError`, never a silent no-match.
@@ -95,7 +100,10 @@ class Pool:
     name: str
     generation: int
     node: str
-    complete: bool
+    slices: int
+    """Slices of the newest generation seen."""
+    expected_slices: int
+    """``resourceSliceCount`` of that generation."""
     devices: tuple[Device, ...]
     """Sorted by device name."""
     problem: str = ""
@@ -108,6 +116,11 @@ class Pool:
 
     def __post_init__(self) -> None:
         self.names = frozenset(d.key.device for d in self.devices)
+
+    @property
+    def complete(self) -> bool:
+        """Every slice of the newest generation is published."""
+        return self.slices == self.expected_slices
 
     def matching(self, selectors: Sequence[_Selector]) -> tuple[Device, ...]:
         """Devices for which every selector is true (memoized per selector set)."""
@@ -224,7 +237,8 @@ def pools_from_slices(slices: Iterable[Mapping[str, Any]], *, driver: str) -> li
                 name=name,
                 generation=generations[name],
                 node=node,
-                complete=len(group) == expected,
+                slices=len(group),
+                expected_slices=expected,
                 devices=tuple(devices),
                 problem=problem,
             )
@@ -451,7 +465,7 @@ class _Search:
         key, selectors = alternative.key, alternative.selectors
         matching = [d for pool in self.pools for d in pool.matching_key(key, selectors)]
         if alternative.all_mode:
-            if not matching or any(not p.complete for p in self.pools):
+            if not matching:
                 return None
             if not alternative.admin and any(d.key in self.in_use for d in matching):
                 return None
@@ -606,25 +620,51 @@ def _plural(count: int) -> str:
     return f"{count} VF matches" if count == 1 else f"{count} VFs match"
 
 
+_NAMED_INCOMPLETE: Final = 3
+"""Incomplete pools named in a NoDeviceAvailable message; the rest are counted."""
+
+
+def _incomplete_note(incomplete: Sequence[Pool]) -> str:
+    """``; not counted: pool a is being republished (1 of 2 slices), ...`` or ''."""
+    if not incomplete:
+        return ""
+    named = [
+        f"pool {p.name} is being republished ({p.slices} of {p.expected_slices} slices)"
+        for p in incomplete[:_NAMED_INCOMPLETE]
+    ]
+    more = len(incomplete) - len(named)
+    if more:
+        named.append(f"{more} more pool{'s' if more > 1 else ''} likewise")
+    return "; not counted until complete: " + ", ".join(named)
+
+
 def _explain(
     requests: Sequence[_Request],
     constraints: Sequence[_Constraint],
     nodes: Mapping[str, Sequence[Pool]],
     in_use: Collection[DeviceKey],
+    incomplete: Sequence[Pool],
 ) -> NoDeviceAvailable:
-    """Why nothing fits: the first request that fits no node alone, else the combination."""
+    """Why nothing fits: the first request that fits no node alone, else the combination.
+
+    Pools skipped as ``incomplete`` are named, with a fix that says the wait is transient.
+    """
+    note = _incomplete_note(incomplete)
+    transient = (
+        "; or just wait: the claim is retried by itself as soon as the pools named are complete"
+        if incomplete
+        else ""
+    )
     summaries = []
     for request in requests:
         matching: dict[int, Device] = {}
         fits_somewhere = False
-        incomplete = False
         for pools in nodes.values():
             search = _Search(pools, [request], [], in_use)
             for alternative in request.alternatives:
                 for pool in pools:
                     for device in pool.matching(alternative.selectors):
                         matching[id(device)] = device
-                        incomplete |= alternative.all_mode and not pool.complete
                 found = search.candidates(alternative)
                 needed = 1 if alternative.all_mode else alternative.count
                 fits_somewhere |= found is not None and len(found) >= needed
@@ -637,22 +677,20 @@ def _explain(
         detail = ""
         first = request.alternatives[0]
         if len(request.alternatives) == 1 and first.all_mode:
-            detail = "; All needs every matching VF of a node free" + (
-                " and its pools complete (a pool is being updated)" if incomplete else ""
-            )
+            detail = "; All needs every matching VF of a node free"
         elif len(request.alternatives) == 1 and first.count > 1 and free >= first.count:
             detail = f"; {first.count} are needed on one node"
         return NoDeviceAvailable(
-            f'no free VF matches request "{request.name}": {counts}{detail}',
+            f'no free VF matches request "{request.name}": {counts}{detail}{note}',
             field=f"spec.devices.requests[{request.index}]",
-            fix=_FIX_NONE if total == 0 else _FIX_BUSY,
+            fix=(_FIX_NONE if total == 0 else _FIX_BUSY) + transient,
         )
     attributes = ", ".join(c.attribute for c in constraints)
     why = f" with matchAttribute {attributes}" if attributes else ""
     return NoDeviceAvailable(
-        f"no node has free VFs for all requests together{why}: " + "; ".join(summaries),
+        f"no node has free VFs for all requests together{why}: " + "; ".join(summaries) + note,
         field="spec.devices",
-        fix="free VFs on one node, or relax spec.devices.constraints and the selectors",
+        fix="free VFs on one node, or relax spec.devices.constraints and the selectors" + transient,
     )
 
 
@@ -660,7 +698,7 @@ _NODE_CACHE: dict[tuple[str, tuple[int, ...]], tuple[Sequence[Pool], dict[str, l
 
 
 def _nodes(pools: Sequence[Pool], driver: str) -> dict[str, list[Pool]]:
-    """Usable pools of ``driver`` by node, nodes and pools in name order (cached).
+    """Usable (complete, sound) pools of ``driver`` by node, in name order (cached).
 
     The cache entry keeps the pools alive, so their ids cannot be reused meanwhile.
     """
@@ -670,7 +708,7 @@ def _nodes(pools: Sequence[Pool], driver: str) -> dict[str, list[Pool]]:
         return cached[1]
     nodes: dict[str, list[Pool]] = {}
     for pool in sorted(pools, key=lambda p: (p.node, p.name)):
-        if pool.driver == driver and not pool.problem:
+        if pool.driver == driver and not pool.problem and pool.complete:
             nodes.setdefault(pool.node, []).append(pool)
     if len(_NODE_CACHE) >= 8:
         _NODE_CACHE.clear()
@@ -724,4 +762,5 @@ def allocate(
                     result["adminAccess"] = True
                 results.append(result)
             return Allocation(node=node, results=results, devices=[d.data for _, d in picked])
-    raise _explain(requests, constraints, nodes, taken)
+    incomplete = [p for p in pools if p.driver == driver and not p.problem and not p.complete]
+    raise _explain(requests, constraints, nodes, taken, incomplete)

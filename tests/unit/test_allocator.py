@@ -233,10 +233,11 @@ GOOD = [
         [
             slice_("node-a", [vf(0, 0)], generation=1),
             slice_("node-a", [vf(0, 0), vf(0, 1)], generation=2, count=2),
+            node_vfs("node-b", pfs=1),
         ],
-        {DeviceKey(D, "node-a", "0000-01-00-2")},
-        [("vf", "node-a", "0000-01-00-3")],
-        id="incomplete-newest-generation-serves-exactcount",
+        frozenset(),
+        [("vf", "node-b", "0000-01-00-2")],
+        id="incomplete-newest-generation-skipped-for-complete-pool",
     ),
 ]
 
@@ -258,6 +259,7 @@ FIX_BUSY = (
 FIX_NONE = (
     "no published VF matches: check the DeviceClass and request selectors, or publish matching VFs"
 )
+WAIT = "; or just wait: the claim is retried by itself as soon as the pools named are complete"
 ALL_A = {DeviceKey(D, "node-a", f"0000-0{p}-00-{i}") for p in (1, 2) for i in (2, 3)}
 
 BAD = [
@@ -297,10 +299,42 @@ BAD = [
         claim(request(mode="All")),
         [slice_("node-a", [vf(0, 0)], count=2)],
         frozenset(),
-        'spec.devices.requests[0]: no free VF matches request "vf": 1 VF matches, 1 free; '
-        "All needs every matching VF of a node free and its pools complete (a pool is being "
-        f"updated); fix: {FIX_BUSY}",
+        'spec.devices.requests[0]: no free VF matches request "vf": 0 VFs match, 0 free; '
+        "All needs every matching VF of a node free; not counted until complete: pool node-a "
+        f"is being republished (1 of 2 slices); fix: {FIX_NONE}{WAIT}",
         id="all-mode-incomplete-pool",
+    ),
+    pytest.param(
+        claim(),
+        [
+            slice_("node-a", [vf(0, 0)], generation=1),
+            slice_("node-a", [vf(0, 0), vf(0, 1)], generation=2, count=3),
+        ],
+        frozenset(),
+        'spec.devices.requests[0]: no free VF matches request "vf": 0 VFs match, 0 free; not '
+        "counted until complete: pool node-a is being republished (1 of 3 slices); "
+        f"fix: {FIX_NONE}{WAIT}",
+        id="incomplete-newest-generation-serves-nothing",
+    ),
+    pytest.param(
+        claim(),
+        [node_vfs("node-z", pfs=1)] + [slice_(f"node-{n}", [vf(0, 0)], count=2) for n in "abcde"],
+        {DeviceKey(D, "node-z", "0000-01-00-2"), DeviceKey(D, "node-z", "0000-01-00-3")},
+        'spec.devices.requests[0]: no free VF matches request "vf": 2 VFs match, 0 free; not '
+        "counted until complete: pool node-a is being republished (1 of 2 slices), pool node-b "
+        "is being republished (1 of 2 slices), pool node-c is being republished (1 of 2 "
+        f"slices), 2 more pools likewise; fix: {FIX_BUSY}{WAIT}",
+        id="incomplete-pools-named-up-to-three",
+    ),
+    pytest.param(
+        claim(request("a"), request("b"), constraints=[{"matchAttribute": f"{D}/PFName"}]),
+        [node_vfs("node-a"), slice_("node-b", [vf(0, 0)], count=2)],
+        {DeviceKey(D, "node-a", "0000-01-00-2"), DeviceKey(D, "node-a", "0000-02-00-2")},
+        f"spec.devices: no node has free VFs for all requests together with matchAttribute "
+        f'{D}/PFName: request "a": 4 VFs match, 2 free; request "b": 4 VFs match, 2 free; not '
+        "counted until complete: pool node-b is being republished (1 of 2 slices); fix: free "
+        f"VFs on one node, or relax spec.devices.constraints and the selectors{WAIT}",
+        id="combination-names-incomplete-pool",
     ),
     pytest.param(
         claim(request(count=2), constraints=[{"matchAttribute": f"{D}/PFName"}]),
@@ -409,8 +443,13 @@ def test_pools_newest_generation_and_completeness() -> None:
     ]
     pools = pools_from_slices(slices, driver=D)
     assert [
-        (p.name, p.generation, p.complete, [d.key.device for d in p.devices]) for p in pools
-    ] == [("node-a", 2, False, ["0000-01-00-3"]), ("node-b", 0, True, ["0000-01-00-2"])]
+        (p.name, p.generation, p.slices, p.expected_slices, p.complete)
+        + ([d.key.device for d in p.devices],)
+        for p in pools
+    ] == [
+        ("node-a", 2, 1, 2, False, ["0000-01-00-3"]),
+        ("node-b", 0, 1, 1, True, ["0000-01-00-2"]),
+    ]
 
 
 def test_pool_problems() -> None:
