@@ -3,8 +3,11 @@
 The rules follow sriov-cni's ``LoadConf`` checks, made strict so that a bad NAD is
 reported by the operator (an Event on the claim) instead of failing on the node:
 
-- JSON object; a single plugin config, or a conflist (``plugins`` list) whose
-  FIRST plugin is the sriov one (later plugins are kept in ``chained``).
+- JSON object; a single plugin config, or a conflist (``plugins`` list of
+  objects) whose FIRST plugin is the sriov one. Later plugins are kept in
+  ``chained`` but never run: the node agent applies the sriov plugin's settings
+  and runs its ``ipam`` only. Such a NAD is accepted; :func:`unrun_plugins_warning`
+  says what is ignored, for the operator to tell the claim.
 - ``type`` must be ``sriov``.
 - ``vlan`` 0-4094; ``vlanQoS`` 0-7 and only with ``vlan`` (non-zero needs vlan != 0);
   ``vlanProto`` ``802.1q`` or ``802.1ad`` (case-insensitive, stored lower-case),
@@ -146,16 +149,24 @@ def parse_nad_config(config: str, *, nad: str) -> SriovNetConf:
     chained: list[dict[str, Any]] = []
     if "plugins" in top:
         plugins = top["plugins"]
-        if not isinstance(plugins, list) or not plugins or not isinstance(plugins[0], dict):
+        if not isinstance(plugins, list) or not plugins:
             raise _fail(
                 nad,
                 "spec.config.plugins",
                 "must be a non-empty list of plugin objects",
                 'list the sriov plugin first: "plugins": [{"type": "sriov", ...}]',
             )
+        for index, plugin in enumerate(plugins):
+            if not isinstance(plugin, dict):
+                raise _fail(
+                    nad,
+                    f"spec.config.plugins[{index}]",
+                    f"must be a plugin object, got {json.dumps(plugin)}",
+                    'write each plugin as an object: {"type": "...", ...}',
+                )
         path = "spec.config.plugins[0]"
         conf = plugins[0]
-        chained = [p for p in plugins[1:] if isinstance(p, dict)]
+        chained = list(plugins[1:])
 
     plugin_type = conf.get("type")
     if plugin_type != "sriov":
@@ -300,4 +311,26 @@ def parse_nad_config(config: str, *, nad: str) -> SriovNetConf:
         ipam=ipam,
         raw=conf,
         chained=chained,
+    )
+
+
+def unrun_plugins(conf: SriovNetConf) -> list[str]:
+    """Types of the plugins chained after sriov, in order: the node agent runs none of them."""
+    return [
+        p["type"] if isinstance(p.get("type"), str) and p["type"] else "(no type)"
+        for p in conf.chained
+    ]
+
+
+def unrun_plugins_warning(conf: SriovNetConf) -> str | None:
+    """What a claim using this NAD should be told about its ignored plugins, if any."""
+    types = unrun_plugins(conf)
+    if not types:
+        return None
+    return (
+        f"NetworkAttachmentDefinition {conf.nad} chains plugins after sriov that are never run: "
+        f"{', '.join(types)} (spec.config.plugins[1:]); only the sriov plugin's VF settings "
+        "and its ipam are applied; fix: move what they set into the sriov plugin's config "
+        "(e.g. mac, vlan, spoofchk, trust, link_state, min_tx_rate, max_tx_rate) or drop them "
+        "from spec.config.plugins"
     )

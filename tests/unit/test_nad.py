@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from sriov_dra.errors import InvalidNad
-from sriov_dra.nad import parse_nad_config
+from sriov_dra.nad import parse_nad_config, unrun_plugins, unrun_plugins_warning
 
 NAD = "vf-test7/vf-test1"
 F = f"NetworkAttachmentDefinition {NAD} spec.config"
@@ -247,6 +247,12 @@ BAD = [
         id="name-int",
     ),
     pytest.param(
+        json.dumps({"plugins": [{"type": "sriov"}, "tuning"]}),
+        f'{F}.plugins[1]: must be a plugin object, got "tuning"; fix: write each plugin as an '
+        'object: {"type": "...", ...}',
+        id="conflist-plugin-not-object",
+    ),
+    pytest.param(
         json.dumps({"plugins": [{"type": "sriov", "vlan": 5000}]}),
         f"{F}.plugins[0].vlan: must be an integer 0-4094, got 5000; fix: set vlan to an "
         "integer 0-4094",
@@ -267,3 +273,41 @@ def test_parse_bad(config: str, message: str) -> None:
 def test_ipam_stdin_without_ipam() -> None:
     with pytest.raises(ValueError, match="has no ipam"):
         parse_nad_config(conf(), nad=NAD).ipam_stdin()
+
+
+UNRUN_FIX = (
+    "only the sriov plugin's VF settings and its ipam are applied; fix: move what they set into "
+    "the sriov plugin's config (e.g. mac, vlan, spoofchk, trust, link_state, min_tx_rate, "
+    "max_tx_rate) or drop them from spec.config.plugins"
+)
+
+
+@pytest.mark.parametrize(
+    ("config", "types", "warning"),
+    [
+        pytest.param(conf(), [], None, id="single-plugin"),
+        pytest.param(json.dumps({"plugins": [{"type": "sriov"}]}), [], None, id="sriov-only"),
+        pytest.param(
+            json.dumps(
+                {
+                    "plugins": [
+                        {"type": "sriov", "vlan": 5},
+                        {"type": "tuning", "mtu": 9000},
+                        {"type": "sbr"},
+                        {"capabilities": {"mac": True}},
+                    ]
+                }
+            ),
+            ["tuning", "sbr", "(no type)"],
+            f"NetworkAttachmentDefinition {NAD} chains plugins after sriov that are never run: "
+            f"tuning, sbr, (no type) (spec.config.plugins[1:]); {UNRUN_FIX}",
+            id="tuning-sbr-untyped",
+        ),
+    ],
+)
+def test_plugins_after_sriov_are_named_as_not_run(
+    config: str, types: list[str], warning: str | None
+) -> None:
+    parsed = parse_nad_config(config, nad=NAD)
+    assert unrun_plugins(parsed) == types
+    assert unrun_plugins_warning(parsed) == warning
