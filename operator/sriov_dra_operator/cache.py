@@ -103,7 +103,7 @@ class ClaimChange:
 
 
 class ClusterCache:
-    """Claims, slices, classes, NADs and pending pods as last seen."""
+    """Claims, slices, classes, NADs, pending pods and node names as last seen."""
 
     def __init__(self) -> None:
         self.claims: dict[str, Body] = {}
@@ -122,6 +122,8 @@ class ClusterCache:
         self.nads: dict[Ref, Body] = {}
         self._pending_pods: dict[Ref, set[str]] = defaultdict(set)
         self._pod_refs: dict[str, frozenset[Ref]] = {}
+        self.nodes: set[str] | None = None
+        """Names of the cluster's Nodes; None while unknown (not listed, or not allowed to)."""
 
     # -- claims ---------------------------------------------------------------------------------
 
@@ -228,6 +230,22 @@ class ClusterCache:
     def remove_nad(self, body: Mapping[str, Any]) -> None:
         """Forget a deleted NetworkAttachmentDefinition."""
         self.nads.pop(ref_of(body), None)
+
+    # -- nodes ----------------------------------------------------------------------------------
+
+    def upsert_node(self, body: Mapping[str, Any]) -> None:
+        """Record that a Node exists (only its name is kept)."""
+        if self.nodes is not None:
+            self.nodes.add(str(body["metadata"]["name"]))
+
+    def remove_node(self, body: Mapping[str, Any]) -> None:
+        """Forget a deleted Node."""
+        if self.nodes is not None:
+            self.nodes.discard(str(body["metadata"]["name"]))
+
+    def node_missing(self, name: str) -> bool:
+        """The Nodes are known and none is called ``name``."""
+        return self.nodes is not None and name not in self.nodes
 
     # -- pods -----------------------------------------------------------------------------------
 

@@ -19,7 +19,12 @@ Life of a static claim of ours:
    static claim keeps its VF across pods.
 4. *Deleting* -- the allocation stays until ``reservedFor`` is empty and the
    node agent set :data:`~sriov_dra.constants.RELEASED_ANNOTATION` to the claim's
-   uid; then the allocation is cleared and our finalizer removed.
+   uid; then the allocation is cleared and our finalizer removed. A wait longer
+   than :data:`RELEASE_NOTICE_AFTER` is explained in an Event (``AwaitingRelease``).
+   If the claim's Node no longer exists (removed from the cluster, confirmed by
+   the apiserver, not only by the watch), nobody will ever release the VF, which
+   went with the node: the allocation and finalizer go without the agent
+   (``ReleasedWithoutAgent``).
 
 If someone else clears an allocation we wrote (the scheduler's PostFilter does
 when the claim's pod fits no node), we remove our marks and leave the claim
@@ -50,7 +55,7 @@ from sriov_dra.constants import (
     RELEASED_ANNOTATION,
 )
 from sriov_dra.errors import NadNotFound, SriovDraError
-from sriov_dra.nad import parse_nad_config
+from sriov_dra.nad import parse_nad_config, unrun_plugins_warning
 from sriov_dra.vfconfig import (
     VfConfig,
     assign_interface_names,
@@ -70,6 +75,9 @@ from .status_writer import ClaimWriter, StaleClaim, rejection_message
 
 log = logging.getLogger(__name__)
 
+RELEASE_NOTICE_AFTER: Final = 5.0
+"""Seconds a deleted claim waits for its node agent before an Event says so; the agent
+normally releases within a second, and a quick release needs no explanation."""
 REFUSED_WRITE_RETRY_FIRST: Final = 10.0
 REFUSED_WRITE_RETRY_MAX: Final = 300.0
 """Seconds: a refused write is retried after 10 s, doubling up to 5 min."""
@@ -83,11 +91,15 @@ class Waiting:
     """Unallocated claims of ours: a freed VF, a new slice or class may help."""
     for_nad: dict[Ref, set[str]] = field(default_factory=dict)
     """Claims whose NAD is missing or invalid, by the NAD's (namespace, name)."""
+    for_release: dict[str, set[str]] = field(default_factory=dict)
+    """Deleted claims whose node agent has not released their VFs, by node name."""
 
     def discard(self, uid: str) -> None:
         """Stop waiting (allocated, deleted, or not ours)."""
         self.for_devices.discard(uid)
         for uids in self.for_nad.values():
+            uids.discard(uid)
+        for uids in self.for_release.values():
             uids.discard(uid)
 
     def wait_for_nad(self, uid: str, ref: Ref) -> None:
@@ -228,8 +240,8 @@ class ClaimReconciler:
         writer: ClaimWriter,
         events: EventRecorder,
         metrics: OperatorMetrics,
-        api: client.ApiClient,
         requeue: Any,
+        nodes: Any,
     ) -> None:
         self.settings = settings
         self.cache = cache
@@ -238,6 +250,8 @@ class ClaimReconciler:
         self.metrics = metrics
         self.requeue = requeue
         """The work queue (``add``/``add_after``)."""
+        self.nodes = nodes
+        """Asks the apiserver whether a Node exists (:class:`.nodes.NodeLookup`)."""
         self.waiting = Waiting()
         self.lock = asyncio.Lock()
         """Serializes choose-and-reserve: no two decisions see the same free VF."""
@@ -245,9 +259,11 @@ class ClaimReconciler:
         """Uids whose allocation we are clearing ourselves (not the scheduler's doing)."""
         self.yielded: dict[str, float] = {}
         """Uid -> monotonic deadline: leave alone, the scheduler took the claim over."""
+        self.release_waits: dict[str, float] = {}
+        """Uid -> monotonic time a deleted claim was first seen waiting for its agent."""
+        self.release_notice_after = RELEASE_NOTICE_AFTER
         self.backoff = Backoff(base=REFUSED_WRITE_RETRY_FIRST, cap=REFUSED_WRITE_RETRY_MAX)
         """Growing delays for claims whose writes the apiserver refuses (not conflicts)."""
-        self._objects = client.CustomObjectsApi(api)
         self._pools: tuple[int, list[Pool], dict[DeviceKey, PublishedDevice]] = (-1, [], {})
 
     # -- entry points ---------------------------------------------------------------------------
@@ -307,6 +323,7 @@ class ClaimReconciler:
         """The claim is gone."""
         self.waiting.discard(uid)
         self.yielded.pop(uid, None)
+        self.release_waits.pop(uid, None)
         self.clearing.discard(uid)
         self.backoff.reset(uid)
         self.events.forget(uid)
@@ -353,14 +370,8 @@ class ClaimReconciler:
             self.metrics.reconcile_seconds.observe(time.perf_counter() - started)
 
     async def _refresh(self, claim: Mapping[str, Any]) -> None:
-        namespace, name = ref_of(claim)
-        try:
-            fresh = await self._objects.get_namespaced_custom_object(
-                "resource.k8s.io", "v1", namespace, "resourceclaims", name
-            )
-        except client.ApiException as exc:
-            if exc.status != 404:
-                raise
+        fresh = await self.writer.read(claim)
+        if fresh is None:
             self.record_removed(claim)
             return
         if fresh["metadata"]["uid"] != _meta(claim).get("uid"):
@@ -388,11 +399,18 @@ class ClaimReconciler:
 
     # -- allocation -----------------------------------------------------------------------------
 
-    def _nad_refs(self, claim: Body, configs: Mapping[str, VfConfig]) -> dict[str, Ref | None]:
-        """NAD per request, each checked to exist and parse; raises the first problem."""
+    async def _nad_refs(
+        self, claim: Body, configs: Mapping[str, VfConfig]
+    ) -> dict[str, Ref | None]:
+        """NAD per request, each checked to exist and parse; raises the first problem.
+
+        When all are valid, a NAD whose chained plugins will never run gets a
+        Warning on the claim, once (the claim is allocated all the same).
+        """
         uid = str(_meta(claim)["uid"])
         namespace = str(_meta(claim)["namespace"])
         refs: dict[str, Ref | None] = {}
+        notes: dict[str, str] = {}
         for request, cfg in configs.items():
             ref = nad_reference(
                 cfg, claim_namespace=namespace, allowed_namespaces=self.settings.nad_namespaces
@@ -411,9 +429,17 @@ class ClaimReconciler:
                     "(the claim is allocated as soon as it exists) or correct netAttachDefName",
                 )
             self.waiting.wait_for_nad(uid, ref)
-            parse_nad_config(
+            conf = parse_nad_config(
                 str((nad.get("spec") or {}).get("config") or ""), nad=f"{ref[0]}/{ref[1]}"
             )
+            note = unrun_plugins_warning(conf)
+            if note is not None:
+                notes[conf.nad] = note
+        for note in notes.values():
+            if await self.events.post_once(
+                claim, warning=True, reason="NadPluginsNotRun", message=note
+            ):
+                log.warning(note, extra=_log_extra(claim, reason="NadPluginsNotRun"))
         return refs
 
     async def _allocate(self, claim: Body) -> None:
@@ -426,6 +452,14 @@ class ClaimReconciler:
                 # _fail keeps it in waiting.for_devices: a new DeviceClass kicks it.
                 await self._fail(claim, missing)
                 return
+            # Maybe another driver's claim: no Event, but a new class may make it ours.
+            self.waiting.for_devices.add(uid)
+            log.debug(
+                "not allocating: a DeviceClass it names does not exist and neither that name "
+                "nor an opaque config ties the claim to this driver",
+                extra=_log_extra(claim),
+            )
+            return
         if decision is not Verdict.OURS:
             self.waiting.discard(uid)
             log.debug("not allocating: %s", decision.value, extra=_log_extra(claim))
@@ -450,7 +484,7 @@ class ClaimReconciler:
         self.waiting.discard(uid)
         try:
             configs = effective_configs(claim, self.cache.classes, driver=settings.driver)
-            nad_refs = self._nad_refs(claim, configs)
+            nad_refs = await self._nad_refs(claim, configs)
         except SriovDraError as error:
             await self._fail(claim, error)
             return
@@ -549,7 +583,7 @@ class ClaimReconciler:
         node = allocation_node(allocation) or (str(results[0]["pool"]) if results else "")
         try:
             configs = effective_configs(claim, self.cache.classes, driver=self.settings.driver)
-            nad_refs = self._nad_refs(claim, configs)
+            nad_refs = await self._nad_refs(claim, configs)
         except SriovDraError as error:
             # The VF is already in use; say what is wrong, adopt it all the same.
             await self.events.post(
@@ -623,11 +657,20 @@ class ClaimReconciler:
                 return
             released = (_meta(claim).get("annotations") or {}).get(RELEASED_ANNOTATION)
             if released != uid:
-                log.info(
-                    "deleted claim waits for the node agent to release its VF",
-                    extra=_log_extra(claim, released=released),
+                node = self._node_of(claim)
+                if not await self._node_gone(node):
+                    await self._await_release(claim, node)
+                    return
+                message = (
+                    f"node {node} no longer exists (its Node object was deleted), so no node "
+                    f"agent will release {self._devices_text(uid)}: the VF went with the node; "
+                    f"released without the agent: allocation cleared, finalizer {FINALIZER} "
+                    "removed"
                 )
-                return
+                await self.events.post(
+                    claim, warning=True, reason="ReleasedWithoutAgent", message=message
+                )
+                log.warning(message, extra=_log_extra(claim, node=node))
             self.clearing.add(uid)
             try:
                 claim = await self.writer.clear_allocation(claim)
@@ -637,3 +680,46 @@ class ClaimReconciler:
             self.metrics.releases.inc()
             log.info("released", extra=_log_extra(claim))
         await self._unmark(claim, drop_finalizer=True)
+
+    def _node_of(self, claim: Body) -> str:
+        allocation = (claim.get("status") or {}).get("allocation") or {}
+        return allocation_node(allocation) or str(
+            (_meta(claim).get("labels") or {}).get(NODE_LABEL) or ""
+        )
+
+    def _devices_text(self, uid: str) -> str:
+        return ", ".join(f"device {k.pool}/{k.device}" for k in sorted(self.cache.devices_of(uid)))
+
+    async def _node_gone(self, node: str) -> bool:
+        """The claim's Node is gone: the watch says so and the apiserver confirms it."""
+        if not node or not self.cache.node_missing(node):
+            return False
+        return await self.nodes.exists(node) is False
+
+    async def _await_release(self, claim: Body, node: str) -> None:
+        """Wait for the node agent; past :data:`RELEASE_NOTICE_AFTER`, say so in an Event."""
+        uid = str(_meta(claim)["uid"])
+        self.waiting.for_release.setdefault(node, set()).add(uid)
+        since = self.release_waits.setdefault(uid, time.monotonic())
+        remaining = since + self.release_notice_after - time.monotonic()
+        log.info(
+            "deleted claim waits for the node agent to release its VF",
+            extra=_log_extra(
+                claim,
+                node=node,
+                released=(_meta(claim).get("annotations") or {}).get(RELEASED_ANNOTATION),
+            ),
+        )
+        if remaining > 0:
+            self.requeue.add_after(uid, remaining)
+            return
+        message = (
+            f"the claim is deleted; {self._devices_text(uid)} stays allocated until the "
+            f"sriov-dra agent on node {node} has detached and reset it and set annotation "
+            f"{RELEASED_ANNOTATION}={uid} on this claim; then the allocation and finalizer "
+            f"{FINALIZER} go; fix: check the agent pod on node {node} (kubectl -n sriov-dra "
+            f"get pods -o wide --field-selector spec.nodeName={node}) and its log; if node "
+            f"{node} is gone for good, delete its Node object (kubectl delete node {node}) and "
+            "the operator releases the claim without the agent"
+        )
+        await self.events.post(claim, warning=False, reason="AwaitingRelease", message=message)

@@ -21,8 +21,9 @@ from kubernetes_asyncio import client
 
 from .cache import ClusterCache, ref_of, uid_of
 from .claims import ClaimReconciler
-from .events import SEED_FIELD_SELECTOR, EventRecorder, last_posted
+from .events import SEED_FIELD_SELECTOR, EventRecorder, every_posted, last_posted
 from .metrics import OperatorMetrics
+from .nodes import NodeLookup
 from .settings import OperatorSettings
 from .slices import vf_counts
 from .status_writer import ClaimWriter
@@ -45,7 +46,13 @@ async def _list_pages(call: Lister, *args: Any, **options: Any) -> list[dict[str
         if token:
             kwargs["_continue"] = token
         response = await call(*args, **kwargs)
-        page = json.loads(await response.read())
+        raw = await response.read()
+        # Unparsed responses are not checked by the client: an error must not read as empty.
+        if not 200 <= response.status <= 299:
+            error = client.ApiException(status=response.status, reason=response.reason)
+            error.body = raw.decode(errors="replace")
+            raise error
+        page = json.loads(raw)
         items.extend(page.get("items") or [])
         token = (page.get("metadata") or {}).get("continue")
         if not token:
@@ -56,9 +63,16 @@ class Controller:
     """Owns the cache, the queue, the workers and the reconciler."""
 
     def __init__(
-        self, settings: OperatorSettings, api: client.ApiClient, metrics: OperatorMetrics
+        self,
+        settings: OperatorSettings,
+        api: client.ApiClient,
+        metrics: OperatorMetrics,
+        *,
+        watch_nodes: bool = False,
     ) -> None:
         self.settings = settings
+        self.watch_nodes = watch_nodes
+        """Nodes are watched (RBAC allows it): a removed node's deleted claims are released."""
         self.api = api
         self.metrics = metrics
         self.cache = ClusterCache()
@@ -69,8 +83,8 @@ class Controller:
             writer=ClaimWriter(api),
             events=EventRecorder(api, instance=socket.gethostname()),
             metrics=metrics,
-            api=api,
             requeue=self.queue,
+            nodes=NodeLookup(api),
         )
         self.primed = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -78,7 +92,7 @@ class Controller:
     # -- start and stop -------------------------------------------------------------------------
 
     async def prime(self) -> None:
-        """List claims, slices, classes, NADs and pods before deciding anything."""
+        """List claims, slices, classes, NADs, pods and nodes before deciding anything."""
         objects = client.CustomObjectsApi(self.api)
         core = client.CoreV1Api(self.api)
         for body in await _list_pages(
@@ -108,6 +122,7 @@ class Controller:
             self.cache.upsert_nad(body)
         for body in await _list_pages(core.list_pod_for_all_namespaces):
             self.cache.upsert_pod(body)
+        await self._list_nodes(core)
         claims = await _list_pages(
             objects.list_cluster_custom_object, "resource.k8s.io", "v1", "resourceclaims"
         )
@@ -126,6 +141,22 @@ class Controller:
             },
         )
 
+    async def _list_nodes(self, core: client.CoreV1Api) -> None:
+        """Know the Nodes, so a deleted claim whose node is gone can be released."""
+        if not self.watch_nodes:
+            log.warning(
+                "not allowed to list and watch Nodes: a deleted claim whose node was removed "
+                "from the cluster keeps waiting for that node's agent",
+                extra={
+                    "fix": "grant the operator get, list and watch on nodes "
+                    "(manifests/rbac-operator.yaml)"
+                },
+            )
+            return
+        self.cache.nodes = set()
+        for body in await _list_pages(core.list_node):
+            self.cache.upsert_node(body)
+
     async def _seed_events(self) -> None:
         """Remember the Events posted before a restart, so unchanged claims get none again."""
         core = client.CoreV1Api(self.api)
@@ -141,8 +172,12 @@ class Controller:
                 extra={"fix": "grant the operator list on events (manifests/rbac-operator.yaml)"},
             )
             return
-        last = last_posted(events)
-        self.reconciler.events.seed({u: last[u] for u in self.cache.claim_uids() if u in last})
+        last, every = last_posted(events), every_posted(events)
+        known = set(self.cache.claim_uids())
+        self.reconciler.events.seed(
+            {u: posted for u, posted in last.items() if u in known},
+            {u: posted for u, posted in every.items() if u in known},
+        )
 
     def start(self) -> None:
         """Start the workers (after :meth:`prime`) and queue every known claim."""
@@ -214,6 +249,15 @@ class Controller:
         else:
             self.cache.upsert_nad(body)
         for uid in list(self.reconciler.waiting.for_nad.get(ref_of(body), ())):
+            self.queue.add(uid)
+
+    def on_node(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """A Node came or went: deleted claims waiting on a removed node's agent are re-checked."""
+        if event_type != "DELETED":
+            self.cache.upsert_node(body)
+            return
+        self.cache.remove_node(body)
+        for uid in list(self.reconciler.waiting.for_release.get(body["metadata"]["name"], ())):
             self.queue.add(uid)
 
     def on_pod(self, event_type: str | None, body: Mapping[str, Any]) -> None:

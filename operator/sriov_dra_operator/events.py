@@ -6,6 +6,11 @@ get an Event each time, so the last (reason, message) posted per claim is
 remembered and an identical one is skipped. The memory outlives a restart: at
 start the operator lists the Events it posted before (:func:`last_posted`) and
 seeds it, so a waiting claim whose state did not change gets no second Event.
+
+Some Events are notes beside the claim's state rather than the state itself (a
+NAD whose chained plugins are ignored, while the claim waits for a VF): those
+are posted with :meth:`EventRecorder.post_once`, at most once per claim and
+message, also across restarts (every Event posted before is remembered).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, cast
 
 from kubernetes_asyncio import client
@@ -66,6 +71,20 @@ def _version(event: Mapping[str, Any]) -> int:
     return int(version) if version.isdigit() else -1
 
 
+def _claim_events(events: Iterable[Mapping[str, Any]]) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """(claim uid, Event) of the Events this operator posted on claims."""
+    for event in events:
+        involved = event.get("involvedObject") or {}
+        component = (event.get("source") or {}).get("component") or event.get("reportingComponent")
+        uid = str(involved.get("uid") or "")
+        if component == COMPONENT and involved.get("kind") == "ResourceClaim" and uid:
+            yield uid, event
+
+
+def _said(event: Mapping[str, Any]) -> tuple[str, str]:
+    return str(event.get("reason") or ""), str(event.get("message") or "")
+
+
 def last_posted(events: Iterable[Mapping[str, Any]]) -> dict[str, tuple[str, str]]:
     """Claim uid -> (reason, message) of the newest Event this operator posted on it.
 
@@ -73,18 +92,18 @@ def last_posted(events: Iterable[Mapping[str, Any]]) -> dict[str, tuple[str, str
     orders them as they were posted (timestamps have only second precision).
     """
     newest: dict[str, Mapping[str, Any]] = {}
-    for event in events:
-        involved = event.get("involvedObject") or {}
-        component = (event.get("source") or {}).get("component") or event.get("reportingComponent")
-        uid = str(involved.get("uid") or "")
-        if component != COMPONENT or involved.get("kind") != "ResourceClaim" or not uid:
-            continue
+    for uid, event in _claim_events(events):
         if uid not in newest or _version(event) > _version(newest[uid]):
             newest[uid] = event
-    return {
-        uid: (str(event.get("reason") or ""), str(event.get("message") or ""))
-        for uid, event in newest.items()
-    }
+    return {uid: _said(event) for uid, event in newest.items()}
+
+
+def every_posted(events: Iterable[Mapping[str, Any]]) -> dict[str, set[tuple[str, str]]]:
+    """Claim uid -> every (reason, message) this operator posted on it."""
+    posted: dict[str, set[tuple[str, str]]] = {}
+    for uid, event in _claim_events(events):
+        posted.setdefault(uid, set()).add(_said(event))
+    return posted
 
 
 class EventRecorder:
@@ -94,16 +113,43 @@ class EventRecorder:
         self._core = client.CoreV1Api(api)
         self._instance = instance
         self._last: dict[str, tuple[str, str]] = {}
+        self._once: dict[str, set[tuple[str, str]]] = {}
         self._background: set[asyncio.Task[bool]] = set()
 
-    def seed(self, last: Mapping[str, tuple[str, str]]) -> None:
-        """Remember Events posted before a restart (claim uid -> (reason, message))."""
+    def seed(
+        self,
+        last: Mapping[str, tuple[str, str]],
+        every: Mapping[str, set[tuple[str, str]]] | None = None,
+    ) -> None:
+        """Remember Events posted before a restart (claim uid -> (reason, message)).
+
+        ``last`` is the newest per claim (:func:`last_posted`), ``every`` all of them
+        (:func:`every_posted`), for :meth:`post_once`.
+        """
         for uid, posted in last.items():
             self._last.setdefault(uid, posted)
+        for uid, all_posted in (every or {}).items():
+            self._once.setdefault(uid, set()).update(all_posted)
 
     def forget(self, uid: str) -> None:
         """Drop the memory of a claim that is gone."""
         self._last.pop(uid, None)
+        self._once.pop(uid, None)
+
+    async def post_once(
+        self, claim: Mapping[str, Any], *, warning: bool, reason: str, message: str
+    ) -> bool:
+        """Post unless this claim ever got this (reason, message); True when posted."""
+        uid = str(claim["metadata"]["uid"])
+        seen = self._once.setdefault(uid, set())
+        if (reason, message) in seen:
+            return False
+        seen.add((reason, message))
+        posted = await self.post(claim, warning=warning, reason=reason, message=message)
+        if not posted and self._last.get(uid) != (reason, message):
+            # Lost (the API refused it): let a later reconcile try again.
+            seen.discard((reason, message))
+        return posted
 
     def last(self, uid: str) -> tuple[str, str] | None:
         """The (reason, message) last posted for claim ``uid``."""

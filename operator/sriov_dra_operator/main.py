@@ -23,6 +23,7 @@ from sriov_dra.constants import PREFIX
 from . import settings as settings_module
 from .controller import Controller
 from .metrics import OperatorMetrics
+from .nodes import may_watch_nodes
 from .settings import OperatorSettings
 
 log = logging.getLogger("sriov_dra_operator")
@@ -32,6 +33,7 @@ SLICES = ("resource.k8s.io", "v1", "resourceslices")
 CLASSES = ("resource.k8s.io", "v1", "deviceclasses")
 NADS = ("k8s.cni.cncf.io", "v1", "network-attachment-definitions")
 PODS = ("", "v1", "pods")
+NODES = ("", "v1", "nodes")
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -58,8 +60,14 @@ async def connection_info(configuration: client.Configuration) -> kopf.Connectio
     )
 
 
-def build_registry(configuration: client.Configuration) -> kopf.OperatorRegistry:
-    """A fresh registry with our handlers (fresh so tests can run several operators)."""
+def build_registry(
+    configuration: client.Configuration, *, watch_nodes: bool = False
+) -> kopf.OperatorRegistry:
+    """A fresh registry with our handlers (fresh so tests can run several operators).
+
+    Nodes are watched only when ``watch_nodes``: kopf stops the whole operator when a
+    watch stays forbidden.
+    """
     registry = kopf.OperatorRegistry()
 
     @kopf.on.login(registry=registry)
@@ -103,6 +111,12 @@ def build_registry(configuration: client.Configuration) -> kopf.OperatorRegistry
     async def pod_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         memo.controller.on_pod(event.get("type"), event["object"])
 
+    if watch_nodes:
+
+        @kopf.on.event(*NODES, registry=registry)
+        async def node_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+            memo.controller.on_node(event.get("type"), event["object"])
+
     return registry
 
 
@@ -140,9 +154,10 @@ async def operate(settings: OperatorSettings, *, stop_flag: asyncio.Event | None
         metrics.serve(settings.metrics_port, settings.bind_address)
     api = await _load_client(settings)
     try:
-        controller = Controller(settings, api, metrics)
+        watch_nodes = await may_watch_nodes(api)
+        controller = Controller(settings, api, metrics, watch_nodes=watch_nodes)
         await kopf.operator(
-            registry=build_registry(api.configuration),
+            registry=build_registry(api.configuration, watch_nodes=watch_nodes),
             settings=kopf_settings(),
             standalone=True,
             clusterwide=True,

@@ -13,6 +13,12 @@ A claim is ours when all of these hold:
   DeviceClass this project ships) or when one of its CEL selectors mentions the
   driver name as a string literal (``device.driver == '<driver>'``). This is a
   textual rule, not CEL analysis: it is cheap, predictable and documented.
+
+A claim naming a DeviceClass that does not exist (yet) cannot be judged by its
+classes. It is told so (``DeviceClassNotFound``) only when it is evidently meant
+for our driver: the missing class is named like the driver (the DeviceClass this
+project ships), or the claim carries an opaque config for our driver. Any other
+claim, a GPU claim whose class is missing say, is none of our business.
 """
 
 from __future__ import annotations
@@ -69,18 +75,34 @@ def class_fields(claim: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
             yield f"spec.devices.requests[{i}].firstAvailable[{j}].deviceClassName", name
 
 
+def has_driver_config(claim: Mapping[str, Any], driver: str) -> bool:
+    """The claim's ``spec.devices.config`` has an opaque entry for ``driver``."""
+    config = ((claim.get("spec") or {}).get("devices") or {}).get("config") or []
+    return any((item.get("opaque") or {}).get("driver") == driver for item in config)
+
+
 def class_not_found(
     claim: Mapping[str, Any], classes: Mapping[str, Mapping[str, Any]], driver: str
 ) -> DeviceClassNotFound | None:
-    """The error naming the first DeviceClass the claim uses that does not exist."""
+    """The error naming the first missing DeviceClass the claim uses, when it is ours to tell.
+
+    None when every class exists, or when nothing ties the claim to ``driver``
+    (see the module docstring): then the missing class is another driver's concern.
+    """
+    configured = has_driver_config(claim, driver)
     for path, name in class_fields(claim):
-        if name not in classes:
+        if name not in classes and (configured or name == driver):
+            shipped = "kubectl apply -f manifests/deviceclass.yaml"
+            fix = (
+                f"create it ({shipped})"
+                if name == driver
+                else f"create DeviceClass {name!r} with a selector for driver {driver}, or "
+                f"correct the name (the class this project ships is {driver!r}: {shipped})"
+            )
             return DeviceClassNotFound(
                 f"DeviceClass {name!r} does not exist",
                 field=path,
-                fix=f"create the DeviceClass (the one of driver {driver}: kubectl apply -f "
-                "manifests/deviceclass.yaml) or correct the name; the claim is allocated as "
-                "soon as the class exists",
+                fix=f"{fix}; the claim is allocated as soon as the class exists",
             )
     return None
 

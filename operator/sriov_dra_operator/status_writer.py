@@ -1,4 +1,5 @@
-"""Every write the operator makes to a ResourceClaim, each guarded by resourceVersion.
+"""Every write the operator makes to a ResourceClaim, each guarded by resourceVersion,
+and the re-read that follows a refused one.
 
 All writes are JSON merge patches that carry ``metadata.resourceVersion``: the
 apiserver then refuses them with 409 Conflict if the claim changed since we
@@ -125,6 +126,19 @@ class ClaimWriter:
         except client.ApiException as exc:
             if exc.status in (404, 409):
                 raise StaleClaim(exc.status) from exc
+            raise
+        return result
+
+    async def read(self, claim: Mapping[str, Any]) -> Body | None:
+        """The claim as stored now (None when it is gone), to decide again after a conflict."""
+        namespace, name = str(claim["metadata"]["namespace"]), str(claim["metadata"]["name"])
+        try:
+            result: Body = await self._objects.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name
+            )
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return None
             raise
         return result
 

@@ -289,8 +289,9 @@ def test_a_claim_whose_device_class_comes_later_is_told_then_allocated(
         assert event["type"] == "Warning"
         assert event["message"] == (
             f"spec.devices.requests[0].exactly.deviceClassName: DeviceClass '{late_class}' "
-            f"does not exist; fix: create the DeviceClass (the one of driver {DRIVER_NAME}: "
-            "kubectl apply -f manifests/deviceclass.yaml) or correct the name; the claim is "
+            f"does not exist; fix: create DeviceClass '{late_class}' with a selector for driver "
+            f"{DRIVER_NAME}, or correct the name (the class this project ships is "
+            f"'{DRIVER_NAME}': kubectl apply -f manifests/deviceclass.yaml); the claim is "
             "allocated as soon as the class exists"
         )
         # The VFs are published already: only the DeviceClass watch can unblock the claim,

@@ -21,10 +21,17 @@ CLASSES: dict[str, dict[str, Any]] = {
 }
 
 
-def claim(*requests: dict[str, Any], owners: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def claim(
+    *requests: dict[str, Any],
+    owners: list[dict[str, Any]] | None = None,
+    config: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    devices: dict[str, Any] = {"requests": list(requests)}
+    if config:
+        devices["config"] = config
     return {
         "metadata": {"name": "c", "namespace": "ns", "ownerReferences": owners or []},
-        "spec": {"devices": {"requests": list(requests)}},
+        "spec": {"devices": devices},
     }
 
 
@@ -76,20 +83,29 @@ def test_verdict(body: dict[str, Any], expected: Verdict) -> None:
     assert verdict(body, CLASSES, DRIVER) is expected
 
 
-FIX = (
-    f"fix: create the DeviceClass (the one of driver {DRIVER}: kubectl apply -f "
-    "manifests/deviceclass.yaml) or correct the name; the claim is allocated as soon as the "
-    "class exists"
-)
+SHIPPED = "kubectl apply -f manifests/deviceclass.yaml"
+LATER = "the claim is allocated as soon as the class exists"
+OURS = [{"requests": ["vf"], "opaque": {"driver": DRIVER, "parameters": {}}}]
+THEIRS = [{"opaque": {"driver": "gpu.example.com", "parameters": {}}}]
+NOT_SHIPPED = {name: body for name, body in CLASSES.items() if name != DRIVER}
+"""The classes of a cluster where manifests/deviceclass.yaml was not applied."""
+
+
+def fix_for(name: str) -> str:
+    return (
+        f"fix: create DeviceClass '{name}' with a selector for driver {DRIVER}, or correct the "
+        f"name (the class this project ships is '{DRIVER}': {SHIPPED}); {LATER}"
+    )
 
 
 @pytest.mark.parametrize(
-    ("body", "expected"),
+    ("body", "classes", "expected"),
     [
         (
-            claim(exactly("vf", DRIVER), exactly("vf2", "typo")),
+            claim(exactly("vf", DRIVER), exactly("vf2", "typo"), config=OURS),
+            CLASSES,
             "spec.devices.requests[1].exactly.deviceClassName: DeviceClass 'typo' does not "
-            f"exist; {FIX}",
+            f"exist; {fix_for('typo')}",
         ),
         (
             claim(
@@ -99,19 +115,36 @@ FIX = (
                         {"name": "fast", "deviceClassName": "vf-fast"},
                         {"name": "slow", "deviceClassName": "vf-slow"},
                     ],
-                }
+                },
+                config=OURS,
             ),
+            CLASSES,
             "spec.devices.requests[0].firstAvailable[1].deviceClassName: DeviceClass "
-            f"'vf-slow' does not exist; {FIX}",
+            f"'vf-slow' does not exist; {fix_for('vf-slow')}",
         ),
-        (claim(exactly("vf", DRIVER)), None),
+        (
+            claim(exactly("gpu", "gpu"), exactly("vf", DRIVER)),
+            NOT_SHIPPED,
+            f"spec.devices.requests[1].exactly.deviceClassName: DeviceClass '{DRIVER}' does not "
+            f"exist; fix: create it ({SHIPPED}); {LATER}",
+        ),
+        (claim(exactly("vf", DRIVER), exactly("gpu", "gpu-missing")), CLASSES, None),
+        (claim(exactly("gpu", "gpu-missing"), config=THEIRS), CLASSES, None),
+        (claim(exactly("vf", DRIVER), config=OURS), CLASSES, None),
     ],
-    ids=["exactly-request", "first-available-subrequest", "all-exist"],
+    ids=[
+        "our-config-names-the-claim-ours",
+        "our-config-first-available-subrequest",
+        "missing-class-named-like-the-driver",
+        "other-class-missing-without-our-config",
+        "other-drivers-config-only",
+        "all-exist",
+    ],
 )
-def test_missing_class_names_its_field_and_the_fix(
-    body: dict[str, Any], expected: str | None
+def test_missing_class_is_told_only_to_claims_meant_for_us(
+    body: dict[str, Any], classes: dict[str, dict[str, Any]], expected: str | None
 ) -> None:
-    error = class_not_found(body, CLASSES, DRIVER)
+    error = class_not_found(body, classes, DRIVER)
     assert (error.describe() if error else None) == expected
     if error is not None:
         assert (error.reason, error.retryable) == ("DeviceClassNotFound", True)
