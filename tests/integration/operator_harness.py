@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import importlib
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -17,6 +19,7 @@ import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import yaml
@@ -127,6 +130,22 @@ class OperatorProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(timeout=10)
+
+
+def unit_tables(module: str) -> ModuleType:
+    """A module of tests/unit (its bad-input tables), imported as pytest imports it."""
+    unit = str(ROOT / "tests" / "unit")
+    if unit not in sys.path:
+        sys.path.append(unit)
+    return importlib.import_module(module)
+
+
+def failures_by_reason(metrics: str) -> dict[str, float]:
+    """``sriov_dra_operator_allocation_failures_total`` per reason, from /metrics text."""
+    pattern = re.compile(
+        r'^sriov_dra_operator_allocation_failures_total\{reason="([^"]*)"\} (\S+)$', re.M
+    )
+    return {reason: float(value) for reason, value in pattern.findall(metrics)}
 
 
 def ensure_crds_and_class(cluster: DevCluster) -> None:
@@ -245,6 +264,19 @@ def create(cluster: DevCluster, *objects: dict[str, Any]) -> None:
     """``kubectl create`` all objects at once."""
     items = {"apiVersion": "v1", "kind": "List", "items": list(objects)}
     cluster.kubectl("create", "-f", "-", input=json.dumps(items), timeout=120)
+
+
+def create_unchecked(cluster: DevCluster, *objects: dict[str, Any]) -> str:
+    """Send all objects in one ``kubectl create``, leaving validation to the apiserver.
+
+    Returns kubectl's stderr: the apiserver's refusal of each object it refused
+    (the others are created).
+    """
+    items = {"apiVersion": "v1", "kind": "List", "items": list(objects)}
+    result = cluster.kubectl(
+        "create", "--validate=false", "-f", "-", input=json.dumps(items), timeout=120, check=False
+    )
+    return result.stderr
 
 
 def claims(cluster: DevCluster, namespace: str) -> list[dict[str, Any]]:

@@ -8,9 +8,11 @@ so tests never take each other's VFs.
 
 from __future__ import annotations
 
+import collections
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -24,8 +26,10 @@ from operator_harness import (
     claims,
     conflict_events,
     create,
+    create_unchecked,
     device_class_manifest,
     events_for,
+    failures_by_reason,
     holders_of,
     load_seed,
     nad_manifest,
@@ -35,6 +39,7 @@ from operator_harness import (
     settled,
     simulated_vfs,
     sriov_conf,
+    unit_tables,
     vfconfig,
     wait_allocated,
     wait_for_event,
@@ -48,9 +53,7 @@ from sriov_dra.constants import (
     KUBE_DELETE_PROTECTION,
     NODE_LABEL,
 )
-from sriov_dra.errors import NoDeviceAvailable, SriovDraError
-from sriov_dra.nad import parse_nad_config
-from sriov_dra.vfconfig import nad_reference, parse_vfconfig
+from sriov_dra.errors import NoDeviceAvailable
 from sriov_dra_devcluster.cluster import DevCluster
 from sriov_dra_devcluster.waiting import wait_until
 
@@ -156,103 +159,119 @@ def test_seed_claim_is_allocated_and_described(
         assert logged and logged[0]["vf"] == record.pci_address and logged[0]["pf"] == "simpf0"
 
 
-def _invalid_vfconfig(parameters: dict[str, Any]) -> str:
-    with pytest.raises(SriovDraError) as info:
-        parse_vfconfig(parameters, field=CONFIG_FIELD)
-    return info.value.describe()
+VFCONFIG_TABLES = unit_tables("test_vfconfig")
+NAD_TABLES = unit_tables("test_nad")
+assert VFCONFIG_TABLES.FIELD == CONFIG_FIELD, "the claims below carry one config entry, [0]"
 
 
-def _cross_namespace(parameters: dict[str, Any], namespace: str) -> str:
-    cfg = parse_vfconfig(parameters, field=CONFIG_FIELD)
-    with pytest.raises(SriovDraError) as info:
-        nad_reference(cfg, claim_namespace=namespace, allowed_namespaces=frozenset())
-    return info.value.describe()
+@dataclass(frozen=True)
+class BadInput:
+    """One row of a unit table, as a claim (and its NAD) and what the operator must say."""
+
+    claim: str
+    parameters: Any
+    reason: str
+    message: str
+    nad: str = ""
+    """Name of the NAD the claim names, created before the claims with ``nad_config``."""
+    nad_config: str = ""
 
 
-def _invalid_nad(config: dict[str, Any], nad: str) -> str:
-    with pytest.raises(SriovDraError) as info:
-        parse_nad_config(json.dumps(config), nad=nad)
-    return info.value.describe()
-
-
-BAD_INPUTS = [
-    ("wrong-kind", {"kind": "VfConf", "ifName": "net1"}, None, "InvalidVfConfig"),
-    ("unknown-field", {"ifNmae": "net1"}, None, "InvalidVfConfig"),
-    ("ifname-too-long", {"ifName": "averyveryverylongname"}, None, "InvalidVfConfig"),
-    ("ifname-slash", {"ifName": "net/1"}, None, "InvalidVfConfig"),
-    ("bad-driver", {"driver": "igb_uio"}, None, "InvalidVfConfig"),
-    (
-        "cross-namespace-nad",
-        {"netAttachDefName": "net", "netAttachDefNamespace": "elsewhere"},
-        None,
-        "InvalidVfConfig",
-    ),
-    ("missing-nad", {"netAttachDefName": "absent"}, None, "NetworkAttachmentDefinitionNotFound"),
-    (
-        "nad-vlan-out-of-range",
-        {"netAttachDefName": "net"},
-        {"vlan": 5000},
-        "InvalidNetworkAttachmentDefinition",
-    ),
-    (
-        "nad-qos-without-vlan",
-        {"netAttachDefName": "net"},
-        {"vlanQoS": 3},
-        "InvalidNetworkAttachmentDefinition",
-    ),
-    (
-        "nad-spoofchk-bool",
-        {"netAttachDefName": "net"},
-        {"spoofchk": True},
-        "InvalidNetworkAttachmentDefinition",
-    ),
-]
-
-
-@pytest.mark.parametrize(
-    ("case", "params", "nad_fields", "reason"), BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS]
-)
-def test_bad_input_gets_its_event_and_no_allocation(
-    cluster: DevCluster,
-    operator: OperatorProcess,
-    clean_claims: str,
-    case: str,
-    params: dict[str, Any],
-    nad_fields: dict[str, Any] | None,
-    reason: str,
-) -> None:
-    namespace = clean_claims
-    parameters = {**vfconfig(), **params}
-    if reason == "InvalidVfConfig" and case == "cross-namespace-nad":
-        expected = _cross_namespace(parameters, namespace)
-    elif reason == "InvalidVfConfig":
-        expected = _invalid_vfconfig(parameters)
-    elif reason == "NetworkAttachmentDefinitionNotFound":
-        expected = (
+def bad_inputs(namespace: str) -> list[BadInput]:
+    """Every bad VfConfig, NAD reference and NAD of the unit tables, plus a missing NAD."""
+    rows = []
+    for row in VFCONFIG_TABLES.BAD:
+        raw, message = row.values
+        rows.append(BadInput(f"vfconfig-{row.id}", raw, "InvalidVfConfig", message))
+    for row in VFCONFIG_TABLES.NAD_REF_BAD:
+        cfg, _allowed, message = row.values
+        parameters = vfconfig(**cfg.model_dump(by_alias=True, exclude_defaults=True))
+        # The table's claims live in namespace "ns"; this operator allows no other namespace.
+        message = message.replace("'ns'", f"'{namespace}'")
+        rows.append(BadInput(f"nadref-{row.id}", parameters, "InvalidVfConfig", message))
+    table_nad = f"NetworkAttachmentDefinition {NAD_TABLES.NAD} "
+    for row in NAD_TABLES.BAD:
+        config, message = row.values
+        nad = f"bad-{row.id}"
+        message = message.replace(table_nad, f"NetworkAttachmentDefinition {namespace}/{nad} ")
+        rows.append(
+            BadInput(
+                f"nad-{row.id}",
+                vfconfig(netAttachDefName=nad),
+                "InvalidNetworkAttachmentDefinition",
+                message,
+                nad=nad,
+                nad_config=config,
+            )
+        )
+    rows.append(
+        BadInput(
+            "nad-missing",
+            vfconfig(netAttachDefName="absent"),
+            "NetworkAttachmentDefinitionNotFound",
             f"netAttachDefName: NetworkAttachmentDefinition {namespace}/absent named by request "
             f"'vf' does not exist; fix: create NetworkAttachmentDefinition absent in namespace "
             f"{namespace} (the claim is allocated as soon as it exists) or correct "
-            "netAttachDefName"
+            "netAttachDefName",
         )
-    else:
-        assert nad_fields is not None
-        expected = _invalid_nad(sriov_conf("net", **nad_fields), f"{namespace}/net")
-    with simulated_vfs(cluster, f"{namespace}-vfs", per_node=2) as device_class:
-        objects = [claim_manifest("bad", namespace, device_class, parameters)]
-        if nad_fields is not None:
-            objects.insert(0, nad_manifest("net", namespace, sriov_conf("net", **nad_fields)))
-        apply(cluster, *objects)
-        event = wait_for_event(cluster, namespace, "bad", reason)
-        assert event["type"] == "Warning"
-        assert event["message"] == expected
-        body = claim(cluster, namespace, "bad")
-        assert body is not None
-        assert allocated_devices(body) == []
-        assert FINALIZER not in (body["metadata"].get("finalizers") or [])
-        assert NODE_LABEL not in (body["metadata"].get("labels") or {})
-        assert_untouched_by_kopf(body)
-        # Reconciled again later (any kick) it must not repeat itself.
-        assert [e["reason"] for e in events_for(cluster, namespace, "bad")] == [reason]
+    )
+    return rows
+
+
+def test_every_bad_input_of_the_unit_tables_gets_its_event_and_no_allocation(
+    cluster: DevCluster, operator: OperatorProcess, clean_claims: str
+) -> None:
+    namespace = clean_claims
+    rows = bad_inputs(namespace)
+    refused_by_apiserver = [r for r in rows if not isinstance(r.parameters, dict)]
+    told = [r for r in rows if isinstance(r.parameters, dict)]
+    failures_before = failures_by_reason(operator.metrics())
+    with simulated_vfs(cluster, f"{namespace}-vfs", per_node=1) as device_class:
+        # NADs first; the probe claim, allocated, shows the operator has seen them all
+        # (one watch, in order), so no claim below is first told its NAD is missing.
+        nads = [nad_manifest(r.nad, namespace, r.nad_config) for r in rows if r.nad_config]
+        create(cluster, *nads, nad_manifest("probe", namespace, sriov_conf("probe")))
+        apply(cluster, claim_manifest("probe", namespace, device_class,
+                                      vfconfig(netAttachDefName="probe")))  # fmt: skip
+        wait_allocated(cluster, namespace, "probe")
+
+        refusals = create_unchecked(
+            cluster,
+            *(claim_manifest(r.claim, namespace, device_class, r.parameters) for r in rows),
+        )
+        for row in refused_by_apiserver:
+            assert (
+                f'The ResourceClaim "{row.claim}" is invalid: {CONFIG_FIELD}: Invalid value: '
+                '"<value omitted>": must be a valid JSON object'
+            ) in refusals
+
+        def all_told() -> dict[str, list[dict[str, Any]]] | None:
+            events = cluster.kubectl_json("get", "events", "-n", namespace)["items"]
+            by_claim: dict[str, list[dict[str, Any]]] = {}
+            for event in events:
+                by_claim.setdefault(event["involvedObject"]["name"], []).append(event)
+            return by_claim if all(r.claim in by_claim for r in told) else None
+
+        by_claim = wait_until(all_told, timeout=60, what=f"an Event on each of {len(told)} claims")
+        bodies = {b["metadata"]["name"]: b for b in claims(cluster, namespace)}
+        assert sorted(bodies) == sorted([r.claim for r in told] + ["probe"])
+        for row in told:
+            said = [(e["type"], e["reason"], e["message"]) for e in by_claim[row.claim]]
+            assert said == [("Warning", row.reason, row.message)], row.claim
+            body = bodies[row.claim]
+            assert allocated_devices(body) == [], row.claim
+            assert FINALIZER not in (body["metadata"].get("finalizers") or []), row.claim
+            assert NODE_LABEL not in (body["metadata"].get("labels") or {}), row.claim
+            assert_untouched_by_kopf(body)
+
+        # Counted once per claim, by the reason of its Event.
+        expected = dict(collections.Counter(r.reason for r in told))
+
+        def grown() -> dict[str, float]:
+            now = failures_by_reason(operator.metrics())
+            return {k: now.get(k, 0) - failures_before.get(k, 0) for k in expected}
+
+        wait_until(lambda: grown() == expected, timeout=10, what=f"failures_total += {expected}")
 
 
 def test_nad_created_or_fixed_after_the_claim_unblocks_it(
