@@ -38,6 +38,7 @@ from operator_harness import (
     release_all,
     settled,
     simulated_vfs,
+    slice_manifest,
     sriov_conf,
     unit_tables,
     vfconfig,
@@ -52,9 +53,11 @@ from sriov_dra.constants import (
     FINALIZER,
     KUBE_DELETE_PROTECTION,
     NODE_LABEL,
+    RELEASED_ANNOTATION,
 )
 from sriov_dra.errors import NoDeviceAvailable
-from sriov_dra_devcluster.cluster import DevCluster
+from sriov_dra.nad import parse_nad_config, unrun_plugins_warning
+from sriov_dra_devcluster.cluster import DevCluster, node_manifest
 from sriov_dra_devcluster.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -601,3 +604,141 @@ def test_a_deleted_claim_keeps_its_vf_while_a_pod_holds_it(
                    what="the released claim to be gone")  # fmt: skip
         moved = wait_allocated(cluster, namespace, "next")
         assert allocated_devices(moved) == allocated_devices(body)
+
+
+def test_a_nad_whose_chained_plugins_never_run_is_warned_about_and_allocated(
+    cluster: DevCluster, operator: OperatorProcess, clean_claims: str
+) -> None:
+    namespace = clean_claims
+    config = {
+        "cniVersion": "1.0.0",
+        "name": "chained",
+        "plugins": [sriov_conf("chained", vlan=10), {"type": "tuning", "mtu": 9000},
+                    {"type": "sbr"}],
+    }  # fmt: skip
+    warning = unrun_plugins_warning(
+        parse_nad_config(json.dumps(config), nad=f"{namespace}/chained")
+    )
+    with simulated_vfs(cluster, f"{namespace}-vfs", per_node=1) as device_class:
+        apply(
+            cluster,
+            nad_manifest("chained", namespace, config),
+            claim_manifest(
+                "chained", namespace, device_class, vfconfig(netAttachDefName="chained")
+            ),
+        )
+        wait_allocated(cluster, namespace, "chained")
+        wait_for_event(cluster, namespace, "chained", "Allocated")
+        said = [(e["type"], e["reason"], e["message"])
+                for e in events_for(cluster, namespace, "chained")]  # fmt: skip
+        assert ("Warning", "NadPluginsNotRun", warning) in said
+        assert sorted(reason for _, reason, _ in said) == ["Allocated", "NadPluginsNotRun"]
+
+
+def test_a_conflict_between_two_of_our_claims_keeps_the_one_in_use(
+    cluster: DevCluster, operator: OperatorProcess, clean_claims: str
+) -> None:
+    namespace = clean_claims
+    with simulated_vfs(cluster, f"{namespace}-vfs", per_node=2) as device_class:
+        apply(cluster, claim_manifest("older", namespace, device_class, vfconfig()))
+        older = wait_allocated(cluster, namespace, "older")
+        [device] = allocated_devices(older)
+        # A newer claim of ours waits for its NAD...
+        apply(cluster, claim_manifest("in-use", namespace, device_class,
+                                      vfconfig(netAttachDefName="later")))  # fmt: skip
+        wait_for_event(cluster, namespace, "in-use", "NetworkAttachmentDefinitionNotFound")
+        # ...when a scheduler racing us allocates it the same VF and reserves it for its pod.
+        apply(cluster, _pending_pod(namespace, "user"))
+        pod = cluster.kubectl_json("get", "pod", "user", "-n", namespace)
+        reserved = [{"resource": "pods", "name": "user", "uid": pod["metadata"]["uid"]}]
+        status = {"allocation": older["status"]["allocation"], "reservedFor": reserved}
+        cluster.kubectl(
+            "patch", "resourceclaim", "in-use", "-n", namespace, "--subresource=status",
+            "--type=merge", "-p", json.dumps({"status": status}),
+        )  # fmt: skip
+
+        shared = f"device {device[1]}/{device[2]} (driver {DRIVER_NAME}) is also allocated to"
+        kept = wait_for_event(cluster, namespace, "in-use", "AllocationConflict")
+        assert (
+            kept["message"]
+            == f"{shared} {namespace}/older; this claim keeps it because a pod uses it"
+        )
+        cleared = wait_for_event(cluster, namespace, "older", "AllocationConflict")
+        assert cleared["message"] == (
+            f"{shared} {namespace}/in-use, which keeps it; this claim's allocation is cleared "
+            "and a different VF will be allocated"
+        )
+        moved = wait_until(
+            lambda: (lambda b: b if b and allocated_devices(b) not in ([], [device]) else None)(
+                claim(cluster, namespace, "older")
+            ),
+            timeout=30, what="the older claim to get another VF",
+        )  # fmt: skip
+        [other] = allocated_devices(moved)
+        assert other != device
+        assert allocated_devices(claim(cluster, namespace, "in-use") or {}) == [device]
+        assert FINALIZER in moved["metadata"]["finalizers"]
+        [record] = allocation_record.decode(moved["metadata"]["annotations"][ALLOCATION_ANNOTATION])
+        assert (record.pool, record.device) == other[1:]
+        cluster.kubectl(
+            "patch", "resourceclaim", "in-use", "-n", namespace, "--subresource=status",
+            "--type=merge", "-p", '{"status": {"reservedFor": null}}',
+        )  # fmt: skip
+
+
+NODES_RULE = '{apiGroups: [""], resources: ["nodes"], verbs: ["get", "list", "watch"]}'
+
+
+def test_a_deleted_claim_waits_for_its_agent_and_goes_with_its_node(
+    cluster: DevCluster, operator: OperatorProcess, clean_claims: str
+) -> None:
+    namespace = clean_claims
+    denied = "not allowed to list and watch Nodes"
+    assert not [r for r in operator.log_records() if str(r.get("message")).startswith(denied)], (
+        f"the operator may not watch Nodes: manifests/rbac-operator.yaml needs {NODES_RULE}"
+    )
+    group = f"{namespace}-vfs"
+    node = f"gone-{namespace[-6:]}"
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(node_manifest(node)))
+    try:
+        apply(
+            cluster,
+            device_class_manifest(group, group),
+            slice_manifest(f"{group}-{node}", node, f"{node}.{group}", group, 1, bus_group=5),
+        )
+        apply(cluster, claim_manifest("orphan", namespace, group, vfconfig()))
+        body = wait_allocated(cluster, namespace, "orphan")
+        [(_, pool, device)] = allocated_devices(body)
+        uid = body["metadata"]["uid"]
+        cluster.kubectl("delete", "resourceclaim", "orphan", "-n", namespace, "--wait=false")
+
+        waiting = wait_for_event(cluster, namespace, "orphan", "AwaitingRelease", timeout=30)
+        assert waiting["type"] == "Normal"
+        assert waiting["message"] == (
+            f"the claim is deleted; device {pool}/{device} stays allocated until the sriov-dra "
+            f"agent on node {node} has detached and reset it and set annotation "
+            f"{RELEASED_ANNOTATION}={uid} on this claim; then the allocation and finalizer "
+            f"{FINALIZER} go; fix: check the agent pod on node {node} (kubectl -n sriov-dra get "
+            f"pods -o wide --field-selector spec.nodeName={node}) and its log; if node {node} is "
+            f"gone for good, delete its Node object (kubectl delete node {node}) and the "
+            "operator releases the claim without the agent"
+        )
+        still = claim(cluster, namespace, "orphan")
+        assert still is not None and allocated_devices(still) == [(DRIVER_NAME, pool, device)]
+
+        cluster.kubectl("delete", "node", node)
+        wait_until(lambda: claim(cluster, namespace, "orphan") is None, timeout=30,
+                   what="the claim of the removed node to be gone")  # fmt: skip
+        released = wait_for_event(cluster, namespace, "orphan", "ReleasedWithoutAgent")
+        assert released["type"] == "Warning"
+        assert released["message"] == (
+            f"node {node} no longer exists (its Node object was deleted), so no node agent will "
+            f"release device {pool}/{device}: the VF went with the node; released without the "
+            f"agent: allocation cleared, finalizer {FINALIZER} removed"
+        )
+    finally:
+        cluster.kubectl("delete", "node", node, "--wait=false", check=False)
+        cluster.kubectl(
+            "delete", "resourceslices,deviceclasses", "-l", f"sriov-dra-test-group={group}",
+            "--wait=false", check=False,
+        )  # fmt: skip
