@@ -324,6 +324,15 @@ def wait_for_event(
     return wait_until(probe, timeout=timeout, what=f"{reason} Event on {namespace}/{name}")
 
 
+def expect_event(
+    cluster: DevCluster, namespace: str, name: str, reason: str, *, warning: bool, message: str
+) -> None:
+    """Claim ``name`` gets an Event with ``reason`` of the given type and exactly ``message``."""
+    event = wait_for_event(cluster, namespace, name, reason)
+    said = (event["type"], event["message"])
+    assert said == ("Warning" if warning else "Normal", message), f"{name} was told {said}"
+
+
 def wait_allocated(
     cluster: DevCluster, namespace: str, name: str, timeout: float = 30
 ) -> dict[str, Any]:
@@ -363,13 +372,20 @@ def conflict_events(cluster: DevCluster, namespace: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def simulated_vfs(cluster: DevCluster, group: str, per_node: int, *, pfs: int = 1) -> Iterator[str]:
-    """Slices with ``per_node`` VFs on each sim node and a DeviceClass for them only.
+def simulated_vfs(
+    cluster: DevCluster,
+    group: str,
+    per_node: int,
+    *,
+    pfs: int = 1,
+    nodes: list[str] | None = None,
+) -> Iterator[str]:
+    """Slices with ``per_node`` VFs on each sim node (or ``nodes``) and a DeviceClass for them only.
 
     Yields the DeviceClass name; both are deleted afterwards.
     """
     objects: list[dict[str, Any]] = [device_class_manifest(group, group)]
-    for index, node in enumerate(cluster.node_names):
+    for index, node in enumerate(nodes or cluster.node_names):
         objects.append(
             slice_manifest(
                 f"{group}-{node}", node, f"{node}.{group}", group, per_node,

@@ -29,6 +29,7 @@ from operator_harness import (
     create_unchecked,
     device_class_manifest,
     events_for,
+    expect_event,
     failures_by_reason,
     holders_of,
     load_seed,
@@ -38,7 +39,6 @@ from operator_harness import (
     release_all,
     settled,
     simulated_vfs,
-    slice_manifest,
     sriov_conf,
     unit_tables,
     vfconfig,
@@ -307,15 +307,13 @@ def test_a_claim_whose_device_class_comes_later_is_told_then_allocated(
     late_class = f"{namespace}-late"
     with simulated_vfs(cluster, f"{namespace}-vfs", per_node=2) as group:
         apply(cluster, claim_manifest("early", namespace, late_class, vfconfig()))
-        event = wait_for_event(cluster, namespace, "early", "DeviceClassNotFound")
-        assert event["type"] == "Warning"
-        assert event["message"] == (
+        expect_event(cluster, namespace, "early", "DeviceClassNotFound", warning=True, message=(
             f"spec.devices.requests[0].exactly.deviceClassName: DeviceClass '{late_class}' "
             f"does not exist; fix: create DeviceClass '{late_class}' with a selector for driver "
             f"{DRIVER_NAME}, or correct the name (the class this project ships is "
             f"'{DRIVER_NAME}': kubectl apply -f manifests/deviceclass.yaml); the claim is "
             "allocated as soon as the class exists"
-        )
+        ))  # fmt: skip
         # The VFs are published already: only the DeviceClass watch can unblock the claim,
         # well within the 10-60 s retry delays. (Labelled with the group: cleaned up with it.)
         apply(cluster, device_class_manifest(late_class, group))
@@ -424,43 +422,6 @@ def test_burst_of_50_claims_on_40_vfs_then_a_deleted_claim_frees_its_vf(
         assert device in holders and len(holders[device]) == 1
         assert holders[device][0] != victim["metadata"]["name"]
         assert len(holders) == 40 and all(len(n) == 1 for n in holders.values())
-
-
-def test_conflicting_allocation_keeps_the_older_claim_and_reallocates_the_other(
-    cluster: DevCluster, operator: OperatorProcess, clean_claims: str
-) -> None:
-    namespace = clean_claims
-    with simulated_vfs(cluster, f"{namespace}-vfs", per_node=2) as device_class:
-        apply(cluster, claim_manifest("first", namespace, device_class, vfconfig()))
-        first = wait_allocated(cluster, namespace, "first")
-        # Someone else (think: the scheduler racing us) allocates the same VF to a newer claim
-        # of a class we do not allocate ourselves.
-        cluster.kubectl("apply", "-f", "-", input=json.dumps({
-            "apiVersion": "resource.k8s.io/v1", "kind": "DeviceClass",
-            "metadata": {"name": f"{namespace}-foreign",
-                         "labels": {"sriov-dra-test-group": f"{namespace}-vfs"}},
-            "spec": {"selectors": [{"cel": {"expression": "device.driver == 'other.example'"}}]},
-        }))  # fmt: skip
-        apply(cluster, claim_manifest("second", namespace, f"{namespace}-foreign"))
-        allocation = dict(first["status"]["allocation"])
-        allocation["devices"] = {"results": [
-            dict(r, request="vf") for r in allocation["devices"]["results"]
-        ]}  # fmt: skip
-        cluster.kubectl(
-            "patch", "resourceclaim", "second", "-n", namespace, "--subresource=status",
-            "--type=merge", "-p", json.dumps({"status": {"allocation": allocation}}),
-        )  # fmt: skip
-        conflict_first = wait_for_event(cluster, namespace, "first", "AllocationConflict")
-        conflict_second = wait_for_event(cluster, namespace, "second", "AllocationConflict")
-        assert "this claim keeps it because it is older" in conflict_first["message"]
-        assert "this claim's allocation is cleared" in conflict_second["message"]
-        wait_until(
-            lambda: not allocated_devices(claim(cluster, namespace, "second") or {}),
-            timeout=30, what="the newer claim's allocation to be cleared",
-        )  # fmt: skip
-        assert allocated_devices(claim(cluster, namespace, "first") or {}) == allocated_devices(
-            first
-        )
 
 
 def test_a_claim_with_a_pending_pod_is_left_to_the_scheduler(
@@ -635,53 +596,84 @@ def test_a_nad_whose_chained_plugins_never_run_is_warned_about_and_allocated(
         assert sorted(reason for _, reason, _ in said) == ["Allocated", "NadPluginsNotRun"]
 
 
-def test_a_conflict_between_two_of_our_claims_keeps_the_one_in_use(
-    cluster: DevCluster, operator: OperatorProcess, clean_claims: str
+@pytest.mark.parametrize(
+    "newer_is_ours_and_in_use",
+    [False, True],
+    ids=["newer-foreign-claim-loses", "newer-claim-of-ours-in-use-wins"],
+)
+def test_a_vf_in_two_claims_stays_with_the_one_in_use_else_the_older(
+    cluster: DevCluster,
+    operator: OperatorProcess,
+    clean_claims: str,
+    newer_is_ours_and_in_use: bool,
 ) -> None:
     namespace = clean_claims
     with simulated_vfs(cluster, f"{namespace}-vfs", per_node=2) as device_class:
-        apply(cluster, claim_manifest("older", namespace, device_class, vfconfig()))
-        older = wait_allocated(cluster, namespace, "older")
-        [device] = allocated_devices(older)
-        # A newer claim of ours waits for its NAD...
-        apply(cluster, claim_manifest("in-use", namespace, device_class,
-                                      vfconfig(netAttachDefName="later")))  # fmt: skip
-        wait_for_event(cluster, namespace, "in-use", "NetworkAttachmentDefinitionNotFound")
-        # ...when a scheduler racing us allocates it the same VF and reserves it for its pod.
-        apply(cluster, _pending_pod(namespace, "user"))
-        pod = cluster.kubectl_json("get", "pod", "user", "-n", namespace)
-        reserved = [{"resource": "pods", "name": "user", "uid": pod["metadata"]["uid"]}]
-        status = {"allocation": older["status"]["allocation"], "reservedFor": reserved}
+        apply(cluster, claim_manifest("first", namespace, device_class, vfconfig()))
+        first = wait_allocated(cluster, namespace, "first")
+        [device] = allocated_devices(first)
+        # Someone else (think: the scheduler racing us) allocates the same VF to a newer claim
+        # (created in the same second maybe: the names order them then): one of a class we
+        # do not allocate, or one of ours waiting for its NAD, for a pod.
+        allocation = dict(first["status"]["allocation"])
+        allocation["devices"] = {"results": allocation["devices"]["results"]}
+        status: dict[str, Any] = {"allocation": allocation}
+        if newer_is_ours_and_in_use:
+            apply(cluster, claim_manifest("second", namespace, device_class,
+                                          vfconfig(netAttachDefName="later")))  # fmt: skip
+            wait_for_event(cluster, namespace, "second", "NetworkAttachmentDefinitionNotFound")
+            apply(cluster, _pending_pod(namespace, "user"))
+            pod = cluster.kubectl_json("get", "pod", "user", "-n", namespace)
+            status["reservedFor"] = [
+                {"resource": "pods", "name": "user", "uid": pod["metadata"]["uid"]}
+            ]
+        else:
+            cluster.kubectl("apply", "-f", "-", input=json.dumps({
+                "apiVersion": "resource.k8s.io/v1", "kind": "DeviceClass",
+                "metadata": {"name": f"{namespace}-foreign",
+                             "labels": {"sriov-dra-test-group": f"{namespace}-vfs"}},
+                "spec": {"selectors": [
+                    {"cel": {"expression": "device.driver == 'other.example'"}}]},
+            }))  # fmt: skip
+            apply(cluster, claim_manifest("second", namespace, f"{namespace}-foreign"))
         cluster.kubectl(
-            "patch", "resourceclaim", "in-use", "-n", namespace, "--subresource=status",
+            "patch", "resourceclaim", "second", "-n", namespace, "--subresource=status",
             "--type=merge", "-p", json.dumps({"status": status}),
         )  # fmt: skip
 
+        keeper, loser = ("second", "first") if newer_is_ours_and_in_use else ("first", "second")
+        why = "because a pod uses it" if newer_is_ours_and_in_use else "because it is older"
         shared = f"device {device[1]}/{device[2]} (driver {DRIVER_NAME}) is also allocated to"
-        kept = wait_for_event(cluster, namespace, "in-use", "AllocationConflict")
-        assert (
-            kept["message"]
-            == f"{shared} {namespace}/older; this claim keeps it because a pod uses it"
+        expect_event(
+            cluster,
+            namespace,
+            keeper,
+            "AllocationConflict",
+            warning=True,
+            message=f"{shared} {namespace}/{loser}; this claim keeps it {why}",
         )
-        cleared = wait_for_event(cluster, namespace, "older", "AllocationConflict")
-        assert cleared["message"] == (
-            f"{shared} {namespace}/in-use, which keeps it; this claim's allocation is cleared "
+        expect_event(cluster, namespace, loser, "AllocationConflict", warning=True, message=(
+            f"{shared} {namespace}/{keeper}, which keeps it; this claim's allocation is cleared "
             "and a different VF will be allocated"
-        )
+        ))  # fmt: skip
         moved = wait_until(
-            lambda: (lambda b: b if b and allocated_devices(b) not in ([], [device]) else None)(
-                claim(cluster, namespace, "older")
+            lambda: (lambda b: b if b and device not in allocated_devices(b) else None)(
+                claim(cluster, namespace, loser)
             ),
-            timeout=30, what="the older claim to get another VF",
+            timeout=30, what=f"the VF to leave {loser}",
         )  # fmt: skip
+        assert allocated_devices(claim(cluster, namespace, keeper) or {}) == [device]
+        if not newer_is_ours_and_in_use:
+            assert allocated_devices(moved) == []  # not ours to allocate again
+            return
+        # Ours: allocated again, to another free VF, with records to match.
+        moved = wait_allocated(cluster, namespace, loser)
         [other] = allocated_devices(moved)
         assert other != device
-        assert allocated_devices(claim(cluster, namespace, "in-use") or {}) == [device]
-        assert FINALIZER in moved["metadata"]["finalizers"]
         [record] = allocation_record.decode(moved["metadata"]["annotations"][ALLOCATION_ANNOTATION])
         assert (record.pool, record.device) == other[1:]
         cluster.kubectl(
-            "patch", "resourceclaim", "in-use", "-n", namespace, "--subresource=status",
+            "patch", "resourceclaim", "second", "-n", namespace, "--subresource=status",
             "--type=merge", "-p", '{"status": {"reservedFor": null}}',
         )  # fmt: skip
 
@@ -697,48 +689,42 @@ def test_a_deleted_claim_waits_for_its_agent_and_goes_with_its_node(
     assert not [r for r in operator.log_records() if str(r.get("message")).startswith(denied)], (
         f"the operator may not watch Nodes: manifests/rbac-operator.yaml needs {NODES_RULE}"
     )
-    group = f"{namespace}-vfs"
     node = f"gone-{namespace[-6:]}"
     cluster.kubectl("apply", "-f", "-", input=json.dumps(node_manifest(node)))
     try:
-        apply(
-            cluster,
-            device_class_manifest(group, group),
-            slice_manifest(f"{group}-{node}", node, f"{node}.{group}", group, 1, bus_group=5),
-        )
-        apply(cluster, claim_manifest("orphan", namespace, group, vfconfig()))
-        body = wait_allocated(cluster, namespace, "orphan")
-        [(_, pool, device)] = allocated_devices(body)
-        uid = body["metadata"]["uid"]
-        cluster.kubectl("delete", "resourceclaim", "orphan", "-n", namespace, "--wait=false")
-
-        waiting = wait_for_event(cluster, namespace, "orphan", "AwaitingRelease", timeout=30)
-        assert waiting["type"] == "Normal"
-        assert waiting["message"] == (
-            f"the claim is deleted; device {pool}/{device} stays allocated until the sriov-dra "
-            f"agent on node {node} has detached and reset it and set annotation "
-            f"{RELEASED_ANNOTATION}={uid} on this claim; then the allocation and finalizer "
-            f"{FINALIZER} go; fix: check the agent pod on node {node} (kubectl -n sriov-dra get "
-            f"pods -o wide --field-selector spec.nodeName={node}) and its log; if node {node} is "
-            f"gone for good, delete its Node object (kubectl delete node {node}) and the "
-            "operator releases the claim without the agent"
-        )
-        still = claim(cluster, namespace, "orphan")
-        assert still is not None and allocated_devices(still) == [(DRIVER_NAME, pool, device)]
-
-        cluster.kubectl("delete", "node", node)
-        wait_until(lambda: claim(cluster, namespace, "orphan") is None, timeout=30,
-                   what="the claim of the removed node to be gone")  # fmt: skip
-        released = wait_for_event(cluster, namespace, "orphan", "ReleasedWithoutAgent")
-        assert released["type"] == "Warning"
-        assert released["message"] == (
-            f"node {node} no longer exists (its Node object was deleted), so no node agent will "
-            f"release device {pool}/{device}: the VF went with the node; released without the "
-            f"agent: allocation cleared, finalizer {FINALIZER} removed"
-        )
+        with simulated_vfs(cluster, f"{namespace}-vfs", per_node=1, nodes=[node]) as group:
+            _allocated_on_a_removed_node(cluster, namespace, group, node)
     finally:
         cluster.kubectl("delete", "node", node, "--wait=false", check=False)
-        cluster.kubectl(
-            "delete", "resourceslices,deviceclasses", "-l", f"sriov-dra-test-group={group}",
-            "--wait=false", check=False,
-        )  # fmt: skip
+
+
+def _allocated_on_a_removed_node(
+    cluster: DevCluster, namespace: str, group: str, node: str
+) -> None:
+    """The claim waits for the agent of ``node``, then goes when ``node`` is deleted."""
+    apply(cluster, claim_manifest("orphan", namespace, group, vfconfig()))
+    body = wait_allocated(cluster, namespace, "orphan")
+    [(_, pool, device)] = allocated_devices(body)
+    uid = body["metadata"]["uid"]
+    cluster.kubectl("delete", "resourceclaim", "orphan", "-n", namespace, "--wait=false")
+
+    expect_event(cluster, namespace, "orphan", "AwaitingRelease", warning=False, message=(
+        f"the claim is deleted; device {pool}/{device} stays allocated until the sriov-dra "
+        f"agent on node {node} has detached and reset it and set annotation "
+        f"{RELEASED_ANNOTATION}={uid} on this claim; then the allocation and finalizer "
+        f"{FINALIZER} go; fix: check the agent pod on node {node} (kubectl -n sriov-dra get "
+        f"pods -o wide --field-selector spec.nodeName={node}) and its log; if node {node} is "
+        f"gone for good, delete its Node object (kubectl delete node {node}) and the "
+        "operator releases the claim without the agent"
+    ))  # fmt: skip
+    still = claim(cluster, namespace, "orphan")
+    assert still is not None and allocated_devices(still) == [(DRIVER_NAME, pool, device)]
+
+    cluster.kubectl("delete", "node", node)
+    wait_until(lambda: claim(cluster, namespace, "orphan") is None, timeout=30,
+               what="the claim of the removed node to be gone")  # fmt: skip
+    expect_event(cluster, namespace, "orphan", "ReleasedWithoutAgent", warning=True, message=(
+        f"node {node} no longer exists (its Node object was deleted), so no node agent will "
+        f"release device {pool}/{device}: the VF went with the node; released without the "
+        f"agent: allocation cleared, finalizer {FINALIZER} removed"
+    ))  # fmt: skip
