@@ -39,6 +39,7 @@ from operator_harness import (
     release_all,
     settled,
     simulated_vfs,
+    slice_manifest,
     sriov_conf,
     unit_tables,
     vfconfig,
@@ -728,3 +729,33 @@ def _allocated_on_a_removed_node(
         f"release device {pool}/{device}: the VF went with the node; released without the "
         f"agent: allocation cleared, finalizer {FINALIZER} removed"
     ))  # fmt: skip
+
+
+def test_a_pool_being_republished_is_waited_for_then_allocated(
+    cluster: DevCluster, operator: OperatorProcess, clean_claims: str
+) -> None:
+    namespace = clean_claims
+    group = f"{namespace}-vfs"
+    node = cluster.node_names[0]
+    pool = f"{node}.{group}"
+    halves = [slice_manifest(f"{group}-{i}", node, pool, group, 1, bus_group=i) for i in (0, 1)]
+    for half in halves:
+        half["spec"]["pool"]["resourceSliceCount"] = 2
+    apply(cluster, device_class_manifest(group, group), halves[0])
+    try:
+        apply(cluster, claim_manifest("patient", namespace, group, vfconfig()))
+        expect_event(cluster, namespace, "patient", "NoDeviceAvailable", warning=True, message=(
+            'spec.devices.requests[0]: no free VF matches request "vf": 0 VFs match, 0 free; '
+            f"not counted until complete: pool {pool} is being republished (1 of 2 slices); "
+            "fix: no published VF matches: check the DeviceClass and request selectors, or "
+            "publish matching VFs; or just wait: the claim is retried by itself as soon as the "
+            "pools named are complete"
+        ))  # fmt: skip
+        # Only the slice watch can allocate it this soon (no timer retries a waiting claim).
+        apply(cluster, halves[1])
+        wait_allocated(cluster, namespace, "patient", timeout=8)
+    finally:
+        cluster.kubectl(
+            "delete", "resourceslices,deviceclasses", "-l", f"sriov-dra-test-group={group}",
+            "--wait=false", check=False,
+        )  # fmt: skip
