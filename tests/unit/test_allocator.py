@@ -443,8 +443,14 @@ def test_pools_newest_generation_and_completeness() -> None:
     ]
     pools = pools_from_slices(slices, driver=D)
     assert [
-        (p.name, p.generation, p.slices, p.expected_slices, p.complete)
-        + ([d.key.device for d in p.devices],)
+        (
+            p.name,
+            p.generation,
+            p.slices,
+            p.expected_slices,
+            p.complete,
+            [d.key.device for d in p.devices],
+        )
         for p in pools
     ] == [
         ("node-a", 2, 1, 2, False, ["0000-01-00-3"]),
