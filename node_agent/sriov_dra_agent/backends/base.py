@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Final, Protocol
 
 from sriov_dra_agent.inventory import Inventory, VfInfo
 from sriov_dra_agent.vf_programmer import ApplyResult, VfSettings
+
+KERNEL_DEFAULT: Final = "default"
+"""``bind_driver`` target (the VfConfig's ``driver: default``): no driver_override, so
+the probe binds whatever driver the kernel matches to the VF."""
+
+USERSPACE_DRIVERS: Final = frozenset({"vfio-pci", "uio_pci_generic", "igb_uio"})
+"""Drivers that hand the VF to userspace (DPDK, VMs) instead of giving it a netdev."""
 
 
 class VfBackend(Protocol):
@@ -39,8 +46,22 @@ class VfBackend(Protocol):
         """Driver bound to the VF now, ``None`` when unbound."""
         ...
 
+    def driver_override(self, vf: VfInfo) -> str | None:
+        """The VF's driver_override now, ``None`` when unset."""
+        ...
+
     def bind_driver(self, vf: VfInfo, driver: str) -> None:
-        """Bind the VF to ``driver`` (``vfio-pci`` or a kernel driver); no-op when bound.
+        """Bind the VF to ``driver`` (``vfio-pci`` or a kernel driver; no-op when bound),
+        or with :data:`KERNEL_DEFAULT` to the kernel's choice, which must be a kernel
+        driver (rebinds even when bound: the caller decides whether that is wanted).
+
+        Raises :class:`sriov_dra.errors.VfProgrammingError` when impossible.
+        """
+        ...
+
+    def restore_driver(self, vf: VfInfo, driver: str | None, override: str | None) -> None:
+        """Put the VF back as it was found: bound to ``driver`` (``None``: unbound), with
+        driver_override ``override`` (``None``: unset). No-op when it already is.
 
         Raises :class:`sriov_dra.errors.VfProgrammingError` when impossible.
         """

@@ -5,7 +5,8 @@ port joins; QoS 0 and 802.1Q only), link_state (``disable`` takes the switch por
 down, so the VF loses carrier). Unsupported, and reported as such: non-zero QoS,
 802.1ad, spoofchk and trust (no per-port source filtering is emulated), tx rates,
 and binding any driver other than the simulated one (there is no PCI device to
-hand to vfio-pci).
+hand to vfio-pci). The simulated VF driver is the VFs' kernel default, so binding
+``default`` succeeds without a change.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from pyroute2 import IPRoute
 from sriov_dra.errors import VfProgrammingError
 
 from sriov_dra_agent import discovery
+from sriov_dra_agent.backends.base import KERNEL_DEFAULT
 from sriov_dra_agent.inventory import Inventory, VfInfo
-from sriov_dra_agent.simulated_nic import SimulatedNic
+from sriov_dra_agent.simulated_nic import VF_DRIVER, SimulatedNic
 from sriov_dra_agent.vf_programmer import ApplyResult, VfSettings
 
 UNSUPPORTED: Final = {
@@ -85,7 +87,17 @@ class SimulatedBackend:
         link = self.sysfs_root / "bus/pci/devices" / vf.pci_address / "driver"
         return link.readlink().name if link.is_symlink() else None
 
+    def driver_override(self, vf: VfInfo) -> str | None:
+        return None  # the simulated tree has no driver_override
+
     def bind_driver(self, vf: VfInfo, driver: str) -> None:
+        self._stay_on(vf, VF_DRIVER if driver == KERNEL_DEFAULT else driver)
+
+    def restore_driver(self, vf: VfInfo, driver: str | None, override: str | None) -> None:
+        self._stay_on(vf, driver)
+
+    def _stay_on(self, vf: VfInfo, driver: str | None) -> None:
+        """Succeed when ``driver`` is the bound one: nothing can rebind a simulated VF."""
         current = self.current_driver(vf)
         if driver != current:
             raise VfProgrammingError(

@@ -1,9 +1,9 @@
 """Real SR-IOV NICs: discovery from sysfs, VF settings through netlink on the PF.
 
 The message building (:func:`vf_requests`, :func:`encode_vf_request`), the reply
-parsing (:func:`parse_vf_state`) and the driver-binding plan
-(:func:`driver_binding_writes`) are pure and unit-tested; the class around them
-only sends and writes.
+parsing (:func:`parse_vf_state`) and the driver-binding plans
+(:func:`driver_binding_writes`, :func:`driver_restore_writes`) are pure and
+unit-tested; the class around them only sends, writes and checks the outcome.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from sriov_dra.errors import VfProgrammingError
 
 from sriov_dra_agent import discovery
+from sriov_dra_agent.backends.base import KERNEL_DEFAULT, USERSPACE_DRIVERS
 from sriov_dra_agent.inventory import Inventory, VfInfo
 from sriov_dra_agent.vf_programmer import ApplyResult, LinkState, VfSettings
 
@@ -33,6 +34,11 @@ ETH_P_8021AD: Final = 0x88A8
 _PROTO: Final = {"802.1q": ETH_P_8021Q, "802.1ad": ETH_P_8021AD}
 _LINK_STATE: Final[dict[LinkState, int]] = {"auto": 0, "enable": 1, "disable": 2}
 _LINK_STATE_NAME: Final[dict[int, LinkState]] = {v: k for k, v in _LINK_STATE.items()}
+
+CLEAR_OVERRIDE: Final = "\n"
+"""What to write to driver_override to unset it (a bare newline; Python writes nothing
+for an empty string)."""
+_KERNEL_DRIVER_FIX: Final = "load the VF's kernel driver (e.g. iavf, mlx5_core) and check dmesg"
 
 
 def vf_requests(vf_index: int, changes: VfSettings) -> list[tuple[tuple[str, ...], dict[str, Any]]]:
@@ -117,16 +123,49 @@ def parse_vf_state(msg: Any, vf_index: int) -> VfSettings:
 def driver_binding_writes(pci: str, current: str | None, target: str) -> list[tuple[str, str]]:
     """The sysfs writes (path under the sysfs root, content) that rebind ``pci`` to ``target``.
 
-    driver_override makes only ``target`` match the device, so the probe cannot pick
-    the old driver again; a no-op when already bound.
+    A driver name goes into driver_override, so that only ``target`` matches the device
+    and the probe cannot pick the old driver again; a no-op when already bound.
+    :data:`KERNEL_DEFAULT` unsets driver_override (:data:`CLEAR_OVERRIDE`) so the probe
+    picks the kernel's own match; it always rebinds.
     """
-    if current == target:
-        return []
     device = f"bus/pci/devices/{pci}"
-    writes = [(f"{device}/driver_override", target)]
+    if target == KERNEL_DEFAULT:
+        writes = [(f"{device}/driver_override", CLEAR_OVERRIDE)]
+    elif current == target:
+        return []
+    else:
+        writes = [(f"{device}/driver_override", target)]
     if current is not None:
         writes.append((f"{device}/driver/unbind", pci))
     writes.append(("bus/pci/drivers_probe", pci))
+    return writes
+
+
+def driver_restore_writes(
+    pci: str,
+    *,
+    current: str | None,
+    current_override: str | None,
+    original: str | None,
+    original_override: str | None,
+) -> list[tuple[str, str]]:
+    """The sysfs writes that put ``pci`` back on driver ``original`` (``None``: unbound)
+    with driver_override ``original_override`` (``None``: unset), as it was found.
+
+    Rebinding needs the override set to ``original``; it is then reset to what it
+    was, so a later probe is as free (or as pinned) as before. Empty when nothing differs.
+    """
+    device = f"bus/pci/devices/{pci}"
+    writes: list[tuple[str, str]] = []
+    override = current_override
+    if original is None:
+        if current is not None:
+            writes.append((f"{device}/driver/unbind", pci))
+    elif current != original:
+        writes = driver_binding_writes(pci, current, original)
+        override = original
+    if override != original_override:
+        writes.append((f"{device}/driver_override", original_override or CLEAR_OVERRIDE))
     return writes
 
 
@@ -188,24 +227,76 @@ class SysfsNetlinkBackend:
         link = self.sysfs_root / "bus/pci/devices" / vf.pci_address / "driver"
         return os.path.basename(os.readlink(link)) if link.is_symlink() else None
 
-    def bind_driver(self, vf: VfInfo, driver: str) -> None:
-        current = self.current_driver(vf)
-        writes = driver_binding_writes(vf.pci_address, current, driver)
+    def driver_override(self, vf: VfInfo) -> str | None:
+        path = self.sysfs_root / "bus/pci/devices" / vf.pci_address / "driver_override"
+        try:
+            value = path.read_text().strip()
+        except OSError:
+            return None
+        return None if value in ("", "(null)") else value
+
+    def _write(self, writes: list[tuple[str, str]], fix: str) -> None:
         for path, content in writes:
             try:
                 (self.sysfs_root / path).write_text(content)
             except OSError as exc:
                 raise VfProgrammingError(
-                    f"writing {content!r} to {path} failed: {exc}",
-                    field="driver",
-                    fix=f"check that driver {driver!r} is loaded (modprobe {driver})",
+                    f"writing {content!r} to {path} failed: {exc}", field="driver", fix=fix
                 ) from exc
-        if writes and self.current_driver(vf) != driver:
+
+    def bind_driver(self, vf: VfInfo, driver: str) -> None:
+        pci = vf.pci_address
+        writes = driver_binding_writes(pci, self.current_driver(vf), driver)
+        if driver != KERNEL_DEFAULT:
+            self._write(writes, f"check that driver {driver!r} is loaded (modprobe {driver})")
+            if writes and self.current_driver(vf) != driver:
+                raise VfProgrammingError(
+                    f"VF {pci} is bound to {self.current_driver(vf)!r}, "
+                    f"not {driver!r}, after drivers_probe",
+                    field="driver",
+                    fix=f"load {driver!r} and check dmesg for its probe error",
+                )
+            return
+        self._write(writes, _KERNEL_DRIVER_FIX)
+        bound = self.current_driver(vf)
+        if bound is None:
             raise VfProgrammingError(
-                f"VF {vf.pci_address} is bound to {self.current_driver(vf)!r}, "
-                f"not {driver!r}, after drivers_probe",
+                f"VF {pci} has no driver after drivers_probe with driver_override unset",
                 field="driver",
-                fix=f"load {driver!r} and check dmesg for its probe error",
+                fix=_KERNEL_DRIVER_FIX,
+            )
+        if bound in USERSPACE_DRIVERS:
+            # It matched by device ID (new_id, or the module's ids= parameter).
+            raise VfProgrammingError(
+                f"VF {pci} is bound to userspace driver {bound!r} after drivers_probe "
+                "with driver_override unset",
+                field="driver",
+                fix=f"remove the VF's ID from {bound} (echo '{vf.vendor} {vf.device_id}' > "
+                f"/sys/bus/pci/drivers/{bound}/remove_id) and {_KERNEL_DRIVER_FIX}",
+            )
+
+    def restore_driver(self, vf: VfInfo, driver: str | None, override: str | None) -> None:
+        pci = vf.pci_address
+        writes = driver_restore_writes(
+            pci,
+            current=self.current_driver(vf),
+            current_override=self.driver_override(vf),
+            original=driver,
+            original_override=override,
+        )
+        fix = (
+            f"load {driver!r} and check dmesg for its probe error"
+            if driver is not None
+            else f"unbind {pci} by hand (it was found without a driver)"
+        )
+        self._write(writes, fix)
+        bound = self.current_driver(vf)
+        if bound != driver:
+            raise VfProgrammingError(
+                f"VF {pci} is bound to {bound!r}, not its original driver {driver!r}, "
+                "after restoring it",
+                field="driver",
+                fix=fix,
             )
 
     def host_netdev(self, vf: VfInfo) -> str | None:

@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from sriov_dra.errors import VfProgrammingError
+from sriov_dra_agent.backends.base import KERNEL_DEFAULT
 from sriov_dra_agent.backends.sysfs_netlink import (
     SysfsNetlinkBackend,
     driver_binding_writes,
+    driver_restore_writes,
     encode_vf_request,
     parse_vf_state,
     vf_requests,
@@ -158,6 +160,11 @@ def test_missing_vf_in_reply_is_a_typed_error() -> None:
     )
 
 
+PCI = "0000:3b:02.0"
+OVERRIDE = f"bus/pci/devices/{PCI}/driver_override"
+UNBIND = f"bus/pci/devices/{PCI}/driver/unbind"
+PROBE = "bus/pci/drivers_probe"
+
 BINDINGS = [
     ("iavf", "iavf", []),
     (
@@ -177,16 +184,80 @@ BINDINGS = [
             ("bus/pci/drivers_probe", "0000:3b:02.0"),
         ],
     ),
+    # "default": unset the override, so the probe takes the kernel's own match.
+    (
+        "vfio-pci",
+        KERNEL_DEFAULT,
+        [(OVERRIDE, "\n"), (UNBIND, PCI), (PROBE, PCI)],
+    ),
+    (None, KERNEL_DEFAULT, [(OVERRIDE, "\n"), (PROBE, PCI)]),
+    # Whether a kernel driver needs rebinding is the caller's call; asked, it rebinds.
+    ("iavf", KERNEL_DEFAULT, [(OVERRIDE, "\n"), (UNBIND, PCI), (PROBE, PCI)]),
 ]
 
 
 @pytest.mark.parametrize(
-    ("current", "target", "want"), BINDINGS, ids=["already", "to-vfio", "unbound"]
+    ("current", "target", "want"),
+    BINDINGS,
+    ids=["already", "to-vfio", "unbound", "default-from-vfio", "default-unbound", "default-again"],
 )
 def test_driver_binding_writes(
     current: str | None, target: str, want: list[tuple[str, str]]
 ) -> None:
-    assert driver_binding_writes("0000:3b:02.0", current, target) == want
+    assert driver_binding_writes(PCI, current, target) == want
+
+
+# (current driver, current override, original driver, original override) -> writes
+RESTORES = [
+    (
+        ("vfio-pci", "vfio-pci", "iavf", None),
+        [(OVERRIDE, "iavf"), (UNBIND, PCI), (PROBE, PCI), (OVERRIDE, "\n")],
+    ),
+    # Found pinned to vfio-pci by its override: pinned again, nothing to unset.
+    (
+        ("iavf", None, "vfio-pci", "vfio-pci"),
+        [(OVERRIDE, "vfio-pci"), (UNBIND, PCI), (PROBE, PCI)],
+    ),
+    # Found on vfio-pci by device ID (new_id), override unset: unset again.
+    (
+        ("iavf", None, "vfio-pci", None),
+        [(OVERRIDE, "vfio-pci"), (UNBIND, PCI), (PROBE, PCI), (OVERRIDE, "\n")],
+    ),
+    (("iavf", None, None, None), [(UNBIND, PCI)]),
+    (("iavf", None, None, "iavf"), [(UNBIND, PCI), (OVERRIDE, "iavf")]),
+    # A crash after the rebind but before the override was unset.
+    (("iavf", "iavf", "iavf", None), [(OVERRIDE, "\n")]),
+    (("iavf", None, "iavf", None), []),
+    ((None, None, None, None), []),
+]
+
+
+@pytest.mark.parametrize(
+    ("state", "want"),
+    RESTORES,
+    ids=[
+        "vfio-back-to-iavf",
+        "back-to-pinned-vfio",
+        "back-to-vfio-by-id",
+        "back-to-unbound",
+        "back-to-unbound-pinned",
+        "override-left-over",
+        "restored",
+        "unbound-restored",
+    ],
+)
+def test_driver_restore_writes(
+    state: tuple[str | None, str | None, str | None, str | None], want: list[tuple[str, str]]
+) -> None:
+    current, current_override, original, original_override = state
+    got = driver_restore_writes(
+        PCI,
+        current=current,
+        current_override=current_override,
+        original=original,
+        original_override=original_override,
+    )
+    assert got == want
 
 
 def _fake_sysfs(root: Path, *, num_vfs: int) -> None:
@@ -293,6 +364,84 @@ def test_bind_driver_writes_override_unbind_probe_and_checks_the_result(tmp_path
     assert (dev / "driver_override").read_text() == "vfio-pci"
     assert (tmp_path / "bus/pci/drivers/iavf/unbind").read_text() == "0000:3b:02.0"
     assert (tmp_path / "bus/pci/drivers_probe").read_text() == "0000:3b:02.0"
+
+
+def _rebind_in_tree(root: Path, pci: str, driver: str | None) -> None:
+    """What an admin's bind (or unbind) would leave in the fake tree."""
+    link = root / "bus/pci/devices" / pci / "driver"
+    link.unlink()
+    if driver is not None:
+        (root / "bus/pci/drivers" / driver).mkdir(exist_ok=True)
+        (root / "bus/pci/drivers" / driver / "unbind").write_text("")
+        os.symlink(os.path.relpath(root / "bus/pci/drivers" / driver, link.resolve().parent), link)
+
+
+def test_driver_override_reads_unset_as_none(tmp_path: Path) -> None:
+    _fake_sysfs(tmp_path, num_vfs=1)
+    backend = SysfsNetlinkBackend(node="node-a", sysfs_root=tmp_path)
+    vf = backend.discover().vfs()[0]
+    assert backend.driver_override(vf) is None  # "(null)"
+    (tmp_path / "bus/pci/devices" / PCI / "driver_override").write_text("vfio-pci\n")
+    assert backend.driver_override(vf) == "vfio-pci"
+    (tmp_path / "bus/pci/devices" / PCI / "driver_override").unlink()
+    assert backend.driver_override(vf) is None
+
+
+def test_bind_default_unsets_the_override_and_refuses_a_userspace_driver(tmp_path: Path) -> None:
+    _fake_sysfs(tmp_path, num_vfs=1)
+    _rebind_in_tree(tmp_path, PCI, "vfio-pci")
+    backend = SysfsNetlinkBackend(node="node-a", sysfs_root=tmp_path)
+    vf = backend.discover().vfs()[0]
+    (tmp_path / OVERRIDE).write_text("vfio-pci\n")
+    # Nothing rebinds in a plain tree: the VF stays on vfio-pci, as when vfio-pci
+    # claims the VF's device ID on a real node.
+    with pytest.raises(VfProgrammingError) as info:
+        backend.bind_driver(vf, KERNEL_DEFAULT)
+    assert info.value.describe() == (
+        "driver: VF 0000:3b:02.0 is bound to userspace driver 'vfio-pci' after drivers_probe "
+        "with driver_override unset; fix: remove the VF's ID from vfio-pci "
+        "(echo '8086 1889' > /sys/bus/pci/drivers/vfio-pci/remove_id) and load the VF's "
+        "kernel driver (e.g. iavf, mlx5_core) and check dmesg"
+    )
+    assert (tmp_path / OVERRIDE).read_text() == "\n"
+    assert (tmp_path / "bus/pci/drivers/vfio-pci/unbind").read_text() == PCI
+    assert (tmp_path / PROBE).read_text() == PCI
+
+
+def test_bind_default_without_a_kernel_driver_is_an_error(tmp_path: Path) -> None:
+    _fake_sysfs(tmp_path, num_vfs=1)
+    _rebind_in_tree(tmp_path, PCI, None)
+    backend = SysfsNetlinkBackend(node="node-a", sysfs_root=tmp_path)
+    vf = backend.discover().vfs()[0]
+    with pytest.raises(VfProgrammingError) as info:
+        backend.bind_driver(vf, KERNEL_DEFAULT)
+    assert info.value.describe() == (
+        "driver: VF 0000:3b:02.0 has no driver after drivers_probe with driver_override "
+        "unset; fix: load the VF's kernel driver (e.g. iavf, mlx5_core) and check dmesg"
+    )
+    assert (tmp_path / OVERRIDE).read_text() == "\n"
+    assert (tmp_path / PROBE).read_text() == PCI
+
+
+def test_restore_unsets_a_left_over_override_and_checks_the_driver(tmp_path: Path) -> None:
+    _fake_sysfs(tmp_path, num_vfs=1)
+    backend = SysfsNetlinkBackend(node="node-a", sysfs_root=tmp_path)
+    vf = backend.discover().vfs()[0]
+    (tmp_path / OVERRIDE).write_text("iavf\n")
+    backend.restore_driver(vf, "iavf", None)  # bound as found: only the override goes
+    assert (tmp_path / OVERRIDE).read_text() == "\n"
+    assert (tmp_path / PROBE).read_text() == ""
+    with pytest.raises(VfProgrammingError) as info:
+        backend.restore_driver(vf, "vfio-pci", None)
+    assert info.value.describe() == (
+        "driver: VF 0000:3b:02.0 is bound to 'iavf', not its original driver 'vfio-pci', "
+        "after restoring it; fix: load 'vfio-pci' and check dmesg for its probe error"
+    )
+    # Every write was made (the override unset last); only the check failed, and a
+    # retry (the sweep's) makes them again since the VF is not on vfio-pci.
+    assert (tmp_path / "bus/pci/drivers/iavf/unbind").read_text() == PCI
+    assert (tmp_path / PROBE).read_text() == PCI
+    assert (tmp_path / OVERRIDE).read_text() == "\n"
 
 
 def test_host_netdev_comes_from_the_pci_device(tmp_path: Path) -> None:
