@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sriov_dra.errors import AttachError, DeviceBusy, IpamError, NetnsNotFound, SriovDraError
 
 from sriov_dra_agent import ipam, netns_attach, vf_programmer
-from sriov_dra_agent.backends.base import VfBackend
+from sriov_dra_agent.backends.base import KERNEL_DEFAULT, USERSPACE_DRIVERS, VfBackend
 from sriov_dra_agent.inventory import Inventory, VfInfo
 from sriov_dra_agent.ipam import DEFAULT_CNI_PATH
 from sriov_dra_agent.vf_programmer import ApplyResult, VfSettings
@@ -30,7 +30,6 @@ from sriov_dra_agent.vf_records import Attachment, ClaimRef, RecordStore, VfReco
 log = logging.getLogger(__name__)
 
 DEFAULT_STATE_DIR: Final = Path("/var/lib/sriov-dra/vfs")
-_KEEP_DRIVER: Final = frozenset({"", "default"})
 RETURN_TIMEOUT_SECONDS: Final = 3.0
 
 
@@ -153,7 +152,10 @@ class NodeHardware:
     ) -> ApplyResult:
         """Save VF ``pci``'s original state (first call only), bind ``driver``, apply ``settings``.
 
-        ``driver`` ``""``/``"default"`` keeps the bound driver. Returns per setting
+        ``driver``: ``""`` keeps the bound driver; ``"default"`` rebinds the kernel's
+        default driver when the VF has none or a userspace one (vfio-pci, DPDK), else
+        keeps it; any other name binds that driver. Release restores the original
+        driver and driver_override after any rebind. Returns per setting
         applied / unchanged / unsupported (never claims an unsupported one). Raises
         :class:`DeviceBusy` when another claim holds the VF,
         :class:`~sriov_dra.errors.VfProgrammingError` when the kernel refuses.
@@ -161,7 +163,7 @@ class NodeHardware:
         with self._lock(pci):
             vf = self.vf(pci)
             record = self._ensure_record(vf, claim, request)
-            if driver not in _KEEP_DRIVER and self.backend.current_driver(vf) != driver:
+            if self._wants_rebind(vf, driver):
                 record = record.model_copy(update={"driver": driver})
                 self.records.put(record)
                 self.backend.bind_driver(vf, driver)
@@ -180,6 +182,15 @@ class NodeHardware:
                 ),
             )
             return result
+
+    def _wants_rebind(self, vf: VfInfo, driver: str) -> bool:
+        """Whether VfConfig ``driver`` moves ``vf``; ``default`` leaves a kernel driver be."""
+        if not driver:
+            return False
+        current = self.backend.current_driver(vf)
+        if driver == KERNEL_DEFAULT:
+            return current is None or current in USERSPACE_DRIVERS
+        return current != driver
 
     def _ensure_record(self, vf: VfInfo, claim: ClaimRef, request: str) -> VfRecord:
         record = self.records.get(vf.pci_address)
@@ -200,6 +211,7 @@ class NodeHardware:
             host_mtu=link.mtu if link else None,
             original=self.backend.read_vf_state(vf),
             original_driver=self.backend.current_driver(vf),
+            original_override=self.backend.driver_override(vf),
         )
         self.records.put(record)
         return record
@@ -256,9 +268,12 @@ class NodeHardware:
                         fix="a claim's VF serves one pod at a time; delete the other pod",
                     )
                 record = self._detach_locked(record)
+            if record.host_ifname is None and record.driver is not None:
+                record = self._adopt_netdev(record)
             if record.host_ifname is None:
+                bound = self.backend.current_driver(self.vf(pci))
                 raise AttachError(
-                    f"VF {pci} has no network interface (bound to {record.original_driver!r})",
+                    f"VF {pci} has no network interface (bound to {bound!r})",
                     field="driver",
                     fix="use a kernel network driver, or no attach in vfio-pci mode",
                 )
@@ -291,6 +306,27 @@ class NodeHardware:
                         extra=self._ctx(record, pci, error=str(cleanup)),
                     )
                 raise
+
+    def _adopt_netdev(self, record: VfRecord) -> VfRecord:
+        """Take the netdev of the driver we bound (the VF had none) as its host netdev.
+
+        Looked up at attach, not right after binding: drivers such as iavf register
+        their netdev asynchronously after the probe.
+        """
+        with self._host() as host:
+            link = netns_attach.find_vf(host, record.pci_address)
+        if link is None:
+            return record
+        record = record.model_copy(
+            update={
+                "host_ifname": link.name,
+                "host_mac": link.mac,
+                "host_mtu": link.mtu,
+                "adopted_netdev": True,
+            }
+        )
+        self.records.put(record)
+        return record
 
     def _attach_steps(self, record: VfRecord, attachment: Attachment) -> NetworkData:
         pci = record.pci_address
@@ -434,9 +470,9 @@ class NodeHardware:
             restore = vf_programmer.restore_plan(record.original, record.desired)
             if restore.fields_set():
                 self.backend.apply_vf_settings(vf, restore)
-            if record.driver is not None and record.original_driver is not None:
-                self.backend.bind_driver(vf, record.original_driver)
-            if record.host_ifname is not None:
+            if record.driver is not None:
+                self.backend.restore_driver(vf, record.original_driver, record.original_override)
+            if record.host_ifname is not None and not record.adopted_netdev:
                 # A VF whose earlier detach found it nowhere must be back before we forget it.
                 self._return_to_host(record, None)
             self.records.delete(pci)

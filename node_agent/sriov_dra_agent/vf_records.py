@@ -64,14 +64,20 @@ class VfRecord(BaseModel):
     claim: ClaimRef
     request: str
     host_ifname: str | None
-    """The VF netdev's name in the host netns before we touched it (None: no netdev)."""
+    """The VF netdev's name in the host netns before we touched it (None: no netdev),
+    or, when ``adopted_netdev``, the one the driver we bound gave it."""
     host_mac: str | None = None
     host_mtu: int | None = None
+    adopted_netdev: bool = False
+    """The host_* fields describe the netdev of the driver we bound (the VF had none):
+    it goes away when the original driver is restored, so release does not wait for it."""
     original: VfSettings
     """PF-side settings before programming."""
     original_driver: str | None = None
+    original_override: str | None = None
+    """The VF's driver_override before we touched it (None: unset), restored on release."""
     driver: str | None = None
-    """Driver we bound, None when we left the original."""
+    """Driver we bound (``default``: the kernel's choice), None when we left the original."""
     desired: VfSettings = Field(default_factory=VfSettings)
     """Settings requested (written before applying, so a partial apply is restored)."""
     result: ApplyResult = Field(default_factory=ApplyResult)
