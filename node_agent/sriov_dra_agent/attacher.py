@@ -86,7 +86,7 @@ class ClaimAttacher:
                         fix="wait for the agent to configure the VF (see the claim's "
                         "VfConfigured condition)",
                     )
-                if record.driver == "vfio-pci":
+                if record.userspace:
                     continue
                 nad = await self.manager.nad(device)
                 await asyncio.to_thread(

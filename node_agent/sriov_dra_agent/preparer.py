@@ -104,18 +104,19 @@ class Preparer:
             vfs = []
             for device in devices:
                 record = self.manager.hw.record(device.pci_address)
-                vfio = record is not None and record.driver == "vfio-pci"
+                userspace = record is not None and record.userspace
+                vfio = record is not None and record.held_driver == "vfio-pci"
                 vfs.append(
                     cdi.CdiVf(
                         device_name=device.device,
                         pci_address=device.pci_address,
-                        if_name="" if vfio else device.if_name,
+                        if_name="" if userspace else device.if_name,
                         vfio_group=self._vfio_group(device.pci_address) if vfio else None,
                         vhost=device.vhost,
                     )
                 )
             hook = None
-            if any(not v.vfio_group for v in vfs):
+            if any(v.if_name for v in vfs):
                 hook = cdi.CdiHook(
                     path=self.manager.config.hook_path,
                     attach_socket=str(self.manager.config.attach_socket),

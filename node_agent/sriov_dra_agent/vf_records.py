@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sriov_dra_agent.backends.base import USERSPACE_DRIVERS
 from sriov_dra_agent.vf_programmer import ApplyResult, VfSettings
 
 
@@ -82,6 +83,16 @@ class VfRecord(BaseModel):
     """Settings requested (written before applying, so a partial apply is restored)."""
     result: ApplyResult = Field(default_factory=ApplyResult)
     attachment: Attachment | None = None
+
+    @property
+    def held_driver(self) -> str | None:
+        """The driver the VF is on while the claim holds it (``default``: a kernel one)."""
+        return self.original_driver if self.driver is None else self.driver
+
+    @property
+    def userspace(self) -> bool:
+        """Bound to vfio-pci or a DPDK driver: no netdev to attach, whatever the VfConfig said."""
+        return self.held_driver in USERSPACE_DRIVERS
 
 
 class RecordStore:

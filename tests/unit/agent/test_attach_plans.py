@@ -198,3 +198,32 @@ def test_records_round_trip_and_replace_atomically(tmp_path: Path) -> None:
     store.delete("0000:3b:02.1")
     store.delete("0000:3b:02.1")
     assert store.get("0000:3b:02.1") is None
+
+
+@pytest.mark.parametrize(
+    ("original", "bound", "held", "userspace"),
+    [
+        ("iavf", None, "iavf", False),
+        ("vfio-pci", None, "vfio-pci", True),  # left on vfio-pci by an admin, driver ""
+        ("iavf", "vfio-pci", "vfio-pci", True),
+        ("vfio-pci", "default", "default", False),  # rebound to the kernel's driver
+        (None, "igb_uio", "igb_uio", True),
+        (None, None, None, False),
+    ],
+    ids=["kept-kernel", "kept-vfio", "bound-vfio", "default-from-vfio", "dpdk-uio", "unbound"],
+)
+def test_the_driver_a_held_vf_is_on_decides_attach_and_cdi(
+    original: str | None, bound: str | None, held: str | None, userspace: bool
+) -> None:
+    record = VfRecord(
+        pci_address="0000:3b:02.1",
+        pf_name="ens1f0",
+        vf_index=1,
+        claim=ClaimRef(uid="u", namespace="ns", name="c"),
+        request="vf",
+        host_ifname=None,
+        original=VfSettings(),
+        original_driver=original,
+        driver=bound,
+    )
+    assert (record.held_driver, record.userspace) == (held, userspace)
