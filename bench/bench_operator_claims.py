@@ -335,6 +335,11 @@ async def main() -> None:
     )
     args = parser.parse_args()
     counts = [int(c) for c in args.counts.split(",")]
+    if not await asyncio.to_thread(os.path.isfile, args.kubeconfig):
+        raise SystemExit(
+            f"no kubeconfig at {args.kubeconfig}; fix: start the dev cluster first "
+            "(.venv/bin/sriov-dra devcluster up) or pass --kubeconfig"
+        )
     await config.load_kube_config(config_file=args.kubeconfig)
     operator = Operator(args.kubeconfig, args.profile)
     rows = []
