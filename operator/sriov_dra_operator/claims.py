@@ -612,6 +612,9 @@ class ClaimReconciler:
     async def _check_conflicts(self, claim: Body) -> None:
         uid = str(_meta(claim)["uid"])
         for key in sorted(self.cache.devices_of(uid)):
+            if key.driver != self.settings.driver:
+                # Other drivers may share a device between claims; not ours to police.
+                continue
             holders = [
                 self.cache.claims[u]
                 for u in self.cache.holders.get(key, ())

@@ -455,3 +455,27 @@ async def test_a_deleted_claim_of_a_removed_node_is_released_without_the_agent(
         f"release device node-a/{VF0}: the VF went with the node; released without the agent: "
         f"allocation cleared, finalizer {FINALIZER} removed"
     )
+
+
+# -- other drivers' devices are not ours to police ---------------------------------------------
+
+
+async def test_two_claims_sharing_another_drivers_device_are_left_alone(world: World) -> None:
+    # Drivers may hand one device to several claims (e.g. devices that allow multiple
+    # allocations); only our driver's devices are ours to keep unique.
+    shared = {
+        "devices": {
+            "results": [
+                {"request": "gpu", "driver": "gpu.example.com", "pool": "node-a", "device": "gpu0"}
+            ]
+        }
+    }
+    for name in ("gpu-a", "gpu-b"):
+        body = claim_body(name, class_name="gpu", config=False)
+        body["status"] = {"allocation": copy.deepcopy(shared)}
+        world.create(body)
+    for name in ("gpu-a", "gpu-b"):
+        await world.reconcile(name)
+    assert world.events.posted == []
+    assert world.writer.status_writes == []
+    assert [devices_of(world.stored(n)) for n in ("gpu-a", "gpu-b")] == [["gpu0"], ["gpu0"]]
