@@ -188,20 +188,36 @@ async def measure_operator(
     allocated: dict[str, float] = {}
     done = asyncio.Event()
 
+    def seen(body: dict[str, Any]) -> None:
+        name = body["metadata"]["name"]
+        if (body.get("status") or {}).get("allocation") and name not in allocated:
+            allocated[name] = time.perf_counter()
+            if len(allocated) == n:
+                done.set()
+
     async def watch_allocations() -> None:
-        w = watch.Watch()
-        async with w.stream(
-            objects.list_namespaced_custom_object, GROUP, VERSION, ns, "resourceclaims",
-            timeout_seconds=600,
-        ) as stream:  # fmt: skip
-            async for event in stream:
-                body = event["object"]
-                name = body["metadata"]["name"]
-                if (body.get("status") or {}).get("allocation") and name not in allocated:
-                    allocated[name] = time.perf_counter()
-                    if len(allocated) == n:
-                        done.set()
+        # A watch can end early (the apiserver closes slow or long watches): relist and
+        # go on; a claim first seen allocated in a relist counts from then (a little late).
+        version = ""
+        while not done.is_set():
+            if version:
+                listed = await objects.list_namespaced_custom_object(
+                    GROUP, VERSION, ns, "resourceclaims"
+                )
+                for body in listed["items"]:
+                    seen(body)
+                version = listed["metadata"]["resourceVersion"]
+            w = watch.Watch()
+            async with w.stream(
+                objects.list_namespaced_custom_object, GROUP, VERSION, ns, "resourceclaims",
+                timeout_seconds=600, resource_version=version or None,
+            ) as stream:  # fmt: skip
+                async for event in stream:
+                    seen(event["object"])
+                    version = event["object"]["metadata"]["resourceVersion"]
+                    if done.is_set():
                         return
+            version = version or "0"
 
     watcher = asyncio.create_task(watch_allocations())
     await asyncio.sleep(0.5)
