@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sriov_dra.errors import AttachError, DeviceBusy, IpamError
@@ -170,15 +171,24 @@ def test_container_id_ties_the_address_to_claim_and_request() -> None:
     assert container_id("6b1d-uid", "vf/first") == "6b1d-uid-vf-first"
 
 
+def vf_record(**fields: Any) -> VfRecord:
+    """A record of VF 0000:3b:02.1 held by claim ns/c, with ``fields`` on top."""
+    base: dict[str, Any] = {
+        "pci_address": "0000:3b:02.1",
+        "pf_name": "ens1f0",
+        "vf_index": 1,
+        "claim": ClaimRef(uid="u", namespace="ns", name="c"),
+        "request": "vf",
+        "host_ifname": None,
+        "original": VfSettings(),
+    }
+    return VfRecord(**(base | fields))
+
+
 def test_records_round_trip_and_replace_atomically(tmp_path: Path) -> None:
     store = RecordStore(tmp_path / "vfs")
     assert store.all() == []
-    record = VfRecord(
-        pci_address="0000:3b:02.1",
-        pf_name="ens1f0",
-        vf_index=1,
-        claim=ClaimRef(uid="u", namespace="ns", name="c"),
-        request="vf",
+    record = vf_record(
         host_ifname="ens1f0v1",
         original=VfSettings(vlan=0, qos=0, proto="802.1q"),
         attachment=Attachment(
@@ -215,15 +225,5 @@ def test_records_round_trip_and_replace_atomically(tmp_path: Path) -> None:
 def test_the_driver_a_held_vf_is_on_decides_attach_and_cdi(
     original: str | None, bound: str | None, held: str | None, userspace: bool
 ) -> None:
-    record = VfRecord(
-        pci_address="0000:3b:02.1",
-        pf_name="ens1f0",
-        vf_index=1,
-        claim=ClaimRef(uid="u", namespace="ns", name="c"),
-        request="vf",
-        host_ifname=None,
-        original=VfSettings(),
-        original_driver=original,
-        driver=bound,
-    )
+    record = vf_record(original_driver=original, driver=bound)
     assert (record.held_driver, record.userspace) == (held, userspace)
