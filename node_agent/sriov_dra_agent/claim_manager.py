@@ -27,6 +27,7 @@ from typing import Any, Final
 from sriov_dra.constants import ALLOCATION_ANNOTATION, RELEASED_ANNOTATION
 from sriov_dra.errors import NadNotFound, SriovDraError
 from sriov_dra.nad import SriovNetConf, parse_nad_config
+from sriov_dra.naming import pci_address
 
 from sriov_dra_agent import cdi, claim_devices, netns_attach
 from sriov_dra_agent.checkpoint import (
@@ -246,9 +247,10 @@ class ClaimManager:
         self, claim: Mapping[str, Any], devices: Sequence[ClaimDevice] | None = None
     ) -> None:
         """Apply this node's ``status.devices`` entries of ``claim`` (best effort)."""
-        if devices is None:
-            devices = self.devices(claim)
         try:
+            # Inside: a config this agent now refuses must not fail an unprepare.
+            if devices is None:
+                devices = self.devices(claim)
             await self.status.write(claim, self._states(claim, devices))
         except Exception as exc:
             logger.warning("could not write status.devices: %s", exc, extra=_ctx(claim))
@@ -444,11 +446,12 @@ class ClaimManager:
         for claim in claims:
             if claim_devices.is_deleting(claim) and not claim_devices.is_reserved(claim):
                 continue
-            try:
-                devices = self.devices(claim)
-            except SriovDraError:
-                devices = []
-            pairs.update((claim_devices.uid(claim), d.pci_address) for d in devices)
+            # The results alone, not self.devices(): a claim whose config this agent
+            # refuses still holds its VFs until it is released.
+            results = claim_devices.our_results(
+                claim, node=self.config.node, driver=self.config.driver
+            )
+            pairs.update((claim_devices.uid(claim), pci_address(str(r["device"]))) for r in results)
         for record in (await self.load_checkpoint()).claims.values():
             pairs.update((record.uid, d.pci_address) for d in record.devices)
         return pairs

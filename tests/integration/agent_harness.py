@@ -108,6 +108,8 @@ class AgentProcess:
     health_port: int = field(default_factory=free_port)
     metrics_port: int = field(default_factory=free_port)
     starts: int = 0
+    extra_args: list[str] = field(default_factory=list)
+    """More ``sriov-dra agent`` flags for the next start."""
 
     @property
     def plugins_dir(self) -> Path:
@@ -158,6 +160,7 @@ class AgentProcess:
             "--health-port", str(self.health_port),
             "--bind-address", "127.0.0.1",
             "--rescan-interval", "1",
+            *self.extra_args,
         ]  # fmt: skip
 
     def start(self) -> None:

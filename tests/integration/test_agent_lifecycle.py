@@ -1006,3 +1006,27 @@ def test_add_vhost_mount_gives_vhost_net_and_tun_or_says_which_module_is_missing
         )
         assert agent.record(scenario.vf.pci_address) is None
     scenario.delete_and_release()
+
+
+def test_a_claim_the_restarted_agent_refuses_keeps_its_vf_in_the_pod(
+    scenario: Scenario, agent: AgentProcess, pods: list[Pod], other_namespace: str
+) -> None:
+    agent.terminate()
+    agent.extra_args = [f"--nad-namespaces={other_namespace}"]
+    agent.start()
+    claim = scenario.create(nad="secret", nad_namespace=other_namespace, make_nad=False)
+    uid = claim["metadata"]["uid"]
+    assert agent.prepare(claim).error == ""
+    pod = Pod.start()
+    pods.append(pod)
+    assert agent.run_hook(uid, pod).returncode == 0
+    # Restarted without that namespace allowed: the claim's config is refused from now
+    # on, but the start-up sweep must not take its VF out of the running pod.
+    agent.terminate()
+    agent.extra_args = []
+    agent.start()
+    assert "net1" in pod.links()
+    record = agent.record(scenario.vf.pci_address)
+    assert record is not None and record["attachment"] is not None
+    assert agent.unprepare(claim) == ""
+    scenario.delete_and_release()
