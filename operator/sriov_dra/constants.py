@@ -48,7 +48,7 @@ ATTR_PCI_BUS_ID: Final = "resource.kubernetes.io/pciBusID"
 ATTR_PCIE_ROOT: Final = "resource.kubernetes.io/pcieRoot"
 ATTR_NUMA_NODE: Final = "dra.net/numaNode"
 ATTR_SIMULATED: Final = f"{PREFIX}/simulated"
+"""True on VFs of the simulated backend, so nobody mistakes them for hardware."""
 ATTR_NODE_NAME: Final = f"{PREFIX}/nodeName"
 """Ours, beyond the Go driver's: CEL cannot see a device's pool or node, and a static
 claim is allocated before any pod picks a node, so this is how a claim asks for one."""
-"""True on VFs of the simulated backend, so nobody mistakes them for hardware."""

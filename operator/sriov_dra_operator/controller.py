@@ -145,7 +145,7 @@ class Controller:
         """Know the Nodes, so a deleted claim whose node is gone can be released."""
         if not self.watch_nodes:
             log.warning(
-                "not allowed to list and watch Nodes: a deleted claim whose node was removed "
+                "not allowed to get, list and watch Nodes: a deleted claim whose node was removed "
                 "from the cluster keeps waiting for that node's agent",
                 extra={
                     "fix": "grant the operator get, list and watch on nodes "

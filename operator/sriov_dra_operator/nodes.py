@@ -16,13 +16,14 @@ from typing import Any
 from kubernetes_asyncio import client
 
 log = logging.getLogger(__name__)
-WATCH_VERBS = ("list", "watch")
+NODE_VERBS = ("get", "list", "watch")
+"""What releasing a removed node's claims needs: watch to notice, get to confirm."""
 
 
 async def may_watch_nodes(api: client.ApiClient) -> bool:
-    """The operator's identity may list and watch Nodes (asked with SelfSubjectAccessReviews)."""
+    """The operator's identity may get, list and watch Nodes (SelfSubjectAccessReviews)."""
     authz = client.AuthorizationV1Api(api)
-    for verb in WATCH_VERBS:
+    for verb in NODE_VERBS:
         body: Any = {"spec": {"resourceAttributes": {"verb": verb, "resource": "nodes"}}}
         try:
             review = await authz.create_self_subject_access_review(body)

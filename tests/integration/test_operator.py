@@ -686,7 +686,7 @@ def test_a_deleted_claim_waits_for_its_agent_and_goes_with_its_node(
     cluster: DevCluster, operator: OperatorProcess, clean_claims: str
 ) -> None:
     namespace = clean_claims
-    denied = "not allowed to list and watch Nodes"
+    denied = "not allowed to get, list and watch Nodes"
     assert not [r for r in operator.log_records() if str(r.get("message")).startswith(denied)], (
         f"the operator may not watch Nodes: manifests/rbac-operator.yaml needs {NODES_RULE}"
     )
