@@ -92,6 +92,7 @@ class Agent:
                 cni_data_dir=settings.cni_data_dir,
                 sysfs_root=settings.sysfs_root,
                 nad_namespaces=settings.nad_namespaces,
+                dev_root=settings.dev_root,
             ),
             api=api,
             hardware=self.hardware,

@@ -63,6 +63,8 @@ class AgentSettings:
     """Write a host-side wrapper to ``hook_path`` at start-up (see ``host_hook``)."""
     hook_executable: str
     """The ``sriov-dra`` the hook runs: ``hook_path`` itself, or what the wrapper enters."""
+    dev_root: Path
+    """Where the host's ``/dev`` is seen (checked for ``addVhostMount``'s device nodes)."""
     nad_namespaces: frozenset[str]
     """Namespaces other than the claim's own whose NADs a VfConfig may name ("*": any)."""
     metrics_port: int
@@ -136,6 +138,7 @@ class AgentSettings:
             hook_path=hook_path,
             install_hook=install_hook,
             hook_executable=executable,
+            dev_root=Path(args.dev_root).absolute(),
             nad_namespaces=frozenset(
                 part.strip() for part in (args.nad_namespaces or "").split(",") if part.strip()
             ),
@@ -229,6 +232,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="absolute host path written into CDI specs as the createRuntime hook "
         "(env HOOK_PATH; default the sriov-dra on PATH, or with --install-hook "
         f"<plugins-dir>/<driver>/{HOST_HOOK_NAME})",
+    )
+    add(
+        "--dev-root",
+        default=_env("DEV_ROOT", "/dev"),
+        help="where the host's /dev is mounted; a container's own /dev is a copy taken at "
+        "its start, blind to modules loaded later (env DEV_ROOT; default /dev)",
     )
     add(
         "--nad-namespaces",

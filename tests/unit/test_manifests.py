@@ -89,6 +89,10 @@ def test_what_the_agent_shares_with_the_host_is_in_a_host_path(what: str) -> Non
     assert host_path_of(path) == str(path), f"{what} {path} is not in a hostPath mount"
 
 
+def test_device_nodes_are_checked_in_the_hosts_live_dev() -> None:
+    assert host_path_of(settings_as_deployed().dev_root) == "/dev"
+
+
 def test_the_cdi_hook_is_the_installed_host_wrapper() -> None:
     settings = settings_as_deployed()
     assert settings.install_hook
