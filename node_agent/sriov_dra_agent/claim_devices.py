@@ -16,20 +16,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 from sriov_dra import allocation_record
 from sriov_dra.constants import ALLOCATION_ANNOTATION, NODE_LABEL
 from sriov_dra.errors import InvalidVfConfig
 from sriov_dra.naming import claim_ref, pci_address
 from sriov_dra.vfconfig import (
+    CONFIG_FIELD,
     VfConfig,
     assign_interface_names,
     effective_vfconfig,
     nad_reference,
 )
-
-_CONFIG_FIELD: Final = "status.allocation.devices.config"
 
 
 @dataclass(frozen=True)
@@ -113,14 +112,8 @@ def _nad_of(
             cfg, claim_namespace=claim_namespace, allowed_namespaces=nad_namespaces
         )
     except InvalidVfConfig as exc:
-        fix = exc.fix
-        if exc.field == "netAttachDefNamespace":
-            fix = (
-                f"create the NAD in namespace {claim_namespace!r}, or start the operator and "
-                f"every node agent with --nad-namespaces={cfg.net_attach_def_namespace}"
-            )
         raise InvalidVfConfig(
-            exc.message, field=f"{_CONFIG_FIELD} (request {request!r}).{exc.field}", fix=fix
+            exc.message, field=f"{CONFIG_FIELD} (request {request!r}).{exc.field}", fix=exc.fix
         ) from exc
 
 

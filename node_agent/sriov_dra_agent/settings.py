@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Final
 
 from sriov_dra.constants import DRIVER_NAME
+from sriov_dra.vfconfig import parse_nad_namespaces
 
 BACKENDS: Final = ("sysfs", "simulated")
 DEFAULT_REGISTRAR_DIR: Final = "/var/lib/kubelet/plugins_registry"
@@ -139,9 +140,7 @@ class AgentSettings:
             install_hook=install_hook,
             hook_executable=executable,
             dev_root=Path(args.dev_root).absolute(),
-            nad_namespaces=frozenset(
-                part.strip() for part in (args.nad_namespaces or "").split(",") if part.strip()
-            ),
+            nad_namespaces=parse_nad_namespaces(args.nad_namespaces or ""),
             metrics_port=int(args.metrics_port),
             health_port=int(args.health_port),
             bind_address=args.bind_address,

@@ -64,7 +64,7 @@ MAX_IF_NAME: Final = 15
 
 _FIELDS: Final = ("driver", "ifName", "netAttachDefName", "netAttachDefNamespace", "addVhostMount")
 _DNS_LABEL: Final = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_CONFIG_FIELD: Final = "status.allocation.devices.config"
+CONFIG_FIELD: Final = "status.allocation.devices.config"
 
 
 class VfConfig(BaseModel):
@@ -234,7 +234,7 @@ def effective_vfconfig(
     request: str,
     *,
     driver: str,
-    field: str = _CONFIG_FIELD,
+    field: str = CONFIG_FIELD,
 ) -> VfConfig:
     """Merge the config entries that apply to ``request`` into one :class:`VfConfig`.
 
@@ -277,6 +277,11 @@ def effective_vfconfig(
     )
 
 
+def parse_nad_namespaces(value: str) -> frozenset[str]:
+    """``--nad-namespaces`` (operator and agent alike): comma-separated, ``"*"`` for any."""
+    return frozenset(part.strip() for part in value.split(",") if part.strip())
+
+
 def nad_reference(
     cfg: VfConfig, *, claim_namespace: str, allowed_namespaces: frozenset[str]
 ) -> tuple[str, str] | None:
@@ -306,7 +311,7 @@ def nad_reference(
             "is not allowed",
             field="netAttachDefNamespace",
             fix=f"create the NAD in namespace {claim_namespace!r}, or start the operator "
-            f"with --nad-namespaces={namespace}",
+            f"and every node agent with --nad-namespaces={namespace}",
         )
     return namespace, cfg.net_attach_def_name
 

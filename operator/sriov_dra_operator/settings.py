@@ -11,16 +11,13 @@ import os
 from dataclasses import dataclass, field
 
 from sriov_dra.constants import DRIVER_NAME
+from sriov_dra.vfconfig import parse_nad_namespaces
 
 ENV_PREFIX = "SRIOV_DRA_OPERATOR_"
 
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(ENV_PREFIX + name, default)
-
-
-def _namespaces(value: str) -> frozenset[str]:
-    return frozenset(part.strip() for part in value.split(",") if part.strip())
 
 
 @dataclass(frozen=True)
@@ -119,7 +116,7 @@ def from_args(args: argparse.Namespace) -> OperatorSettings:
             raise ValueError(f"{flag} must be 0..65535, got {port}")
     return OperatorSettings(
         driver=args.driver,
-        nad_namespaces=_namespaces(args.nad_namespaces),
+        nad_namespaces=parse_nad_namespaces(args.nad_namespaces),
         metrics_port=args.metrics_port,
         health_port=args.health_port,
         bind_address=args.bind_address,

@@ -355,7 +355,8 @@ NAD_REF_BAD = [
         frozenset({"other"}),
         "netAttachDefNamespace: NetworkAttachmentDefinition shared/n is outside the claim's "
         "namespace 'ns' and namespace 'shared' is not allowed; fix: create the NAD in "
-        "namespace 'ns', or start the operator with --nad-namespaces=shared",
+        "namespace 'ns', or start the operator and every node agent with "
+        "--nad-namespaces=shared",
         id="not-allowed",
     ),
     pytest.param(
