@@ -139,14 +139,18 @@ class EventRecorder:
     async def post_once(
         self, claim: Mapping[str, Any], *, warning: bool, reason: str, message: str
     ) -> bool:
-        """Post unless this claim ever got this (reason, message); True when posted."""
+        """Post unless this claim ever got this (reason, message); True when posted.
+
+        A note beside the claim's state: it does not become the claim's last Event,
+        so the unchanged state Event is not posted again after it.
+        """
         uid = str(claim["metadata"]["uid"])
         seen = self._once.setdefault(uid, set())
         if (reason, message) in seen:
             return False
         seen.add((reason, message))
-        posted = await self.post(claim, warning=warning, reason=reason, message=message)
-        if not posted and self._last.get(uid) != (reason, message):
+        posted = await self._create(claim, warning=warning, reason=reason, message=message)
+        if not posted:
             # Lost (the API refused it): let a later reconcile try again.
             seen.discard((reason, message))
         return posted
@@ -173,6 +177,14 @@ class EventRecorder:
         if self._last.get(uid) == (reason, message):
             return False
         self._last[uid] = (reason, message)
+        posted = await self._create(claim, warning=warning, reason=reason, message=message)
+        if not posted:
+            self._last.pop(uid, None)
+        return posted
+
+    async def _create(
+        self, claim: Mapping[str, Any], *, warning: bool, reason: str, message: str
+    ) -> bool:
         body = event_body(
             claim,
             type_="Warning" if warning else "Normal",
@@ -191,11 +203,10 @@ class EventRecorder:
                 "could not post event",
                 extra={
                     "claim": f"{involved['namespace']}/{involved['name']}",
-                    "uid": uid,
+                    "uid": str(claim["metadata"]["uid"]),
                     "reason": reason,
                     "status": exc.status,
                 },
             )
-            self._last.pop(uid, None)
             return False
         return True

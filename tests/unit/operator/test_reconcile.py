@@ -380,10 +380,11 @@ async def test_plugins_after_sriov_get_one_warning_per_claim_and_the_claim_is_al
     world.restart_events()
     await world.reconcile("third")
     assert world.reasons("third") == ["NadPluginsNotRun", "NoDeviceAvailable"]
-    # A NAD changed to chain another plugin is a new warning.
+    # A NAD changed to chain another plugin is a new warning, and only that: the
+    # unchanged NoDeviceAvailable is not repeated after it.
     world.cache.upsert_nad(nad("chained", CHAINED.replace("sbr", "bandwidth")))
     await world.reconcile("third")
-    assert world.reasons("third")[2:] == ["NadPluginsNotRun", "NoDeviceAvailable"]
+    assert world.reasons("third")[2:] == ["NadPluginsNotRun"]
 
 
 # -- a deleted claim whose node agent never answers --------------------------------------------
