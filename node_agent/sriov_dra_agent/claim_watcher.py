@@ -8,9 +8,12 @@ handled by a few workers, each claim under its lock, so a burst of updates
 becomes one reconcile of the newest object. A change to a NAD (seen by the
 manager's NAD cache) re-queues the claims using it. A periodic resync re-lists,
 releases VFs of claims that vanished while the agent was down, and detaches VFs
-whose pod netns died. A reconcile that fails is re-queued after a per-claim
-back-off (1 s doubling up to the resync interval) rather than waiting for the
-next resync; success, a newer object or the claim's deletion ends the wait.
+whose pod netns died. A reconcile that raises (the API failed, an unexpected
+error) is re-queued after a per-claim back-off (1 s doubling up to the resync
+interval) rather than waiting for the next resync; success, a newer object or
+the claim's deletion ends the wait. Errors the reconcile reports itself (a NAD
+missing, programming refused) are in the claim's status and Events and are
+retried at the resync, or at once when the NAD changes.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Growing retry delays, counted per key (a claim uid).
 
 Something that failed and is retried at once usually fails again: a write the
-apiserver refuses, a reconcile that hit a missing netns. Each failure in a row
+apiserver refuses, a reconcile that raised. Each failure in a row
 doubles that key's delay up to a cap; a success (or the key going away) resets
 it. Pure arithmetic: the caller decides when to sleep and what to retry.
 """
