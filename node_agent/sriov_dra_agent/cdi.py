@@ -100,7 +100,7 @@ class CdiHook:
     """The createRuntime hook: our executable, told which claim and which agent socket."""
 
     path: str
-    """Absolute host path of the ``sriov-dra`` executable."""
+    """Absolute host path of the hook: the agent's installed wrapper, or ``sriov-dra``."""
     attach_socket: str
     """Host path of the agent's attach socket."""
     timeout_seconds: int = DEFAULT_HOOK_TIMEOUT_SECONDS

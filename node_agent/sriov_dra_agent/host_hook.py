@@ -80,9 +80,12 @@ def install_host_hook(path: Path, *, executable: str) -> str:
         script = render_host_hook(agent_pid=pid, agent_start_time=start, executable=executable)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{pid}.tmp")
-        tmp.write_text(script)
-        tmp.chmod(SCRIPT_MODE)
-        os.replace(tmp, path)
+        try:
+            tmp.write_text(script)
+            tmp.chmod(SCRIPT_MODE)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
     except OSError as exc:
         raise HostHookError(
             f"cannot write the host hook {path}: {exc}",

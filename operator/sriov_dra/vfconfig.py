@@ -51,10 +51,10 @@ VF_DRIVERS: Final = (
     "qede",
     "enic",
 )
-"""Accepted ``driver`` values: ``""`` keeps the VF's current driver, ``default`` rebinds
-the kernel's default driver, ``vfio-pci`` binds for userspace (DPDK, VMs), and the
-rest are the kernel VF drivers of common NICs. ``igb_uio``/``uio_pci_generic`` are
-refused: the node cannot load them."""
+"""Accepted ``driver`` values: ``""`` keeps the VF's current driver, ``default`` puts a
+VF found on a userspace driver back on the kernel's default (a kernel driver is kept),
+``vfio-pci`` binds for userspace (DPDK, VMs), and the rest are the kernel VF drivers of
+common NICs. ``igb_uio``/``uio_pci_generic`` are refused: the node cannot load them."""
 
 DEFAULT_IF_PREFIX: Final = "vfnet"
 """Prefix of generated interface names (``vfnet0``, ``vfnet1``...), as the Go driver."""

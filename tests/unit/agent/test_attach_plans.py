@@ -222,7 +222,7 @@ def test_records_round_trip_and_replace_atomically(tmp_path: Path) -> None:
     ],
     ids=["kept-kernel", "kept-vfio", "bound-vfio", "default-from-vfio", "dpdk-uio", "unbound"],
 )
-def test_the_driver_a_held_vf_is_on_decides_attach_and_cdi(
+def test_held_driver_and_userspace_follow_the_driver_we_bound_else_the_original(
     original: str | None, bound: str | None, held: str | None, userspace: bool
 ) -> None:
     record = vf_record(original_driver=original, driver=bound)
