@@ -13,9 +13,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import socket
 from typing import Any
 
 import kopf
+from kopf._core.engines.peering import Identity
 from kubernetes_asyncio import client, config
 from sriov_dra import jsonlog
 from sriov_dra.constants import PREFIX
@@ -147,6 +150,16 @@ async def _load_client(settings: OperatorSettings) -> client.ApiClient:
     return client.ApiClient(configuration)
 
 
+def operator_identity() -> Identity:
+    """This operator's name towards kopf: the pod's hostname and our pid.
+
+    kopf would derive it from ``getpass.getuser()``, which raises for a uid without a
+    passwd entry, as the Deployment's ``runAsUser: 65532`` is in our image (and any
+    arbitrary uid a platform assigns).
+    """
+    return Identity(f"{socket.gethostname()}/{os.getpid()}")
+
+
 async def operate(settings: OperatorSettings, *, stop_flag: asyncio.Event | None = None) -> None:
     """Run until signalled (or ``stop_flag`` is set)."""
     metrics = OperatorMetrics()
@@ -164,6 +177,7 @@ async def operate(settings: OperatorSettings, *, stop_flag: asyncio.Event | None
             liveness_endpoint=settings.liveness_endpoint,
             memo=kopf.Memo(controller=controller),
             stop_flag=stop_flag,
+            identity=operator_identity(),
         )
     finally:
         await api.close()
