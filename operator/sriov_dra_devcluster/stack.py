@@ -43,7 +43,7 @@ from sriov_dra_devcluster.components import ComponentSpec, RunningComponent
 from sriov_dra_devcluster.node_layout import NodeLayout, runtime_root
 
 REPO: Final = Path(__file__).resolve().parents[2]
-MANIFESTS: Final = REPO / "manifests"
+MANIFESTS: Final = REPO / "manifests" / "base"
 CRDS: Final = REPO / "crds"
 SYSTEM_NAMESPACE: Final = "sriov-dra"
 OPERATOR_SA: Final = "sriov-dra-operator"

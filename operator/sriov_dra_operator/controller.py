@@ -149,7 +149,7 @@ class Controller:
                 "from the cluster keeps waiting for that node's agent",
                 extra={
                     "fix": "grant the operator get, list and watch on nodes "
-                    "(manifests/rbac-operator.yaml)"
+                    "(manifests/base/rbac-operator.yaml)"
                 },
             )
             return
@@ -169,7 +169,9 @@ class Controller:
                 raise
             log.warning(
                 "cannot list Events: each waiting claim gets its current Event once more",
-                extra={"fix": "grant the operator list on events (manifests/rbac-operator.yaml)"},
+                extra={
+                    "fix": "grant the operator list on events (manifests/base/rbac-operator.yaml)"
+                },
             )
             return
         last, every = last_posted(events), every_posted(events)

@@ -92,7 +92,7 @@ def class_not_found(
     configured = has_driver_config(claim, driver)
     for path, name in class_fields(claim):
         if name not in classes and (configured or name == driver):
-            shipped = "kubectl apply -f manifests/deviceclass.yaml"
+            shipped = "kubectl apply -f manifests/base/deviceclass.yaml"
             fix = (
                 f"create it ({shipped})"
                 if name == driver

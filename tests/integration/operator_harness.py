@@ -155,7 +155,7 @@ def ensure_crds_and_class(cluster: DevCluster) -> None:
         "wait", "--for=condition=Established", "--timeout=60s",
         "crd/network-attachment-definitions.k8s.cni.cncf.io",
     )  # fmt: skip
-    cluster.kubectl("apply", "-f", str(ROOT / "manifests" / "deviceclass.yaml"))
+    cluster.kubectl("apply", "-f", str(ROOT / "manifests" / "base" / "deviceclass.yaml"))
 
 
 def vf_pci(pf: int, vf: int, group: int = 0) -> str:
@@ -416,8 +416,10 @@ def operator_kubeconfig(cluster: DevCluster) -> Path:
     """CRDs, DeviceClass, and the operator's ServiceAccount bound to manifests/rbac-operator."""
     ensure_crds_and_class(cluster)
     for manifest in ("namespace.yaml", "serviceaccounts.yaml"):
-        cluster.kubectl("apply", "-f", str(ROOT / "manifests" / manifest))
-    docs = list(yaml.safe_load_all((ROOT / "manifests" / "rbac-operator.yaml").read_text()))
+        cluster.kubectl("apply", "-f", str(ROOT / "manifests" / "base" / manifest))
+    docs = list(
+        yaml.safe_load_all((ROOT / "manifests" / "base" / "rbac-operator.yaml").read_text())
+    )
     apply(cluster, *[d for d in docs if d])
     return cluster.kubeconfig_for_service_account("sriov-dra", "sriov-dra-operator")
 

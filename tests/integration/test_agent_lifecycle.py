@@ -49,7 +49,7 @@ def nad_crd(cluster: DevCluster) -> None:
 def agent_kubeconfig(cluster: DevCluster) -> Path:
     """The agent runs as its ServiceAccount with the shipped RBAC, not as admin."""
     for manifest in ("namespace.yaml", "serviceaccounts.yaml", "rbac-agent.yaml"):
-        cluster.kubectl("apply", "-f", str(ROOT / "manifests" / manifest))
+        cluster.kubectl("apply", "-f", str(ROOT / "manifests" / "base" / manifest))
     return cluster.kubeconfig_for_service_account("sriov-dra", "sriov-dra-agent")
 
 

@@ -230,7 +230,7 @@ async def harness(cluster: DevCluster, namespace: str) -> AsyncIterator[Harness]
     """Emulator for sim-node-1 in this event loop, node dirs under /run, D's servers ready."""
     if os.geteuid() != 0:
         pytest.fail("the node emulation creates network namespaces: run the tests as root")
-    cluster.kubectl("apply", "-f", str(ROOT / "manifests" / "deviceclass.yaml"))
+    cluster.kubectl("apply", "-f", str(ROOT / "manifests" / "base" / "deviceclass.yaml"))
     root = RUNTIME_BASE / f"t-{secrets.token_hex(4)}"
     layout = NodeLayout(root, NODE)
     layout.create()

@@ -312,7 +312,8 @@ def test_a_claim_whose_device_class_comes_later_is_told_then_allocated(
             f"spec.devices.requests[0].exactly.deviceClassName: DeviceClass '{late_class}' "
             f"does not exist; fix: create DeviceClass '{late_class}' with a selector for driver "
             f"{DRIVER_NAME}, or correct the name (the class this project ships is "
-            f"'{DRIVER_NAME}': kubectl apply -f manifests/deviceclass.yaml); the claim is "
+            f"'{DRIVER_NAME}': kubectl apply -f manifests/base/deviceclass.yaml); "
+                    "the claim is "
             "allocated as soon as the class exists"
         ))  # fmt: skip
         # The VFs are published already: only the DeviceClass watch can unblock the claim,
@@ -688,7 +689,7 @@ def test_a_deleted_claim_waits_for_its_agent_and_goes_with_its_node(
     namespace = clean_claims
     denied = "not allowed to get, list and watch Nodes"
     assert not [r for r in operator.log_records() if str(r.get("message")).startswith(denied)], (
-        f"the operator may not watch Nodes: manifests/rbac-operator.yaml needs {NODES_RULE}"
+        f"the operator may not watch Nodes: manifests/base/rbac-operator.yaml needs {NODES_RULE}"
     )
     node = f"gone-{namespace[-6:]}"
     cluster.kubectl("apply", "-f", "-", input=json.dumps(node_manifest(node)))

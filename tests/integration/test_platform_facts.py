@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 NAD_CRD = ROOT / "crds" / "network-attachment-definition.yaml"
-DEVICE_CLASS = ROOT / "manifests" / "deviceclass.yaml"
+DEVICE_CLASS = ROOT / "manifests" / "base" / "deviceclass.yaml"
 SEED_EXAMPLE = ROOT / "manifests" / "examples" / "resourceclaim-vf.yaml"
 
 VF_CONFIG = {

@@ -20,7 +20,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def daemonset() -> dict[str, Any]:
-    doc: dict[str, Any] = yaml.safe_load((ROOT / "manifests" / "agent-daemonset.yaml").read_text())
+    doc: dict[str, Any] = yaml.safe_load(
+        (ROOT / "manifests" / "base" / "agent-daemonset.yaml").read_text()
+    )
     return doc
 
 
@@ -106,7 +108,9 @@ def test_the_image_has_host_local_where_the_agent_looks() -> None:
 
 
 def test_operator_and_agents_allow_the_same_nad_namespaces() -> None:
-    deployment = yaml.safe_load((ROOT / "manifests" / "operator-deployment.yaml").read_text())
+    deployment = yaml.safe_load(
+        (ROOT / "manifests" / "base" / "operator-deployment.yaml").read_text()
+    )
     (operator,) = deployment["spec"]["template"]["spec"]["containers"]
     operator_env = {e["name"]: e.get("value") for e in operator.get("env", [])}
     agent_env = {e["name"]: e.get("value") for e in agent_container().get("env", [])}

@@ -83,12 +83,12 @@ def test_verdict(body: dict[str, Any], expected: Verdict) -> None:
     assert verdict(body, CLASSES, DRIVER) is expected
 
 
-SHIPPED = "kubectl apply -f manifests/deviceclass.yaml"
+SHIPPED = "kubectl apply -f manifests/base/deviceclass.yaml"
 LATER = "the claim is allocated as soon as the class exists"
 OURS = [{"requests": ["vf"], "opaque": {"driver": DRIVER, "parameters": {}}}]
 THEIRS = [{"opaque": {"driver": "gpu.example.com", "parameters": {}}}]
 NOT_SHIPPED = {name: body for name, body in CLASSES.items() if name != DRIVER}
-"""The classes of a cluster where manifests/deviceclass.yaml was not applied."""
+"""The classes of a cluster where manifests/base/deviceclass.yaml was not applied."""
 
 
 def fix_for(name: str) -> str:

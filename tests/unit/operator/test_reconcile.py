@@ -271,7 +271,8 @@ async def world() -> AsyncIterator[World]:
                     "spec.devices.requests[0].exactly.deviceClassName: DeviceClass 'vf-missing' "
                     "does not exist; fix: create DeviceClass 'vf-missing' with a selector for "
                     f"driver {DRIVER_NAME}, or correct the name (the class this project ships is "
-                    f"'{DRIVER_NAME}': kubectl apply -f manifests/deviceclass.yaml); the claim is "
+                    f"'{DRIVER_NAME}': kubectl apply -f manifests/base/deviceclass.yaml); "
+                    "the claim is "
                     "allocated as soon as the class exists",
                 )
             ],
