@@ -25,6 +25,17 @@ REQUIRED: Final = (
 BIN_ENV: Final = "SRIOV_DRA_K8S_BIN"
 REPO_ROOT: Final = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT: Final = REPO_ROOT / ".ci" / "build-k8s-binaries"
+NODE_REQUIRED: Final = (
+    "kubelet",
+    "kube-proxy",
+    "containerd",
+    "containerd-shim-runc-v2",
+    "crictl",
+    "coredns",
+    "crane",
+)
+NODE_BUILD_SCRIPT: Final = REPO_ROOT / ".ci" / "build-node-binaries"
+IMAGES_SCRIPT: Final = REPO_ROOT / ".ci" / "build-images"
 
 
 def missing_binaries(bin_dir: Path) -> list[str]:
@@ -80,3 +91,42 @@ def find_bin_dir() -> Path:
             fix=f"delete {bin_dir} and run `bash {BUILD_SCRIPT}`",
         )
     return bin_dir
+
+
+def _cached_dir(script: Path, what: str, *, build: bool, timeout: float) -> Path:
+    """Ask a ``.ci`` build script for its cache directory (building first if ``build``)."""
+    argv = ["bash", str(script)] if build else ["bash", str(script), "--check"]
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise BinariesMissing(
+            f"cannot run {script}: {exc}", fix="install bash and Go (see .ci/setup)"
+        ) from exc
+    if out.returncode != 0 or not out.stdout.strip():
+        tail = "\n".join(out.stderr.strip().splitlines()[-15:])
+        raise BinariesMissing(
+            f"the {what} are not built: {tail}",
+            fix=f"run `make setup` or `bash {script}`",
+        )
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def find_node_bin_dir() -> Path:
+    """kubelet, kube-proxy, containerd (+ shim), crictl, coredns and crane; never builds."""
+    bin_dir = _cached_dir(NODE_BUILD_SCRIPT, "node binaries", build=False, timeout=60)
+    missing = [name for name in NODE_REQUIRED if not os.access(bin_dir / name, os.X_OK)]
+    if missing:
+        raise BinariesMissing(
+            f"{', '.join(missing)} missing from {bin_dir}",
+            fix=f"delete {bin_dir} and run `bash {NODE_BUILD_SCRIPT}`",
+        )
+    return bin_dir
+
+
+def images_dir() -> Path:
+    """The image tarballs and their ``images.json``; builds what the cache lacks.
+
+    The project's image follows the sources: a source change rebuilds it (minutes
+    cold, seconds with the layer cache).
+    """
+    return _cached_dir(IMAGES_SCRIPT, "container images", build=True, timeout=1800)

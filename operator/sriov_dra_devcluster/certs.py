@@ -41,6 +41,18 @@ SCHEDULER: Final = ClientIdentity("kube-scheduler", "system:kube-scheduler")
 # bind it to one node, so it gets admin rights under a name of its own.
 KWOK: Final = ClientIdentity("kwok", "sriov-dra-kwok", ("system:masters",))
 CLIENTS: Final = (ADMIN, CONTROLLER_MANAGER, SCHEDULER, KWOK)
+# Real nodes: the apiserver's identity towards kubelets (exec, logs), kube-proxy's.
+APISERVER_KUBELET_CLIENT: Final = ClientIdentity(
+    "apiserver-kubelet-client", "kube-apiserver-kubelet-client", ("system:masters",)
+)
+KUBE_PROXY: Final = ClientIdentity("kube-proxy", "system:kube-proxy")
+NODE_HOST_IP: Final = "10.250.0.1"
+"""The node bridge's host address (``node_plan.HOST_IP``): nodes and pods reach the API there."""
+
+
+def kubelet_identity(node: str) -> ClientIdentity:
+    """A kubelet's identity, as the Node authorizer expects it."""
+    return ClientIdentity(f"kubelet-{node}", f"system:node:{node}", ("system:nodes",))
 
 
 @dataclass(frozen=True)
@@ -121,6 +133,43 @@ def _builder(
     )
 
 
+def _leaf(
+    subject: x509.Name,
+    usage: x509.ObjectIdentifier,
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_name: x509.Name,
+) -> tuple[x509.CertificateBuilder, ec.EllipticCurvePrivateKey]:
+    key = _key()
+    builder = (
+        _builder(subject, ca_name, key.public_key())
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+    )
+    return builder, key
+
+
+def _issue_client(
+    pki: Pki, who: ClientIdentity, ca_key: ec.EllipticCurvePrivateKey, ca_name: x509.Name
+) -> None:
+    builder, key = _leaf(
+        _name(who.user, who.groups), ExtendedKeyUsageOID.CLIENT_AUTH, ca_key, ca_name
+    )
+    _write_key(pki.client_key(who), key)
+    _write_cert(pki.client_cert(who), builder.sign(ca_key, hashes.SHA256()))
+
+
+def issue_client_cert(pki: Pki, who: ClientIdentity) -> None:
+    """Sign a client certificate for ``who`` with the cluster's CA (e.g. a new node's kubelet)."""
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise TypeError(f"{pki.ca_key} is not an EC key")
+    ca_name = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes()).subject
+    _issue_client(pki, who, ca_key, ca_name)
+
+
 def create_pki(directory: Path) -> Pki:
     """Write a fresh CA, serving cert, client certs and SA signing key into ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -151,24 +200,11 @@ def create_pki(directory: Path) -> Pki:
     _write_key(pki.ca_key, ca_key)
     _write_cert(pki.ca_cert, ca_cert)
 
-    def leaf(
-        subject: x509.Name, usage: x509.ObjectIdentifier
-    ) -> tuple[x509.CertificateBuilder, ec.EllipticCurvePrivateKey]:
-        key = _key()
-        builder = (
-            _builder(subject, ca_name, key.public_key())
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
-            )
-        )
-        return builder, key
-
-    builder, key = leaf(_name("kube-apiserver"), ExtendedKeyUsageOID.SERVER_AUTH)
+    builder, key = _leaf(_name("kube-apiserver"), ExtendedKeyUsageOID.SERVER_AUTH, ca_key, ca_name)
     sans: list[x509.GeneralName] = [
         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
         x509.IPAddress(ipaddress.ip_address(KUBERNETES_SERVICE_IP)),
+        x509.IPAddress(ipaddress.ip_address(NODE_HOST_IP)),
         x509.DNSName("localhost"),
         x509.DNSName("kubernetes"),
         x509.DNSName("kubernetes.default"),
@@ -181,10 +217,8 @@ def create_pki(directory: Path) -> Pki:
     _write_key(pki.serving_key, key)
     _write_cert(pki.serving_cert, cert)
 
-    for who in CLIENTS:
-        builder, key = leaf(_name(who.user, who.groups), ExtendedKeyUsageOID.CLIENT_AUTH)
-        _write_key(pki.client_key(who), key)
-        _write_cert(pki.client_cert(who), builder.sign(ca_key, hashes.SHA256()))
+    for who in (*CLIENTS, APISERVER_KUBELET_CLIENT, KUBE_PROXY):
+        _issue_client(pki, who, ca_key, ca_name)
 
     sa_key = _key()
     _write_key(pki.service_account_key, sa_key)

@@ -9,6 +9,7 @@ from pathlib import Path
 from sriov_dra.errors import SriovDraError
 
 from sriov_dra_devcluster.cluster import DevCluster, default_state_dir
+from sriov_dra_devcluster.errors import ComponentFailed
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +26,18 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     up = sub.add_parser(
         "up", parents=[common], help="start the control plane and simulated nodes (or reuse them)"
     )
-    up.add_argument("--nodes", type=int, default=2, help="number of simulated nodes (default 2)")
+    up.add_argument(
+        "--nodes",
+        type=int,
+        default=2,
+        help="real nodes (kubelet + containerd + runc, a simulated SR-IOV NIC each; default 2)",
+    )
+    up.add_argument(
+        "--kwok-nodes",
+        type=int,
+        default=0,
+        help="kwok nodes: Ready but run no pods, for tests that need many nodes (default 0)",
+    )
     up.add_argument(
         "--timeout", type=float, default=180.0, help="seconds to wait for readiness (default 180)"
     )
@@ -38,11 +50,12 @@ def run(args: argparse.Namespace) -> int:
     cluster = DevCluster(args.state_dir)
     try:
         if args.action == "up":
-            if args.nodes < 1:
-                print("sriov-dra devcluster: --nodes must be at least 1", file=sys.stderr)
+            if args.nodes < 0 or args.kwok_nodes < 0 or args.nodes + args.kwok_nodes < 1:
+                print("sriov-dra devcluster: want at least one node", file=sys.stderr)
                 return 2
-            cluster.up(nodes=args.nodes, timeout=args.timeout, log=_err)
-            print(f"nodes: {', '.join(cluster.node_names)}", file=sys.stderr)
+            cluster.up(nodes=args.kwok_nodes, real_nodes=args.nodes, timeout=args.timeout, log=_err)
+            names = cluster.real_node_names + cluster.node_names
+            print(f"nodes: {', '.join(names)}", file=sys.stderr)
             print(f"export KUBECONFIG={cluster.kubeconfig}")
             return 0
         if args.action == "down":
@@ -52,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
         print(status.render())
         return 0 if status.running else 3
     except SriovDraError as exc:
-        print(f"sriov-dra devcluster {args.action}: {exc}", file=sys.stderr)
+        text = exc.describe() if isinstance(exc, ComponentFailed) else str(exc)
+        print(f"sriov-dra devcluster {args.action}: {text}", file=sys.stderr)
         return 1
 
 

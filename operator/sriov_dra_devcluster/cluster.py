@@ -15,6 +15,7 @@ import fcntl
 import json
 import os
 import shutil
+import socket
 import ssl
 import subprocess
 import time
@@ -23,9 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from sriov_dra_devcluster import certs, components, kubeconfigs
+from sriov_dra_agent.simulated_nic import SimPf, SimulatedNic
+
+from sriov_dra_devcluster import certs, components, kubeconfigs, real_nodes
 from sriov_dra_devcluster.admin_api import AdminApi
-from sriov_dra_devcluster.binaries import find_bin_dir
+from sriov_dra_devcluster.binaries import find_bin_dir, find_node_bin_dir, images_dir
 from sriov_dra_devcluster.components import (
     APISERVER,
     CONTROLLER_MANAGER,
@@ -40,6 +43,13 @@ from sriov_dra_devcluster.components import (
     RunningComponent,
 )
 from sriov_dra_devcluster.errors import ComponentFailed, KubectlFailed
+from sriov_dra_devcluster.node_layout import runtime_root
+from sriov_dra_devcluster.node_plan import (
+    HOST_IP,
+    SIM_PREFIX,
+    NodePlan,
+    real_node_names,
+)
 
 STATE_DIR_ENV: Final = "SRIOV_DRA_STATE_DIR"
 NODE_PREFIX: Final = "sim-node-"
@@ -47,6 +57,8 @@ STATE_FILE: Final = "state.json"
 LOG_DIR: Final = "logs"
 # Kept across `down` so a failed run can still be read afterwards.
 LOCK_FILE: Final = ".lock"
+SIM_PF: Final = SimPf(name="simpf0", total_vfs=8, num_vfs=4)
+"""Each real node's simulated SR-IOV NIC: one PF, 4 of 8 VFs enabled."""
 _KEEP_ON_DOWN: Final = frozenset({LOG_DIR, LOCK_FILE})
 
 
@@ -217,6 +229,30 @@ class DevCluster:
         nodes: list[str] = self._load_state().get("nodes", [])
         return nodes
 
+    @property
+    def real_node_names(self) -> list[str]:
+        """Names of the nodes where kubelet, containerd and runc run pods."""
+        if self._attached_kubeconfig is not None:
+            out = self.kubectl("get", "nodes", "-o", "json")
+            items = json.loads(out.stdout)["items"]
+            annotation = SIMULATED_NODE_ANNOTATION
+            return sorted(
+                n["metadata"]["name"]
+                for n in items
+                if n["metadata"].get("annotations", {}).get(annotation) != SIMULATED_NODE_VALUE
+            )
+        names: list[str] = self._load_state().get("real_nodes", [])
+        return names
+
+    @property
+    def node_root(self) -> Path:
+        """Where real nodes keep their files: ``<state dir>/nodes/<node>``."""
+        return self.state_dir / "nodes"
+
+    def node_plan(self, name: str) -> NodePlan:
+        """Addresses, namespaces and directories of real node ``name``."""
+        return NodePlan(name, self.node_root)
+
     def _files(self) -> Files:
         pki = self.pki
         kc_dir = self.state_dir / "kubeconfigs"
@@ -231,6 +267,8 @@ class DevCluster:
             controller_manager_kubeconfig=kc_dir / "kube-controller-manager.kubeconfig",
             scheduler_kubeconfig=kc_dir / "kube-scheduler.kubeconfig",
             kwok_kubeconfig=kc_dir / "kwok.kubeconfig",
+            kubelet_client_cert=pki.client_cert(certs.APISERVER_KUBELET_CLIENT),
+            kubelet_client_key=pki.client_key(certs.APISERVER_KUBELET_CLIENT),
         )
 
     # --- state file ----------------------------------------------------------------------
@@ -258,7 +296,10 @@ class DevCluster:
         result = []
         for comp in self._components():
             alive = comp.alive()
-            healthy = alive and components.probe(comp.health_url, self._probe_context(comp.name))
+            healthy = alive and (
+                not comp.health_url
+                or components.probe(comp.health_url, self._probe_context(comp.name))
+            )
             result.append(
                 ComponentStatus(comp.name, comp.pid, comp.port, alive, healthy, comp.log_file)
             )
@@ -266,7 +307,15 @@ class DevCluster:
         return ClusterStatus(self.state_dir, result, state.get("nodes", []), kubeconfig)
 
     def _probe_context(self, component: str) -> ssl.SSLContext | None:
-        if component in (ETCD, KWOK):
+        if (
+            component in (ETCD, KWOK)
+            or "/" in component
+            or component
+            in (
+                real_nodes.REGISTRY,
+                real_nodes.COREDNS,
+            )
+        ):
             return None
         if component == APISERVER:
             ctx = ssl.create_default_context(cafile=str(self.pki.ca_cert))
@@ -282,18 +331,25 @@ class DevCluster:
     # --- up ------------------------------------------------------------------------------
 
     def up(
-        self, nodes: int = 2, timeout: float = 180.0, log: Callable[[str], None] = print
+        self,
+        nodes: int = 2,
+        timeout: float = 180.0,
+        log: Callable[[str], None] = print,
+        *,
+        real_nodes: int = 0,
     ) -> bool:
-        """Start the control plane and ``nodes`` simulated nodes; wait until all is ready.
+        """Start the control plane, ``real_nodes`` real and ``nodes`` kwok nodes; wait for all.
 
-        Returns False when a healthy cluster was already running here (it is reused,
-        and missing nodes are added), True when it was started. On failure
+        Real nodes (``node-1..``) run kubelet, containerd, runc and kube-proxy, each with
+        a simulated SR-IOV NIC; kwok nodes (``sim-node-1..``) only look Ready. Returns
+        False when a healthy cluster was already running here (it is reused, and
+        missing kwok nodes are added), True when it was started. On failure
         everything started is stopped again and ComponentFailed names the culprit.
         """
-        if nodes < 1:
-            raise ValueError("nodes must be >= 1")
+        if nodes < 0 or real_nodes < 0 or nodes + real_nodes < 1:
+            raise ValueError("want at least one node")
         with self._exclusive():
-            return self._up(nodes, timeout, log)
+            return self._up(nodes, timeout, log, real_nodes)
 
     @contextlib.contextmanager
     def _exclusive(self) -> Iterator[None]:
@@ -306,30 +362,46 @@ class DevCluster:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def _up(self, nodes: int, timeout: float, log: Callable[[str], None]) -> bool:
+    def _up(self, nodes: int, timeout: float, log: Callable[[str], None], real: int) -> bool:
         current = self.status()
-        if current.running:
+        if current.running and len(self.real_node_names) >= real:
             log(f"dev cluster already up in {self.state_dir}; reusing it")
             self._ensure_nodes(nodes, time.monotonic() + timeout)
             return False
         if current.anything_alive:
-            log("found a half-running dev cluster; stopping it first")
+            log("found a half-running dev cluster (or one with fewer real nodes); stopping it")
         self._down(log=lambda _msg: None)
         bin_dir = self.bin_dir
+        node_bin = find_node_bin_dir() if real else None
+        images: Path | None = None
+        if real:
+            log("container images: building what the cache lacks (.ci/build-images)")
+            images = images_dir()
         deadline = time.monotonic() + timeout
+        if real:
+            real_nodes.claim_bridge(self.state_dir)
+            real_nodes.ensure_bridge()
         self._prepare(bin_dir)
         ports = Ports.pick()
-        specs = components.component_specs(bin_dir, self._files(), ports)
+        specs = components.component_specs(
+            bin_dir, self._files(), ports, node_host_ip=HOST_IP if real else None
+        )
         self._write_kubeconfigs(ports)
         started: list[RunningComponent] = []
         state: dict[str, Any] = {"version": 1, "components": [], "nodes": []}
+        if node_bin is not None:
+            state["node_bin"] = str(node_bin)
 
-        def launch(name: str) -> RunningComponent:
-            comp = components.start(specs[name], self.log_dir / f"{name}.log")
+        def launch_spec(spec: ComponentSpec) -> RunningComponent:
+            log_name = spec.name.replace("/", "-")
+            comp = components.start(spec, self.log_dir / f"{log_name}.log")
             started.append(comp)
             state["components"] = [c.to_json() for c in started]
             self._save_state(state)
             return comp
+
+        def launch(name: str) -> RunningComponent:
+            return launch_spec(specs[name])
 
         try:
             t0 = time.monotonic()
@@ -340,12 +412,84 @@ class DevCluster:
             for comp in rest:
                 self._wait_healthy(comp, specs[comp.name], deadline)
             self._wait_for_default_service_account(deadline)
+            if node_bin is not None and images is not None:
+                state["real_nodes"] = real_node_names(real)
+                self._save_state(state)
+                self._up_real_nodes(
+                    real_node_names(real), ports, node_bin, images, launch_spec, deadline, log
+                )
             self._ensure_nodes(nodes, deadline)
-            log(f"control plane and {nodes} node(s) ready in {time.monotonic() - t0:.1f}s")
+            log(
+                f"control plane, {real} real and {nodes} kwok node(s) ready "
+                f"in {time.monotonic() - t0:.1f}s"
+            )
         except BaseException:
-            components.stop(reversed(started))
+            rest = self._teardown_real_nodes(state, started, log)
+            components.stop(list(reversed(rest)))
             raise
         return True
+
+    def _up_real_nodes(
+        self,
+        names: list[str],
+        ports: Ports,
+        node_bin: Path,
+        images: Path,
+        launch: Callable[[ComponentSpec], RunningComponent],
+        deadline: float,
+        log: Callable[[str], None],
+    ) -> None:
+        """Registry, CoreDNS, then each node: network, NIC, mounts, containerd, kubelet."""
+        t0 = time.monotonic()
+        registry = real_nodes.registry_spec(node_bin, self.state_dir / "registry")
+        self._wait_healthy(launch(registry), registry, deadline)
+        real_nodes.push_images(node_bin, images, log)
+        (dns_port,) = _free_ports(1)
+        dns = real_nodes.coredns_spec(
+            node_bin, self.state_dir / "config", self.kubeconfig, dns_port
+        )
+        self._wait_healthy(launch(dns), dns, deadline)
+        log(f"registry and CoreDNS ready in {time.monotonic() - t0:.1f}s")
+        plans = [self.node_plan(name) for name in names]
+        server = f"https://{HOST_IP}:{ports.apiserver}"
+        pki = self.pki
+        proxy_kc = self.state_dir / "kubeconfigs" / "kube-proxy.kubeconfig"
+        kubeconfigs.write_cert_kubeconfig(
+            proxy_kc,
+            server=server,
+            ca_cert=pki.ca_cert,
+            user=certs.KUBE_PROXY.user,
+            client_cert=pki.client_cert(certs.KUBE_PROXY),
+            client_key=pki.client_key(certs.KUBE_PROXY),
+        )
+        for plan in plans:
+            real_nodes.create_node_network(plan, plans)
+            nic_root = runtime_root(self.state_dir)
+            SimulatedNic(plan.name, prefix=SIM_PREFIX, root=nic_root).build([SIM_PF])
+            who = certs.kubelet_identity(plan.name)
+            certs.issue_client_cert(pki, who)
+            kubelet_kc = kubeconfigs.write_cert_kubeconfig(
+                plan.config_dir / "kubelet.kubeconfig",
+                server=server,
+                ca_cert=pki.ca_cert,
+                user=who.user,
+                client_cert=pki.client_cert(who),
+                client_key=pki.client_key(who),
+            )
+            real_nodes.prepare_files(plan, ca_cert=pki.ca_cert, kube_proxy_kubeconfig=proxy_kc)
+            holder = launch(real_nodes.holder_spec(plan))
+            real_nodes.wait_for_holder(holder)
+            real_nodes.mount_node_dirs(plan, holder.pid, nic_root / plan.name)
+            for spec in real_nodes.node_specs(
+                plan, holder.pid, node_bin=node_bin, kubelet_kubeconfig=kubelet_kc
+            ):
+                comp = launch(spec)
+                if spec.name.startswith(real_nodes.CONTAINERD):
+                    real_nodes.wait_for_containerd(plan, comp)
+                else:
+                    self._wait_healthy(comp, spec, deadline)
+        self._wait_nodes_ready(names, deadline, culprit="kubelet/")
+        log(f"{len(names)} real node(s) Ready in {time.monotonic() - t0:.1f}s")
 
     def _prepare(self, bin_dir: Path) -> None:
         """A clean state dir (old logs rotated away), PKI and component configs."""
@@ -430,20 +574,31 @@ class DevCluster:
                 raise self._fail(
                     self._culprit(APISERVER), f"refused to register node {name}: {resp.body}"
                 )
-        pending = list(names)
-        while pending:
-            pending = [n for n in pending if not node_is_ready(api.get(f"/api/v1/nodes/{n}").body)]
-            if not pending:
-                break
-            if time.monotonic() > deadline:
-                raise self._fail(
-                    self._culprit(KWOK),
-                    f"nodes {', '.join(pending)} not Ready and untainted before the timeout",
-                )
-            time.sleep(0.3)
+        self._wait_nodes_ready(names, deadline, culprit=KWOK)
         state = self._load_state()
         state["nodes"] = sorted(set(state.get("nodes", [])) | set(names), key=_node_order)
         self._save_state(state)
+
+    @staticmethod
+    def _node_ready(api: AdminApi, name: str) -> bool:
+        resp = api.get(f"/api/v1/nodes/{name}")
+        return resp.status == 200 and isinstance(resp.body, dict) and node_is_ready(resp.body)
+
+    def _wait_nodes_ready(self, names: list[str], deadline: float, *, culprit: str) -> None:
+        """Wait until every node is Ready and untainted; blame ``culprit`` (a name or prefix)."""
+        api = self._admin_api()
+        pending = list(names)
+        while pending:
+            pending = [n for n in pending if not self._node_ready(api, n)]
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                blamed = culprit if not culprit.endswith("/") else f"{culprit}{pending[0]}"
+                raise self._fail(
+                    self._culprit(blamed),
+                    f"nodes {', '.join(pending)} not Ready and untainted before the timeout",
+                )
+            time.sleep(0.3)
 
     # --- down ----------------------------------------------------------------------------
 
@@ -458,9 +613,37 @@ class DevCluster:
         with self._exclusive():
             return self._down(log)
 
+    def _teardown_real_nodes(
+        self,
+        state: dict[str, Any],
+        comps: Sequence[RunningComponent],
+        log: Callable[[str], None],
+    ) -> list[RunningComponent]:
+        """Undo every real node (pods, processes, NIC, netns, mount points, bridge).
+
+        Returns the other components (control plane, registry, CoreDNS), still running.
+        """
+        names: list[str] = state.get("real_nodes", [])
+        node_bin = Path(state["node_bin"]) if state.get("node_bin") else None
+        for name in names:
+            own = [c for c in comps if c.name.endswith(f"/{name}")]
+            holder = next((c for c in own if c.name.startswith(real_nodes.HOLDER)), None)
+            real_nodes.teardown_node(
+                self.node_plan(name), holder, [c for c in own if c is not holder], node_bin, log
+            )
+            SimulatedNic(name, prefix=SIM_PREFIX, root=runtime_root(self.state_dir)).destroy()
+        # Only now: each node's mount points are mount points in every other node too.
+        for name in names:
+            real_nodes.remove_mount_targets(self.node_plan(name))
+        if names or node_bin:
+            real_nodes.remove_runtime_cgroups()
+            real_nodes.remove_bridge(self.state_dir)
+        return [c for c in comps if "/" not in c.name]
+
     def _down(self, log: Callable[[str], None]) -> list[str]:
         comps = self._components()
         was_running = [c.name for c in comps if c.alive()]
+        comps = self._teardown_real_nodes(self._load_state(), comps, log)
         killed = components.stop(list(reversed(comps)))
         if killed:
             log(f"needed SIGKILL: {', '.join(killed)}")
@@ -532,6 +715,19 @@ class DevCluster:
             user=f"system:serviceaccount:{namespace}:{name}",
             token=token,
         )
+
+
+def _free_ports(count: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def _node_order(name: str) -> tuple[int, str]:

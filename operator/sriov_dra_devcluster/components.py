@@ -77,6 +77,8 @@ class Files:
     controller_manager_kubeconfig: Path
     scheduler_kubeconfig: Path
     kwok_kubeconfig: Path
+    kubelet_client_cert: Path | None = None
+    kubelet_client_key: Path | None = None
 
     @property
     def etcd_data(self) -> Path:
@@ -109,8 +111,36 @@ class ComponentSpec:
     env: tuple[tuple[str, str], ...] = ()
 
 
-def component_specs(bin_dir: Path, files: Files, ports: Ports) -> dict[str, ComponentSpec]:
-    """Command lines of every component, keyed by name, in start order."""
+def _apiserver_network_flags(files: Files, node_host_ip: str | None) -> tuple[str, ...]:
+    """Loopback only, or (with real nodes) reachable from the nodes and their pods."""
+    if node_host_ip is None:
+        return (
+            "--bind-address=127.0.0.1",
+            # Without it the apiserver looks for a default-route interface.
+            "--advertise-address=127.0.0.1",
+            # The kubernetes Service endpoint would be loopback, which the
+            # reconciler rejects forever; nothing in-cluster needs it here.
+            "--endpoint-reconciler-type=none",
+        )
+    return (
+        # Kubelets and pods (through kube-proxy's kubernetes Service) come from the
+        # node bridge; this machine's own clients keep using 127.0.0.1.
+        "--bind-address=0.0.0.0",
+        f"--advertise-address={node_host_ip}",
+        f"--kubelet-client-certificate={files.kubelet_client_cert}",
+        f"--kubelet-client-key={files.kubelet_client_key}",
+        "--kubelet-preferred-address-types=InternalIP",
+    )
+
+
+def component_specs(
+    bin_dir: Path, files: Files, ports: Ports, *, node_host_ip: str | None = None
+) -> dict[str, ComponentSpec]:
+    """Command lines of every component, keyed by name, in start order.
+
+    ``node_host_ip``: this machine's address on the real nodes' bridge, when there are
+    real nodes; the apiserver then listens there too.
+    """
     api = f"https://127.0.0.1:{ports.apiserver}"
     etcd_client = f"http://127.0.0.1:{ports.etcd_client}"
     etcd_peer = f"http://127.0.0.1:{ports.etcd_peer}"
@@ -140,13 +170,8 @@ def component_specs(bin_dir: Path, files: Files, ports: Ports) -> dict[str, Comp
             (
                 str(bin_dir / "kube-apiserver"),
                 f"--etcd-servers={etcd_client}",
-                "--bind-address=127.0.0.1",
+                *_apiserver_network_flags(files, node_host_ip),
                 f"--secure-port={ports.apiserver}",
-                # Without it the apiserver looks for a default-route interface.
-                "--advertise-address=127.0.0.1",
-                # The kubernetes Service endpoint would be loopback, which the
-                # reconciler rejects forever; nothing in-cluster needs it here.
-                "--endpoint-reconciler-type=none",
                 f"--cert-dir={files.cert_dir(APISERVER)}",
                 f"--tls-cert-file={files.serving_cert}",
                 f"--tls-private-key-file={files.serving_key}",

@@ -1,12 +1,14 @@
 """``make demo``: the seed scenario ("Static Resource Claim Demo") end to end on this machine.
 
-Starts the dev cluster (2 simulated nodes) and the sriov-dra stack (a simulated
-SR-IOV NIC with 4 VFs per node, one agent per node, the operator, the node
-emulation), then walks the seed's Usage section with real ``kubectl``, printing
-every command and its output under a caption, and checking each step. It stops
-at the first step that fails (exit 1). ``--keep`` skips the clean-up step, so pod1
-and the claim with its VF stay to explore, leaves everything running and prints
-the KUBECONFIG; otherwise everything is torn down at the end.
+Starts the dev cluster with two real nodes (kubelet + containerd + runc, each
+with a simulated SR-IOV NIC of 4 VFs), installs the driver as users do
+(``kubectl apply -k manifests/simulated``: the operator Deployment and the agent
+DaemonSet, from the image built here), then walks the seed's Usage section with
+real ``kubectl``, ``kubectl exec`` included, printing every command and its
+output under a caption, and checking each step. It stops at the first step that
+fails (exit 1). ``--keep`` skips the clean-up step, so pod1 and the claim with its
+VF stay to explore, leaves everything running and prints the KUBECONFIG;
+otherwise everything is torn down at the end.
 
 The steps are methods of :class:`Walkthrough`, which the e2e test
 (``tests/e2e/test_seed_scenario.py``) runs and asserts on as well.
@@ -35,8 +37,7 @@ from sriov_dra.constants import ALLOCATION_ANNOTATION, DRIVER_NAME
 from sriov_dra.errors import SriovDraError
 
 from sriov_dra_devcluster.cluster import DevCluster, default_state_dir
-from sriov_dra_devcluster.node_emulator import pod_netns
-from sriov_dra_devcluster.stack import Stack
+from sriov_dra_devcluster.deployment import KUSTOMIZATION, SYSTEM_NAMESPACE, DriverDeployment
 
 REPO: Final = Path(__file__).resolve().parents[2]
 EXAMPLE: Final = REPO / "manifests" / "examples" / "resourceclaim-vf.yaml"
@@ -107,6 +108,7 @@ class PodView:
     ready: bool
     pod_ip: str
     describe: str
+    container_id: str = ""
 
 
 @dataclass
@@ -118,6 +120,7 @@ class PingResult:
     transmitted: int
     received: int
     output: str
+    service_ip: str = ""
 
 
 @dataclass
@@ -146,9 +149,11 @@ class CleanupResult:
 class Walkthrough:
     """The seed's Usage section as steps; ``echo`` receives everything it prints."""
 
-    def __init__(self, cluster: DevCluster, stack: Stack, *, echo: Callable[[str], None] = print):
+    def __init__(
+        self, cluster: DevCluster, driver: DriverDeployment, *, echo: Callable[[str], None] = print
+    ):
         self.cluster = cluster
-        self.stack = stack
+        self.driver = driver
         self.echo = echo
         self.claim_view: ClaimView | None = None
 
@@ -169,14 +174,20 @@ class Walkthrough:
         for line in output.rstrip("\n").splitlines():
             self.echo(f"  {line}")
 
-    def kubectl(self, *args: str, input: str | None = None, shown: str = "") -> str:
+    def kubectl(
+        self, *args: str, input: str | None = None, shown: str = "", check: bool = True
+    ) -> str:
         """Run kubectl (as the cluster admin), print command and output; DemoFailed if it fails."""
         result = self.cluster.kubectl(*args, input=input, check=False, timeout=180)
         output = result.stdout + (result.stderr if result.returncode else "")
         self._show(shown or "kubectl " + shlex.join(args), output)
-        if result.returncode != 0:
+        if check and result.returncode != 0:
             raise DemoFailed(f"kubectl {shlex.join(args)} exited {result.returncode}")
-        return result.stdout
+        return output
+
+    def exec_in(self, pod: str, *argv: str, check: bool = True) -> str:
+        """``kubectl exec -n <ns> <pod> -- argv``, printed with its output."""
+        return self.kubectl("exec", "-n", NAMESPACE, pod, "--", *argv, check=check)
 
     def host(self, argv: Sequence[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run a host command (``ip netns exec ...``), print it and its output."""
@@ -224,12 +235,9 @@ class Walkthrough:
         return claim if ready else None
 
     def pod_interfaces(self, pod: str, namespace: str = NAMESPACE) -> dict[str, NetIf]:
-        """The pod netns's interfaces (``ip -j addr``), silently."""
-        out = subprocess.run(
-            ["ip", "netns", "exec", pod_netns(namespace, pod), "ip", "-j", "-d", "addr", "show"],
-            capture_output=True,
-            text=True,
-            check=False,
+        """The pod's interfaces (``kubectl exec ... ip -j addr``), silently."""
+        out = self.cluster.kubectl(
+            "exec", "-n", namespace, pod, "--", "ip", "-j", "-d", "addr", "show", check=False
         )
         if out.returncode != 0:
             raise DemoFailed(f"cannot read pod {pod}'s interfaces: {out.stderr.strip()}")
@@ -253,6 +261,32 @@ class Walkthrough:
         return [f"{e['type']} {e['reason']}: {e['message']}" for e in items]
 
     # --- the steps ----------------------------------------------------------------------
+
+    def step0_install(self) -> None:
+        """0. Install the driver as users do: CRDs, then the manifests (Deployment, DaemonSet)."""
+        self.caption("0. Install sriov-dra (CRDs, then manifests/ with the simulated NIC backend)")
+        self.kubectl("get", "nodes", "-o", "wide")
+        self.note(
+            "Two real nodes: kubelet + containerd + runc + kube-proxy each, in namespaces of\n"
+            "their own on this machine, each with a simulated SR-IOV NIC (one PF, 4 VFs).\n"
+            "manifests/simulated is manifests/ with the agent on that NIC instead of sysfs."
+        )
+        self.kubectl("apply", "-f", str(REPO / "crds"), shown="kubectl apply -f crds/")
+        self.kubectl(
+            "apply", "-k", str(KUSTOMIZATION), shown="kubectl apply -k manifests/simulated"
+        )
+        self.kubectl("rollout", "status", "daemonset/sriov-dra-agent", "-n", SYSTEM_NAMESPACE,
+                     "--timeout=240s")  # fmt: skip
+        self.kubectl("rollout", "status", "deployment/sriov-dra-operator", "-n",
+                     SYSTEM_NAMESPACE, "--timeout=240s")  # fmt: skip
+        self.driver.wait_for_slices(WAIT)
+        self.kubectl("get", "pods", "-n", SYSTEM_NAMESPACE, "-o", "wide")
+        self.kubectl(
+            "get", "pods", "-n", SYSTEM_NAMESPACE, "-o",
+            "custom-columns=POD:.metadata.name,IMAGE:.spec.containers[0].image,"
+            "CONTAINER:.status.containerStatuses[0].containerID",
+        )  # fmt: skip
+        self.kubectl("get", "resourceslices")
 
     def step1_apply(self) -> None:
         """1. Deploy the configuration, the ResourceClaim first."""
@@ -330,15 +364,11 @@ class Walkthrough:
         self.caption("3. Verify pod deployment")
         self.kubectl("get", "pods", "-n", NAMESPACE, "-o", "wide")
         describe = self.kubectl("describe", "pod", "pod0", "-n", NAMESPACE)
-        self.note(
-            "No kubelet runs here: the sriov-dra node emulation played it (and the container\n"
-            "runtime): it called the agent's kubelet plugin over its gRPC socket, made the pod's\n"
-            "network namespace, ran the CDI createRuntime hook, then reported the pod Running."
-        )
         pod = self._get("pod", "pod0")
         if pod is None:
             raise DemoFailed("pod0 is gone")
         conditions = {c["type"]: c["status"] for c in pod["status"].get("conditions", [])}
+        statuses = pod["status"].get("containerStatuses") or [{}]
         view = PodView(
             name="pod0",
             node=pod["spec"].get("nodeName", ""),
@@ -346,6 +376,12 @@ class Walkthrough:
             ready=conditions.get("Ready") == "True",
             pod_ip=pod["status"].get("podIP", ""),
             describe=describe,
+            container_id=statuses[0].get("containerID", ""),
+        )
+        self.note(
+            f"pod0 runs on {view.node} as {view.container_id[:25]}...: the kubelet prepared the\n"
+            "claim through the agent's DRA plugin (gRPC), containerd read the agent's CDI spec\n"
+            "and runc ran its createRuntime hook, which moved the VF into the pod as net1."
         )
         expected_node = self.claim_view.node if self.claim_view else view.node
         if view.phase != "Running" or not view.ready or view.node != expected_node:
@@ -355,20 +391,12 @@ class Walkthrough:
     def step4_interfaces(self) -> dict[str, NetIf]:
         """4. pod0's interfaces: net1 with an address of 10.0.3.0/24."""
         self.caption("4. Check network configuration")
-        netns = pod_netns(NAMESPACE, "pod0")
-        self.note(
-            "`kubectl exec` needs a container runtime; the emulated pod is a network namespace\n"
-            f"with a process in it, so `ip netns exec {netns}` stands in for\n"
-            "`kubectl exec -n vf-resourceclaim-test pod0 --`.\n"
-            "eth0 of a simulated pod is NOT real: no cluster network exists here; the emulation\n"
-            "adds a veth that connects nowhere and carries the pod IP it reported (see its alias)."
-        )
         for argv in (
             ["ip", "link", "show"],
             ["ip", "addr", "show"],
             ["ip", "addr", "show", "net1"],
         ):
-            self.host(["ip", "netns", "exec", netns, *argv])
+            self.exec_in("pod0", *argv)
         interfaces = self.pod_interfaces("pod0")
         net1 = interfaces.get("net1")
         if net1 is None or not any(
@@ -380,15 +408,33 @@ class Walkthrough:
     def step5_ping(self) -> PingResult:
         """5. Ping from pod0's net1 to a second pod's net1 on the other node."""
         self.caption("5. Test network connectivity")
+        self.note("eth0: the cluster network (CNI bridge + host-local); names resolve via CoreDNS.")
+        out = self.exec_in(
+            "pod0", "ping", "-c", "2", "-W", "2", "kubernetes.default.svc.cluster.local",
+            check=False,
+        )  # fmt: skip
+        resolved = _resolved_address(out)
+        if resolved is None:
+            raise DemoFailed("kubernetes.default.svc.cluster.local did not resolve in pod0")
         self.note(
-            "ping kubernetes.default.svc.cluster.local (eth0): not possible here, a simulated\n"
-            "pod has no cluster network and no DNS.\n"
+            f"The name resolved through CoreDNS to the kubernetes Service's ClusterIP {resolved}.\n"
+            "A ClusterIP answers ICMP only when kube-proxy runs in IPVS mode, and this kernel has\n"
+            "no IPVS; kube-proxy runs in iptables mode, which forwards TCP and UDP only. So the\n"
+            "ping gets no reply, as on any such cluster. eth0 does reach the API server behind\n"
+            "that Service, over TCP:"
+        )
+        self.exec_in(
+            "pod0", "bash", "-c",
+            "exec 3<>/dev/tcp/kubernetes.default.svc.cluster.local/443 && "
+            "echo connected to kubernetes.default.svc.cluster.local:443 over eth0",
+        )  # fmt: skip
+        self.note(
             "net1: a second pod on the other node, its VF from a ResourceClaimTemplate (the\n"
             "scheduler allocates those), on the same VLAN 0. host-local keeps leases per node,\n"
             f"so its NAD hands out {PEER_RANGE[0]}-{PEER_RANGE[1]} of the same subnet."
         )
-        pod0_node = self.claim_view.node if self.claim_view else self.stack.nodes[0]
-        peer_node = next(n for n in self.stack.nodes if n != pod0_node)
+        pod0_node = self.claim_view.node if self.claim_view else self.driver.nodes[0]
+        peer_node = next(n for n in self.driver.nodes if n != pod0_node)
         self.kubectl(
             "apply", "-f", "-", input=peer_manifests(peer_node),
             shown="kubectl apply -f peer.yaml   # NAD vf-peer, ResourceClaimTemplate peer-vf, "
@@ -399,17 +445,13 @@ class Walkthrough:
         peer_net1 = self.wait(
             lambda: self.pod_interfaces("peer").get("net1"), "net1 in the peer pod"
         )
-        self.host(
-            ["ip", "netns", "exec", pod_netns(NAMESPACE, "peer"), "ip", "addr", "show", "net1"]
-        )
+        self.exec_in("peer", "ip", "addr", "show", "net1")
         peer_ip = peer_net1.addresses[0].split("/")[0]
-        result = self.host(
-            ["ip", "netns", "exec", pod_netns(NAMESPACE, "pod0"),
-             "ping", "-c", "3", "-W", "2", "-I", "net1", peer_ip],
-            check=False,
-        )  # fmt: skip
-        transmitted, received = _ping_counts(result.stdout)
-        ping = PingResult(peer_node, peer_ip, transmitted, received, result.stdout)
+        output = self.exec_in(
+            "pod0", "ping", "-c", "3", "-W", "2", "-I", "net1", peer_ip, check=False
+        )
+        transmitted, received = _ping_counts(output)
+        ping = PingResult(peer_node, peer_ip, transmitted, received, output, resolved)
         if received == 0:
             raise DemoFailed(f"no reply from {peer_ip} ({transmitted} sent)")
         return ping
@@ -440,9 +482,7 @@ class Walkthrough:
             "DEVICE:.status.allocation.devices.results[0].device,"
             "RESERVED-FOR:.status.reservedFor[*].name,NET1:.status.devices[0].networkData.ips",
         )  # fmt: skip
-        self.host(
-            ["ip", "netns", "exec", pod_netns(NAMESPACE, "pod1"), "ip", "addr", "show", "net1"]
-        )
+        self.exec_in("pod1", "ip", "addr", "show", "net1")
         after = self._get("resourceclaim", CLAIM)
         if after is None:
             raise DemoFailed(f"resourceclaim {CLAIM} is gone")
@@ -480,12 +520,12 @@ class Walkthrough:
         self.kubectl("delete", "resourceclaim", CLAIM, "-n", NAMESPACE, "--timeout=90s")
         self.kubectl("get", "resourceclaims", "-n", NAMESPACE)
         vf_netdev = f"{pf}v{vf_index}"
-        host_ns = self.stack.nic(node).host_ns
+        host_ns = self.driver.nic(node).host_ns
         self.note(f"The VF is back on {node}'s host side under its own name ({vf_netdev}), reset:")
         shown = self.host(
             ["ip", "netns", "exec", host_ns, "ip", "-d", "link", "show", vf_netdev], check=False
         )
-        leases_dir = self.stack.layout(node).cni_data_dir / NAMESPACE
+        leases_dir = self.driver.cni_data_dir(node) / NAMESPACE
         self.note(
             f"host-local's leases for the NAD on {node} ({leases_dir}): {', '.join(ips)} released"
         )
@@ -505,9 +545,26 @@ class Walkthrough:
             raise DemoFailed(f"clean-up incomplete: {result}")
         return result
 
+    def step8_logs(self) -> list[dict[str, Any]]:
+        """The operator's logs: JSON lines naming claim, node, PF and VF."""
+        self.caption("Logs: the operator Deployment's JSON lines")
+        out = self.cluster.kubectl(
+            "logs", "-n", SYSTEM_NAMESPACE, "deployment/sriov-dra-operator", "--tail=400"
+        ).stdout
+        lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        about_claim = [line for line in lines if line.get("claim") == f"{NAMESPACE}/{CLAIM}"]
+        self._show(
+            f"kubectl logs -n sriov-dra deployment/sriov-dra-operator | grep {NAMESPACE}/{CLAIM}",
+            "\n".join(json.dumps(line) for line in about_claim[-4:]),
+        )
+        if not about_claim:
+            raise DemoFailed("the operator logged no JSON line about static-vf-claim")
+        return about_claim
+
     def steps(self) -> list[Callable[[], object]]:
         """The walkthrough, in order."""
         return [
+            self.step0_install,
             self.step1_apply,
             self.step2_claim,
             self.step3_pod,
@@ -515,6 +572,7 @@ class Walkthrough:
             self.step5_ping,
             self.step6_reuse,
             self.step7_cleanup,
+            self.step8_logs,
         ]
 
 
@@ -598,6 +656,14 @@ def _unreserved(claim: dict[str, Any] | None) -> dict[str, Any] | None:
     return None
 
 
+def _resolved_address(ping_output: str) -> str | None:
+    """The address in ping's first line (``PING name (10.96.0.1) ...``), None if unresolved."""
+    for line in ping_output.splitlines():
+        if line.startswith("PING ") and "(" in line:
+            return line.split("(", 1)[1].split(")", 1)[0]
+    return None
+
+
 def _ping_counts(output: str) -> tuple[int, int]:
     """(transmitted, received) from ping's summary line; (0, 0) when there is none."""
     for line in output.splitlines():
@@ -638,32 +704,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("the demo creates network namespaces and links: run it as root", file=sys.stderr)
         return 2
     cluster = DevCluster(args.state_dir or default_state_dir())
-    stack = Stack(cluster, vfs_per_node=4)
+    driver = DriverDeployment(cluster)
     if args.down:
-        stack.down()
         cluster.down()
         return 0
     print(
         "sriov-dra demo: the seed's static ResourceClaim scenario, on this machine.\n"
-        "(The Kubernetes binaries are built once by `make setup`, ~7 minutes on 2 cores;\n"
-        " later runs reuse the cache.)",
+        "(`make setup` builds the Kubernetes and node binaries once, ~15 minutes on 2 cores;\n"
+        " the first `devcluster up` builds the images; later runs reuse both caches.)",
         flush=True,
     )
     try:
         print(
-            ">> starting the dev cluster (etcd, kube-apiserver, kcm, scheduler, kwok)", flush=True
+            ">> starting the dev cluster (control plane, registry, CoreDNS, 2 real nodes)",
+            flush=True,
         )
-        cluster.up(nodes=2)
-        print(">> starting the sriov-dra stack", flush=True)
-        stack.up()
+        cluster.up(nodes=0, real_nodes=2)
     except SriovDraError as exc:
         print(f"demo: start-up failed: {exc.describe()}", file=sys.stderr)
         if not args.keep:
-            stack.down(log=lambda _msg: None)
             cluster.down(log=lambda _msg: None)
         return 1
     tee = _Tee(cluster.log_dir / "demo-transcript.txt")
-    walk = Walkthrough(cluster, stack, echo=tee)
+    walk = Walkthrough(cluster, driver, echo=tee)
     code = 0
     try:
         for step in walk.steps():
@@ -698,8 +761,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             )
         else:
-            print(">> tearing down (pods, agents, operator, emulation, simulated NICs, cluster)")
-            stack.down()
+            print(">> tearing down (pods, nodes, simulated NICs, registry, control plane)")
             cluster.down()
     return code
 

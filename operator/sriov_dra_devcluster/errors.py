@@ -36,10 +36,8 @@ class ComponentFailed(SriovDraError):
 
     def describe(self) -> str:
         """What failed and the fix on the first line, then the tail of the log."""
-        return (
-            f"{self.message}; fix: {self.fix}\n"
-            f"--- last lines of {self.log_file} ---\n{self.log_tail}"
-        )
+        source = "details" if str(self.log_file) == "-" else f"last lines of {self.log_file}"
+        return f"{self.message}; fix: {self.fix}\n--- {source} ---\n{self.log_tail}"
 
 
 class KubectlFailed(subprocess.CalledProcessError):

@@ -156,12 +156,12 @@ def test_cli_up_reuse_status_down_leaves_nothing_behind(
     cluster: DevCluster, scratch_dir: Path
 ) -> None:
     # A second control plane next to the session's: ports are picked free.
-    up = _cli("up", "--nodes", "1", "--state-dir", str(scratch_dir))
+    up = _cli("up", "--nodes", "0", "--kwok-nodes", "1", "--state-dir", str(scratch_dir))
     assert up.returncode == 0, up.stderr
     assert up.stdout == f"export KUBECONFIG={scratch_dir / 'kubeconfig'}\n"
     assert "nodes: sim-node-1\n" in up.stderr
 
-    again = _cli("up", "--nodes", "1", "--state-dir", str(scratch_dir))
+    again = _cli("up", "--nodes", "0", "--kwok-nodes", "1", "--state-dir", str(scratch_dir))
     assert again.returncode == 0, again.stderr
     assert f"dev cluster already up in {scratch_dir}; reusing it" in again.stderr
 
@@ -206,7 +206,7 @@ def test_startup_failure_names_component_and_shows_its_log(
     assert process_start_ticks(etcd["pid"]) != etcd["start_ticks"], "etcd left running"
 
     env = dict(os.environ, **{BIN_ENV: str(broken)})
-    out = _cli("up", "--nodes", "1", "--state-dir", str(scratch_dir), env=env)
+    out = _cli("up", "--nodes", "0", "--kwok-nodes", "1", "--state-dir", str(scratch_dir), env=env)
     assert out.returncode == 1
     first_line = out.stderr.splitlines()[0]
     assert first_line.startswith(

@@ -104,6 +104,7 @@ def test_pki_identities_and_chain(tmp_path: Path) -> None:
     assert {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)} == {
         "127.0.0.1",
         "10.96.0.1",
+        "10.250.0.1",  # the node bridge: kubelets and kube-proxy reach the API there
     }
     assert "kubernetes.default.svc" in sans.get_values_for_type(x509.DNSName)
     assert oct(pki.ca_key.stat().st_mode & 0o777) == "0o600"
@@ -230,3 +231,26 @@ def test_wait_until_says_what_never_happened() -> None:
         wait_until(lambda: None, timeout=0.05, what="the moon", interval=0.01)
     assert str(info.value) == "timed out after 0.05s waiting for the moon (last: None)"
     assert wait_until(lambda: 7, timeout=1, what="seven") == 7
+
+
+def test_a_kubelet_certificate_names_its_node_for_the_node_authorizer(tmp_path: Path) -> None:
+    pki = certs.create_pki(tmp_path / "pki")
+    who = certs.kubelet_identity("node-7")
+    certs.issue_client_cert(pki, who)
+    cert = x509.load_pem_x509_certificate(pki.client_cert(who).read_bytes())
+    cert.verify_directly_issued_by(x509.load_pem_x509_certificate(pki.ca_cert.read_bytes()))
+    assert cert.subject.rfc4514_string() == "CN=system:node:node-7,O=system:nodes"
+
+
+def test_with_real_nodes_the_apiserver_listens_on_the_node_bridge(tmp_path: Path) -> None:
+    files = _files(tmp_path)
+    loopback = components.component_specs(Path("/b"), files, components.Ports.pick())
+    real = components.component_specs(
+        Path("/b"), files, components.Ports.pick(), node_host_ip="10.250.0.1"
+    )
+    assert "--endpoint-reconciler-type=none" in loopback["kube-apiserver"].argv
+    argv = real["kube-apiserver"].argv
+    assert "--advertise-address=10.250.0.1" in argv
+    assert "--bind-address=0.0.0.0" in argv
+    assert "--endpoint-reconciler-type=none" not in argv
+    assert "--kubelet-preferred-address-types=InternalIP" in argv
