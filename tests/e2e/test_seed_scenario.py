@@ -1,11 +1,13 @@
-"""The seed scenario end to end: the demo's walkthrough, every step asserted.
+"""The seed scenario end to end on real nodes: the demo's walkthrough, every step asserted.
 
-Runs on a dev cluster of its own (2 simulated nodes) with the whole stack as
-`make demo` starts it: simulated SR-IOV NICs (4 VFs per node), one agent per
-node and the operator, both authenticated with the manifests' ServiceAccount
-tokens, and the node emulation. The steps are the demo's own
+Runs on a dev cluster of its own with two real nodes (kubelet + containerd + runc
++ kube-proxy, each with a simulated SR-IOV NIC of 4 VFs), registry and CoreDNS,
+and the driver installed as users install it: ``kubectl apply -k
+manifests/simulated``, the operator Deployment and the agent DaemonSet from the
+image built here. The steps are the demo's own
 (``sriov_dra_devcluster.demo.Walkthrough``); the tests run in file order and
-each one needs the previous steps to have passed.
+each one needs the previous steps to have passed. The last test tears the
+cluster down and counts what it leaves behind.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from host_resources import HostResources
 from sriov_dra.constants import ALLOCATION_ANNOTATION
 from sriov_dra.errors import SriovDraError
 from sriov_dra_devcluster.cluster import DevCluster
@@ -32,23 +35,24 @@ from sriov_dra_devcluster.demo import (
     ClaimView,
     Walkthrough,
 )
-from sriov_dra_devcluster.node_emulator import podnet_name
-from sriov_dra_devcluster.stack import Stack
+from sriov_dra_devcluster.deployment import DriverDeployment
 from sriov_dra_devcluster.waiting import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns]
 
 STATE_ROOT = Path("/var/tmp/sriov-dra")
+IMAGE = "ghcr.io/sriov-dra/sriov-dra:0.1.0"
 
 
 class Scenario:
     """The walkthrough, its transcript and what each step returned."""
 
-    def __init__(self, cluster: DevCluster, stack: Stack) -> None:
+    def __init__(self, cluster: DevCluster, driver: DriverDeployment, before: HostResources):
         self.cluster = cluster
-        self.stack = stack
+        self.driver = driver
+        self.before = before
         self.transcript: list[str] = []
-        self.walk = Walkthrough(cluster, stack, echo=self.transcript.append)
+        self.walk = Walkthrough(cluster, driver, echo=self.transcript.append)
         self.results: dict[str, Any] = {}
 
     def run(self, step: str) -> Any:
@@ -63,28 +67,54 @@ class Scenario:
 
 @pytest.fixture(scope="module")
 def scenario() -> Iterator[Scenario]:
-    """A dev cluster and the stack for this module; torn down at the end."""
+    """A dev cluster with two real nodes for this module; torn down at the end."""
     if os.geteuid() != 0:
         pytest.fail("the e2e test creates network namespaces: run it as root", pytrace=False)
     STATE_ROOT.mkdir(parents=True, exist_ok=True)
     state_dir = STATE_ROOT / f"e2e-{secrets.token_hex(3)}"
+    before = HostResources.snapshot(state_dir)
     cluster = DevCluster(state_dir)
-    stack = Stack(cluster, vfs_per_node=4)
     try:
-        cluster.up(nodes=2, log=lambda _msg: None)
-        stack.up(log=lambda _msg: None)
+        cluster.up(nodes=0, real_nodes=2, log=lambda _msg: None, timeout=300)
     except SriovDraError as exc:
-        stack.down(log=lambda _msg: None)
         cluster.down(log=lambda _msg: None)
-        pytest.fail(f"the e2e stack did not start:\n{exc.describe()}", pytrace=False)
-    result = Scenario(cluster, stack)
+        pytest.fail(f"the e2e cluster did not start:\n{exc.describe()}", pytrace=False)
+    result = Scenario(cluster, DriverDeployment(cluster), before)
     try:
         yield result
     finally:
-        stack.down(log=lambda _msg: None)
         cluster.down(log=lambda _msg: None)
         print("\n".join(["", "--- walkthrough transcript ---", *result.transcript]))
         shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def test_0_the_driver_runs_from_its_image_as_the_manifests_say(scenario: Scenario) -> None:
+    scenario.run("step0_install")
+    pods = scenario.driver.pods()
+    agents = [p for p in pods if p["metadata"]["name"].startswith("sriov-dra-agent-")]
+    operators = [p for p in pods if p["metadata"]["name"].startswith("sriov-dra-operator-")]
+    assert sorted(p["spec"]["nodeName"] for p in agents) == ["node-1", "node-2"]
+    assert len(operators) == 1
+    for pod in agents + operators:
+        (status,) = pod["status"]["containerStatuses"]
+        assert status["ready"], pod["metadata"]["name"]
+        assert status["containerID"].startswith("containerd://")
+        assert status["image"] == IMAGE
+        # Projected ServiceAccount token, as every pod gets it from the kubelet.
+        volumes = [v for v in pod["spec"]["volumes"] if v.get("projected")]
+        assert any("serviceAccountToken" in str(v) for v in volumes)
+    # The kubelet's plugin watcher registered the agent's DRA plugin on each node.
+    pattern = r"RegisterPlugin started.*plugins_registry/sriovnetwork\.k8snetworkplumbingwg\.io"
+    for node in ("node-1", "node-2"):
+        log = scenario.cluster.log_dir / f"kubelet-{node}.log"
+        wait_until(
+            lambda log=log: re.search(pattern, log.read_text()),
+            timeout=60,
+            what=f"the kubelet of {node} to register the DRA plugin",
+        )
+    slices = scenario.cluster.kubectl_json("get", "resourceslices")["items"]
+    assert sorted(s["spec"]["nodeName"] for s in slices) == ["node-1", "node-2"]
+    assert sum(len(s["spec"].get("devices") or []) for s in slices) == 8
 
 
 def test_1_the_claim_is_allocated_before_the_pod_and_the_pod_starts(scenario: Scenario) -> None:
@@ -100,7 +130,7 @@ def test_2_describe_resourceclaim_shows_allocation_reservation_net1_and_events(
     view: ClaimView = scenario.run("step2_claim")
 
     assert view.allocated_by_operator
-    assert view.node in scenario.stack.nodes
+    assert view.node in scenario.driver.nodes
     assert view.reserved_for == ["pod0"]
     [ip] = view.net1_ips
     assert ipaddress.IPv4Interface(ip).network == SUBNET
@@ -129,8 +159,8 @@ def test_3_pod0_runs_on_the_claims_node(scenario: Scenario) -> None:
     pod = scenario.run("step3_pod")
     assert (pod.phase, pod.ready, pod.node) == ("Running", True, claim.node)
     assert ipaddress.IPv4Address(pod.pod_ip) in ipaddress.IPv4Network("10.244.0.0/16")
-    assert "sriov-dra-node-emulator  Started container ctr0" in pod.describe
-    assert "createRuntime hook(s) run" in pod.describe
+    assert pod.container_id.startswith("containerd://")
+    assert re.search(r"kubelet\s+Started container ctr0", pod.describe)
 
 
 def test_4_net1_in_pod0_has_the_claims_ip_and_mac(scenario: Scenario) -> None:
@@ -139,7 +169,8 @@ def test_4_net1_in_pod0_has_the_claims_ip_and_mac(scenario: Scenario) -> None:
     net1 = interfaces["net1"]
     assert list(net1.addresses) == claim.net1_ips
     assert net1.mac == claim.net1_mac
-    assert "NOT a real pod network" in interfaces["eth0"].alias
+    pod: Any = scenario.results["step3_pod"]
+    assert [a.split("/")[0] for a in interfaces["eth0"].addresses] == [pod.pod_ip]
     assert set(interfaces) == {"lo", "eth0", "net1"}
 
 
@@ -150,6 +181,8 @@ def test_5_pod0_pings_a_pod_on_the_other_node_over_net1(scenario: Scenario) -> N
     low, high = (ipaddress.IPv4Address(a) for a in PEER_RANGE)
     assert low <= ipaddress.IPv4Address(ping.peer_ip) <= high
     assert (ping.transmitted, ping.received) == (3, 3)
+    # eth0: the kubernetes Service's name resolved through CoreDNS to its ClusterIP.
+    assert ping.service_ip == "10.96.0.1"
 
 
 def test_6_a_new_pod_reuses_the_claim_and_its_vf(scenario: Scenario) -> None:
@@ -201,7 +234,7 @@ def test_8_the_go_drivers_own_demo_manifest_applies_and_runs_unchanged(
     # the agent), the VF is back on the node's host side under its own name.
     cluster.kubectl("delete", "namespace", "vf-test7", "--timeout=120s")
     assert cluster.kubectl_json("get", "resourceclaims", "-A")["items"] == []
-    host_ns = scenario.stack.nic(record["node"]).host_ns
+    host_ns = scenario.driver.nic(record["node"]).host_ns
     vf_netdev = f"{record['pf']}v{record['vfIndex']}"
     shown = subprocess.run(
         ["ip", "netns", "exec", host_ns, "ip", "link", "show", vf_netdev],
@@ -210,20 +243,32 @@ def test_8_the_go_drivers_own_demo_manifest_applies_and_runs_unchanged(
     assert shown.returncode == 0, shown.stderr
 
 
-def test_9_teardown_leaves_no_process_netns_or_node_directory(scenario: Scenario) -> None:
-    stack = scenario.stack
-    processes = stack.processes()
-    assert len(processes) == 4  # two agents, the operator, the node emulation
+def test_9_the_operator_logs_json_lines_about_the_claim(scenario: Scenario) -> None:
+    lines = scenario.run("step8_logs")
+    assert {line["claim"] for line in lines} == {f"{NAMESPACE}/static-vf-claim"}
+    allocated = [line for line in lines if line["message"] == "allocated"]
+    assert allocated
+    assert {"uid", "node", "pf", "vf"} <= set(allocated[-1])
 
-    stack.down(log=lambda _msg: None)
 
-    assert [p.name for p in processes if p.alive()] == []
-    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
-    names = [line.split()[0] for line in netns.stdout.splitlines() if line.strip()]
-    leaked = [
-        n
-        for n in names
-        if n.startswith((f"{stack.prefix}-", f"pod-{NAMESPACE}-")) or n == podnet_name(stack.root)
-    ]
-    assert leaked == []
-    assert not stack.root.exists()
+def test_10_every_pod_ran_in_containerd(scenario: Scenario) -> None:
+    pods = scenario.cluster.kubectl_json("get", "pods", "-A")["items"]
+    assert pods, "no pods left to look at"
+    ids = {p["metadata"]["name"]: s["containerID"] for p in pods
+           for s in p["status"].get("containerStatuses") or []}  # fmt: skip
+    assert ids and all(i.startswith("containerd://") for i in ids.values()), ids
+
+
+def test_11_down_leaves_nothing_behind(scenario: Scenario) -> None:
+    cluster = scenario.cluster
+    during = HostResources.snapshot(cluster.state_dir)
+    # The nodes really were there: processes, netns, containers' cgroups, the operator
+    # pod's eth0 lease (the count works).
+    grown = during.leaks_since(scenario.before)
+    assert {"processes", "node_netns", "cgroups", "leases"} <= set(grown), grown
+    said: list[str] = []
+    cluster.down(log=said.append)
+    after = HostResources.snapshot(cluster.state_dir)
+    assert after.leaks_since(scenario.before) == {}
+    # Pods left through CRI (runc delete, CNI DEL), none had to be killed.
+    assert not [line for line in said if "leftover" in line or "through CRI" in line], said
