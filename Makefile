@@ -23,10 +23,10 @@ unit: setup
 	$(PY) -m pytest tests/unit
 
 demo:
-	@echo ">> make demo: setting up first (the first run builds the Kubernetes binaries: ~7 min on 2 cores)"
+	@echo ">> make demo: setting up first (the first run builds the Kubernetes and node binaries: ~15-20 min on 2 cores)"
 	@$(MAKE) --no-print-directory setup
 	$(PY) -m sriov_dra_devcluster.demo $(DEMO_ARGS)
 
-# Stops what `make demo DEMO_ARGS=--keep` left running: agents, emulator, simulated NICs, cluster.
+# Stops what `make demo DEMO_ARGS=--keep` left running: pods, real nodes, simulated NICs, cluster.
 clean-cluster:
 	-$(PY) -m sriov_dra_devcluster.demo --down
