@@ -12,7 +12,7 @@ lint: setup
 	$(PY) -m ruff format --check .
 
 typecheck: setup
-	$(PY) -m mypy operator/sriov_dra operator/sriov_dra_operator operator/sriov_dra_devcluster node_agent/sriov_dra_agent
+	$(PY) -m mypy operator/sriov_dra operator/sriov_dra_operator node_agent/sriov_dra_agent tests/devcluster/sriov_dra_devcluster
 
 # Everything: lint, types, unit, netns, integration and e2e tests.
 test: setup lint typecheck

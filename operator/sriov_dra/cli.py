@@ -3,6 +3,11 @@
 Each subcommand lives in its own module exposing ``configure_parser(parser)``
 and ``run(args) -> int``. Only the chosen module is imported, so the OCI hook
 does not pay for importing kopf and the operator does not import pyroute2.
+
+The product's commands are listed here. Others come from installed
+distributions through the ``sriov_dra.commands`` entry points: the dev cluster
+(``tests/devcluster``, a source checkout's test world, never in the wheel or
+the image) adds ``devcluster`` and ``node-emulator`` that way.
 """
 
 from __future__ import annotations
@@ -10,40 +15,45 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from importlib.metadata import entry_points
 from typing import Final
 
 SUBCOMMANDS: Final[dict[str, tuple[str, str]]] = {
     "operator": ("sriov_dra_operator.main", "run the cluster operator (allocates static claims)"),
     "agent": ("sriov_dra_agent.main", "run the node agent (slices, kubelet plugin, VF attach)"),
     "hook": ("sriov_dra_agent.hook", "OCI createRuntime hook: attach a claim's VFs to a pod"),
-    "devcluster": (
-        "sriov_dra_devcluster.cli",
-        "start/stop a local Kubernetes 1.34 control plane with simulated nodes",
-    ),
-    "node-emulator": (
-        "sriov_dra_devcluster.node_emulator",
-        "play kubelet and container runtime for pods on simulated nodes (dev cluster only)",
-    ),
 }
+PLUGIN_GROUP: Final = "sriov_dra.commands"
 
 
-def _usage() -> str:
+def commands() -> dict[str, tuple[str, str]]:
+    """The product's subcommands plus those installed distributions add (name: module, help)."""
+    found = dict(SUBCOMMANDS)
+    for entry in entry_points(group=PLUGIN_GROUP):
+        if entry.name not in found:
+            origin = entry.dist.name if entry.dist else entry.module
+            found[entry.name] = (entry.module, f"(from {origin}; see its --help)")
+    return found
+
+
+def _usage(available: dict[str, tuple[str, str]]) -> str:
     lines = ["usage: sriov-dra <command> [options]", "", "commands:"]
-    lines += [f"  {name:<14} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
+    lines += [f"  {name:<14} {help_}" for name, (_, help_) in available.items()]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Dispatch to the subcommand named by the first argument."""
     args = list(sys.argv[1:] if argv is None else argv)
+    available = commands()
     if not args or args[0] in ("-h", "--help"):
-        print(_usage())
+        print(_usage(available))
         return 0 if args else 2
     name = args[0]
-    if name not in SUBCOMMANDS:
-        print(f"sriov-dra: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+    if name not in available:
+        print(f"sriov-dra: unknown command {name!r}\n\n{_usage(available)}", file=sys.stderr)
         return 2
-    module_name, help_ = SUBCOMMANDS[name]
+    module_name, help_ = available[name]
     module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog=f"sriov-dra {name}", description=help_)
     module.configure_parser(parser)

@@ -1,17 +1,15 @@
 """The driver deployed on the dev cluster's real nodes, as users deploy it.
 
-``kubectl apply -f crds/`` and ``kubectl apply -k manifests/simulated`` (the
-manifests' Deployment and DaemonSet, with the agent on the simulated NIC
-backend), the image pulled by containerd from the local registry under its
-published name. Then wait until the operator runs, every real node's agent runs
-and has published its VFs. Nothing here starts a process of ours on this machine.
+The demo applies ``crds/`` and ``manifests/simulated`` (the manifests' Deployment
+and DaemonSet, with the agent on the simulated NIC backend; containerd pulls the
+image from the local registry under its published name). This module knows where
+the driver's parts are on this machine (each node's NIC, its leases) and waits
+for, or explains, its rollout. Nothing here starts a process of ours.
 """
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -23,9 +21,6 @@ from sriov_dra_devcluster.errors import KubectlFailed
 from sriov_dra_devcluster.node_layout import runtime_root
 from sriov_dra_devcluster.node_plan import SIM_PREFIX
 
-REPO: Final = Path(__file__).resolve().parents[2]
-CRDS: Final = REPO / "crds"
-KUSTOMIZATION: Final = REPO / "manifests" / "simulated"
 SYSTEM_NAMESPACE: Final = "sriov-dra"
 OPERATOR: Final = "deployment/sriov-dra-operator"
 AGENT: Final = "daemonset/sriov-dra-agent"
@@ -53,29 +48,6 @@ class DriverDeployment:
     def cni_data_dir(self, node: str) -> Path:
         """The node's ``/var/lib/cni`` (host-local's leases), seen from this machine."""
         return self.cluster.node_plan(node).directory / "cni"
-
-    def apply(self, log: Callable[[str], None] = print, timeout: float = 240.0) -> None:
-        """Apply CRDs and manifests; wait for the rollout and every node's ResourceSlice."""
-        kubectl = self.cluster.kubectl
-        kubectl("apply", "-f", str(CRDS))
-        kubectl(
-            "wait", "--for=condition=Established",
-            "crd/network-attachment-definitions.k8s.cni.cncf.io", "--timeout=60s",
-        )  # fmt: skip
-        kubectl("apply", "-k", str(KUSTOMIZATION))
-        t0 = time.monotonic()
-        for workload in (AGENT, OPERATOR):
-            result = kubectl(
-                "rollout", "status", workload, "-n", SYSTEM_NAMESPACE, f"--timeout={timeout:.0f}s",
-                check=False, timeout=timeout + 30,
-            )  # fmt: skip
-            if result.returncode != 0:
-                raise DeploymentFailed(
-                    result.args, result.returncode, result.stdout, self.diagnose(result.stderr)
-                )
-        self.wait_for_slices(timeout)
-        took = time.monotonic() - t0
-        log(f"sriov-dra operator and {len(self.nodes)} agent(s) running in {took:.1f}s")
 
     def wait_for_slices(self, timeout: float) -> None:
         """Wait until every real node's agent has published a ResourceSlice with VFs."""
@@ -126,19 +98,3 @@ class DriverDeployment:
         )
         lines += events.stdout.splitlines()[-15:]
         return "\n".join(lines)
-
-    def delete(self, timeout: float = 120.0) -> None:
-        """Remove what ``apply`` created (the manifests, then the CRDs)."""
-        self.cluster.kubectl(
-            "delete", "-k", str(KUSTOMIZATION), "--ignore-not-found", f"--timeout={timeout:.0f}s",
-            check=False, timeout=timeout + 30,
-        )  # fmt: skip
-
-
-def pod_json(cluster: DevCluster, namespace: str, name: str) -> dict[str, Any] | None:
-    """The pod, or None when it does not exist."""
-    result = cluster.kubectl("get", "pod", name, "-n", namespace, "-o", "json", check=False)
-    if result.returncode != 0:
-        return None
-    pod: dict[str, Any] = json.loads(result.stdout)
-    return pod

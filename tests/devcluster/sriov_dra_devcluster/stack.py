@@ -41,10 +41,9 @@ from sriov_dra_devcluster import components, node_emulator
 from sriov_dra_devcluster.cluster import DevCluster, default_state_dir
 from sriov_dra_devcluster.components import ComponentSpec, RunningComponent
 from sriov_dra_devcluster.node_layout import NodeLayout, runtime_root
+from sriov_dra_devcluster.paths import BASE_MANIFESTS, CRDS
 
-REPO: Final = Path(__file__).resolve().parents[2]
-MANIFESTS: Final = REPO / "manifests" / "base"
-CRDS: Final = REPO / "crds"
+MANIFESTS: Final = BASE_MANIFESTS
 SYSTEM_NAMESPACE: Final = "sriov-dra"
 OPERATOR_SA: Final = "sriov-dra-operator"
 AGENT_SA: Final = "sriov-dra-agent"

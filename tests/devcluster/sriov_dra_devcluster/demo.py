@@ -37,10 +37,10 @@ from sriov_dra.constants import ALLOCATION_ANNOTATION, DRIVER_NAME
 from sriov_dra.errors import SriovDraError
 
 from sriov_dra_devcluster.cluster import DevCluster, default_state_dir
-from sriov_dra_devcluster.deployment import KUSTOMIZATION, SYSTEM_NAMESPACE, DriverDeployment
+from sriov_dra_devcluster.deployment import SYSTEM_NAMESPACE, DriverDeployment
+from sriov_dra_devcluster.paths import CRDS, REPO, SEED_EXAMPLE, SIMULATED_KUSTOMIZATION
 
-REPO: Final = Path(__file__).resolve().parents[2]
-EXAMPLE: Final = REPO / "manifests" / "examples" / "resourceclaim-vf.yaml"
+EXAMPLE: Final = SEED_EXAMPLE
 NAMESPACE: Final = "vf-resourceclaim-test"
 CLAIM: Final = "static-vf-claim"
 SUBNET: Final = ipaddress.IPv4Network("10.0.3.0/24")
@@ -271,9 +271,12 @@ class Walkthrough:
             "their own on this machine, each with a simulated SR-IOV NIC (one PF, 4 VFs).\n"
             "manifests/simulated is manifests/ with the agent on that NIC instead of sysfs."
         )
-        self.kubectl("apply", "-f", str(REPO / "crds"), shown="kubectl apply -f crds/")
+        self.kubectl("apply", "-f", str(CRDS), shown="kubectl apply -f crds/")
         self.kubectl(
-            "apply", "-k", str(KUSTOMIZATION), shown="kubectl apply -k manifests/simulated"
+            "apply",
+            "-k",
+            str(SIMULATED_KUSTOMIZATION),
+            shown="kubectl apply -k manifests/simulated",
         )
         self.kubectl("rollout", "status", "daemonset/sriov-dra-agent", "-n", SYSTEM_NAMESPACE,
                      "--timeout=240s")  # fmt: skip
@@ -319,7 +322,9 @@ class Walkthrough:
             'Now the whole file, pod0 included. (kubectl says the claim is "configured";\n'
             "its spec is unchanged, see docs/platform-facts.md (a).)"
         )
-        self.kubectl("apply", "-f", str(EXAMPLE.relative_to(REPO)))
+        self.kubectl(
+            "apply", "-f", str(EXAMPLE), shown=f"kubectl apply -f {EXAMPLE.relative_to(REPO)}"
+        )
         self.wait(lambda: self._pod_running("pod0"), "pod0 to run (claim prepared, VF attached)")
         self.wait(lambda: self._claim_network_ready(CLAIM), "net1's IP in the claim's status")
 

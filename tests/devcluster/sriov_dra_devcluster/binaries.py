@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Final
 
 from sriov_dra_devcluster.errors import BinariesMissing
+from sriov_dra_devcluster.paths import CI
 
 REQUIRED: Final = (
     "etcd",
@@ -23,8 +24,7 @@ REQUIRED: Final = (
     "kwok",
 )
 BIN_ENV: Final = "SRIOV_DRA_K8S_BIN"
-REPO_ROOT: Final = Path(__file__).resolve().parents[2]
-BUILD_SCRIPT: Final = REPO_ROOT / ".ci" / "build-k8s-binaries"
+BUILD_SCRIPT: Final = CI / "build-k8s-binaries"
 NODE_REQUIRED: Final = (
     "kubelet",
     "kube-proxy",
@@ -34,8 +34,8 @@ NODE_REQUIRED: Final = (
     "coredns",
     "crane",
 )
-NODE_BUILD_SCRIPT: Final = REPO_ROOT / ".ci" / "build-node-binaries"
-IMAGES_SCRIPT: Final = REPO_ROOT / ".ci" / "build-images"
+NODE_BUILD_SCRIPT: Final = CI / "build-node-binaries"
+IMAGES_SCRIPT: Final = CI / "build-images"
 
 
 def missing_binaries(bin_dir: Path) -> list[str]:
