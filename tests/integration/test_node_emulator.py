@@ -44,8 +44,9 @@ from sriov_dra_agent.kubelet_plugin import (
 )
 from sriov_dra_devcluster import pod_sandbox
 from sriov_dra_devcluster.cluster import DevCluster
+from sriov_dra_devcluster.emulator_state import sweep
 from sriov_dra_devcluster.kube_client import KubeClient
-from sriov_dra_devcluster.node_emulator import NodeEmulator, sweep
+from sriov_dra_devcluster.node_emulator import NodeEmulator
 from sriov_dra_devcluster.node_layout import RUNTIME_BASE, NodeLayout
 
 pytestmark = [pytest.mark.integration, pytest.mark.netns]

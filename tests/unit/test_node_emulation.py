@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 from sriov_dra_devcluster.cdi_runtime import CdiError, parse_qualified_name, resolve
-from sriov_dra_devcluster.kubelet_plugins import PreparedDevice, choose_version
-from sriov_dra_devcluster.node_emulator import (
+from sriov_dra_devcluster.emulated_pod import (
     PrepareFailed,
     check_reserved,
     container_cdi_ids,
     pod_claims,
 )
+from sriov_dra_devcluster.kubelet_plugins import PreparedDevice, choose_version
 from sriov_dra_devcluster.pod_sandbox import pod_netns_name
 
 KIND = "sriovnetwork.k8snetworkplumbingwg.io/vf"

@@ -40,28 +40,46 @@ import argparse
 import asyncio
 import contextlib
 import ipaddress
-import json
 import logging
-import os
 import secrets
 import shutil
 import signal
-import subprocess
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 from sriov_dra import jsonlog
 from sriov_dra.errors import SriovDraError
 
 from sriov_dra_devcluster import cdi_runtime, pod_sandbox
+from sriov_dra_devcluster.emulated_pod import (
+    BACKOFF_MAX,
+    BACKOFF_START,
+    COMPONENT,
+    DEFAULT_POD_CIDR,
+    RESYNC_SECONDS,
+    PrepareFailed,
+    SandboxFailed,
+    UnprepareFailed,
+    api_time_now,
+    check_reserved,
+    container_cdi_ids,
+    creating_status,
+    drivers_of,
+    pod_claims,
+    running_status,
+)
+from sriov_dra_devcluster.emulator_state import (
+    ClaimRecord,
+    NodeState,
+    PodRecord,
+    podnet_name,
+)
 from sriov_dra_devcluster.kube_client import ApiException, KubeClient
 from sriov_dra_devcluster.kubelet_plugins import (
     ClaimRef,
     PluginNotRegistered,
-    PluginWatcher,
     PreparedDevice,
     node_prepare_resources,
     node_unprepare_resources,
@@ -69,334 +87,6 @@ from sriov_dra_devcluster.kubelet_plugins import (
 from sriov_dra_devcluster.node_layout import NodeLayout
 
 log = logging.getLogger("sriov_dra_devcluster.node_emulator")
-
-COMPONENT: Final = "sriov-dra-node-emulator"
-"""``source.component`` of our Events: says plainly who plays the kubelet."""
-CHECKPOINT: Final = "checkpoint.json"
-PODNET_NETNS: Final = "sriov-dra-podnet"
-DEFAULT_POD_CIDR: Final = "10.244.0.0/16"
-BACKOFF_START: Final = 1.0
-BACKOFF_MAX: Final = 30.0
-RESYNC_SECONDS: Final = 30.0
-
-REASON_PREPARE: Final = "FailedPrepareDynamicResources"
-REASON_UNPREPARE: Final = "FailedUnprepareDynamicResources"
-REASON_SANDBOX: Final = "FailedCreatePodSandBox"
-
-
-class PrepareFailed(SriovDraError):
-    """A claim could not be prepared (not reserved, not allocated, plugin error)."""
-
-    reason = REASON_PREPARE
-    retryable = True
-
-
-class UnprepareFailed(SriovDraError):
-    """NodeUnprepareResources failed; the pod stays Terminating until it succeeds."""
-
-    reason = REASON_UNPREPARE
-    retryable = True
-
-
-class SandboxFailed(SriovDraError):
-    """The netns, its process or a CDI createRuntime hook failed."""
-
-    reason = REASON_SANDBOX
-    retryable = True
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-# --- pure parts: which claims a pod uses, which CDI IDs a container gets -----------------
-
-
-@dataclass(frozen=True)
-class PodClaim:
-    """One entry of ``pod.spec.resourceClaims`` resolved to a claim name."""
-
-    pod_claim_name: str
-    claim_name: str
-
-
-def pod_claims(pod: Mapping[str, Any]) -> list[PodClaim]:
-    """The claims a pod uses; template claims by the name in ``status.resourceClaimStatuses``.
-
-    Raises PrepareFailed when a template's claim has not been created yet.
-    """
-    statuses = {
-        s["name"]: s.get("resourceClaimName")
-        for s in pod.get("status", {}).get("resourceClaimStatuses") or []
-    }
-    result = []
-    for entry in pod.get("spec", {}).get("resourceClaims") or []:
-        if entry.get("resourceClaimName"):
-            result.append(PodClaim(entry["name"], entry["resourceClaimName"]))
-            continue
-        generated = statuses.get(entry["name"])
-        if not generated:
-            raise PrepareFailed(
-                f"waiting for the ResourceClaim of pod claim {entry['name']!r} "
-                "(from its ResourceClaimTemplate) to be created",
-                field="status.resourceClaimStatuses",
-            )
-        result.append(PodClaim(entry["name"], generated))
-    return result
-
-
-def check_reserved(pod: Mapping[str, Any], claim: Mapping[str, Any]) -> None:
-    """The kubelet's checks before preparing, in its order: pod in reservedFor, claim allocated.
-
-    (The API server refuses reservedFor without an allocation, so the second
-    guards against a torn read only.)
-    """
-    meta = pod["metadata"]
-    cmeta = claim["metadata"]
-    status = claim.get("status") or {}
-    reserved = {r.get("uid") for r in status.get("reservedFor") or []}
-    if meta["uid"] not in reserved:
-        raise PrepareFailed(
-            f"pod {meta['name']} ({meta['uid']}) is not allowed to use ResourceClaim "
-            f"{cmeta['name']} ({cmeta['uid']})"
-        )
-    if not status.get("allocation"):
-        raise PrepareFailed(f"ResourceClaim {cmeta['name']} ({cmeta['uid']}) is not allocated")
-
-
-def drivers_of(claim: Mapping[str, Any]) -> list[str]:
-    """Drivers named in the claim's allocation results, in first-seen order."""
-    results = claim["status"]["allocation"].get("devices", {}).get("results") or []
-    drivers: list[str] = []
-    for result in results:
-        if result["driver"] not in drivers:
-            drivers.append(result["driver"])
-    return drivers
-
-
-def container_cdi_ids(
-    container: Mapping[str, Any],
-    claims_by_pod_name: Mapping[str, Sequence[PreparedDevice]],
-) -> list[str]:
-    """The CDI device IDs one container gets: devices of the claims it lists in resources.claims.
-
-    A container entry without ``request`` gets every device of the claim; a
-    device with no request names belongs to every request (kubelet rules).
-    """
-    ids: list[str] = []
-    for entry in (container.get("resources") or {}).get("claims") or []:
-        wanted = entry.get("request") or ""
-        for device in claims_by_pod_name.get(entry["name"], ()):
-            if wanted and device.request_names and wanted not in device.request_names:
-                continue
-            ids.extend(i for i in device.cdi_device_ids if i not in ids)
-    return ids
-
-
-def running_status(
-    pod: Mapping[str, Any],
-    *,
-    pod_ip: str,
-    host_ip: str,
-    container_ids: Mapping[str, str],
-    started_at: str,
-) -> dict[str, Any]:
-    """The status patch that reports the pod Running and Ready."""
-    conditions = [
-        {"type": kind, "status": "True", "lastTransitionTime": started_at}
-        for kind in ("PodReadyToStartContainers", "Initialized", "ContainersReady", "Ready")
-    ]
-    statuses = [
-        {
-            "name": c["name"],
-            "image": c.get("image", ""),
-            "imageID": "emulated://no-image-pulled",
-            "containerID": f"emulated://{container_ids[c['name']]}",
-            "ready": True,
-            "started": True,
-            "restartCount": 0,
-            "state": {"running": {"startedAt": started_at}},
-        }
-        for c in pod["spec"]["containers"]
-    ]
-    return {
-        "status": {
-            "phase": "Running",
-            "hostIP": host_ip,
-            "hostIPs": [{"ip": host_ip}],
-            "podIP": pod_ip,
-            "podIPs": [{"ip": pod_ip}],
-            "startTime": pod.get("status", {}).get("startTime") or started_at,
-            "conditions": conditions,
-            "containerStatuses": statuses,
-        }
-    }
-
-
-def creating_status(pod: Mapping[str, Any], *, host_ip: str, message: str) -> dict[str, Any]:
-    """The status patch of a pod whose sandbox or claims are not ready (ContainerCreating)."""
-    now = _now()
-    started = pod.get("status", {}).get("startTime") or now
-    conditions = [
-        {"type": "PodReadyToStartContainers", "status": "False", "lastTransitionTime": now},
-        {"type": "Initialized", "status": "True", "lastTransitionTime": now},
-        {
-            "type": "ContainersReady",
-            "status": "False",
-            "reason": "ContainersNotReady",
-            "message": message,
-            "lastTransitionTime": now,
-        },
-        {
-            "type": "Ready",
-            "status": "False",
-            "reason": "ContainersNotReady",
-            "message": message,
-            "lastTransitionTime": now,
-        },
-    ]
-    statuses = [
-        {
-            "name": c["name"],
-            "image": c.get("image", ""),
-            "imageID": "",
-            "ready": False,
-            "started": False,
-            "restartCount": 0,
-            "state": {"waiting": {"reason": "ContainerCreating"}},
-        }
-        for c in pod["spec"]["containers"]
-    ]
-    return {
-        "status": {
-            "phase": "Pending",
-            "hostIP": host_ip,
-            "hostIPs": [{"ip": host_ip}],
-            "startTime": started,
-            "conditions": conditions,
-            "containerStatuses": statuses,
-        }
-    }
-
-
-# --- per-node state, checkpointed --------------------------------------------------------
-
-
-@dataclass
-class ClaimRecord:
-    """A claim prepared on this node, and the pods on this node that use it."""
-
-    ref: ClaimRef
-    devices: dict[str, list[PreparedDevice]]
-    """driver -> devices NodePrepareResources returned."""
-    pods: set[str] = field(default_factory=set)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "namespace": self.ref.namespace,
-            "name": self.ref.name,
-            "uid": self.ref.uid,
-            "devices": {d: [x.to_json() for x in v] for d, v in self.devices.items()},
-            "pods": sorted(self.pods),
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> ClaimRecord:
-        return cls(
-            ClaimRef(data["namespace"], data["name"], data["uid"]),
-            {d: [PreparedDevice.from_json(x) for x in v] for d, v in data["devices"].items()},
-            set(data.get("pods", [])),
-        )
-
-
-@dataclass
-class PodRecord:
-    """What the emulation holds for one pod: its sandbox, claims and started containers."""
-
-    namespace: str
-    name: str
-    uid: str
-    claims: dict[str, str] = field(default_factory=dict)
-    """pod claim name -> claim UID (prepared)."""
-    sandbox: pod_sandbox.Sandbox | None = None
-    containers: dict[str, str] = field(default_factory=dict)
-    """container name -> emulated container ID, once its hooks ran."""
-    reported_running: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "namespace": self.namespace,
-            "name": self.name,
-            "uid": self.uid,
-            "claims": self.claims,
-            "sandbox": self.sandbox.to_json() if self.sandbox else None,
-            "containers": self.containers,
-            "reportedRunning": self.reported_running,
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> PodRecord:
-        sandbox = data.get("sandbox")
-        return cls(
-            data["namespace"],
-            data["name"],
-            data["uid"],
-            dict(data.get("claims", {})),
-            pod_sandbox.Sandbox.from_json(sandbox) if sandbox else None,
-            dict(data.get("containers", {})),
-            bool(data.get("reportedRunning", False)),
-        )
-
-
-@dataclass
-class NodeState:
-    """One simulated node: directories, plugin watcher, pods and prepared claims."""
-
-    layout: NodeLayout
-    pod_subnet: ipaddress.IPv4Network
-    pods: dict[str, PodRecord] = field(default_factory=dict)
-    claims: dict[str, ClaimRecord] = field(default_factory=dict)
-    host_ip: str = ""
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    def __post_init__(self) -> None:
-        self.plugins = PluginWatcher(self.layout.registrar_dir)
-
-    @property
-    def checkpoint(self) -> Path:
-        return self.layout.emulator_dir / CHECKPOINT
-
-    def load(self) -> None:
-        try:
-            data = json.loads(self.checkpoint.read_text())
-        except FileNotFoundError:
-            return
-        self.pods = {uid: PodRecord.from_json(p) for uid, p in data.get("pods", {}).items()}
-        self.claims = {uid: ClaimRecord.from_json(c) for uid, c in data.get("claims", {}).items()}
-
-    def save(self) -> None:
-        self.layout.emulator_dir.mkdir(parents=True, exist_ok=True)
-        data = {
-            "node": self.layout.node,
-            "pods": {uid: p.to_json() for uid, p in self.pods.items()},
-            "claims": {uid: c.to_json() for uid, c in self.claims.items()},
-        }
-        tmp = self.checkpoint.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=2))
-        tmp.replace(self.checkpoint)
-
-    def free_pod_ip(self) -> str:
-        used = {p.sandbox.pod_ip for p in self.pods.values() if p.sandbox}
-        for host in self.pod_subnet.hosts():
-            if host == next(self.pod_subnet.hosts()):
-                continue  # .1 plays the node's bridge address
-            if str(host) not in used:
-                return str(host)
-        raise SandboxFailed(f"no free fake pod IP left in {self.pod_subnet} on {self.layout.node}")
-
-    def bundle_dir(self, container_id: str) -> Path:
-        return self.layout.emulator_dir / "bundles" / container_id
-
 
 # --- the emulator ------------------------------------------------------------------------
 
@@ -582,7 +272,7 @@ class NodeEmulator:
                     pod_ip=record.sandbox.pod_ip,
                     host_ip=state.host_ip,
                     container_ids=record.containers,
-                    started_at=_now(),
+                    started_at=api_time_now(),
                 ),
             )
             if not record.reported_running:
@@ -861,7 +551,7 @@ class NodeEmulator:
         """A core/v1 Event on the pod; repeats of the same event bump its count."""
         meta = pod["metadata"]
         key = (meta["uid"], reason, message)
-        now = _now()
+        now = api_time_now()
         known = self._events.get(key)
         if known is not None:
             name, count = known
@@ -926,65 +616,6 @@ def _rpc_error(exc: BaseException) -> str:
     if callable(details) and callable(code):
         return f"rpc error: code = {code().name} desc = {details()}"
     return str(exc)
-
-
-# --- Python API for the demo and tests ---------------------------------------------------
-
-
-def podnet_name(root: Path, prefix: str = "") -> str:
-    """The isolated netns holding the peers of the fake eth0s, one per node root."""
-    return f"{prefix}{PODNET_NETNS}-{root.name}"
-
-
-def pod_netns(namespace: str, name: str, prefix: str = "") -> str:
-    """The netns name the emulation gives pod ``namespace/name``."""
-    return pod_sandbox.pod_netns_name(namespace, name, prefix)
-
-
-def pod_exec_argv(namespace: str, name: str, argv: Sequence[str], prefix: str = "") -> list[str]:
-    """The host command that runs ``argv`` inside the pod's netns (what `kubectl exec` would)."""
-    return ["ip", "netns", "exec", pod_netns(namespace, name, prefix), *argv]
-
-
-def checkpointed_pods(layout: NodeLayout) -> dict[str, dict[str, Any]]:
-    """The emulator's checkpointed pods of one node (uid -> record JSON)."""
-    try:
-        data = json.loads((layout.emulator_dir / CHECKPOINT).read_text())
-    except FileNotFoundError:
-        return {}
-    pods: dict[str, dict[str, Any]] = data.get("pods", {})
-    return pods
-
-
-def sweep(layouts: Iterable[NodeLayout], *, netns_prefix: str = "") -> list[str]:
-    """Remove what a stopped emulator left (processes, pod netns, the podnet netns).
-
-    Used after the emulator stopped for good (dev-cluster teardown); it does
-    not unprepare claims, since the agents are stopped too. Returns what it removed.
-    """
-    removed = []
-    for layout in layouts:
-        for record in checkpointed_pods(layout).values():
-            sandbox = record.get("sandbox")
-            if not sandbox:
-                continue
-            box = pod_sandbox.Sandbox.from_json(sandbox)
-            if box.alive():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(box.pid, signal.SIGKILL)
-                removed.append(f"process {box.pid}")
-            if pod_sandbox.netns_exists(box.netns):
-                subprocess.run(["ip", "netns", "delete", box.netns], check=False)
-                removed.append(f"netns {box.netns}")
-        with contextlib.suppress(FileNotFoundError):
-            (layout.emulator_dir / CHECKPOINT).unlink()
-        shutil.rmtree(layout.emulator_dir / "bundles", ignore_errors=True)
-    podnets = {podnet_name(layout.root, netns_prefix) for layout in layouts}
-    for podnet in sorted(podnets):
-        if pod_sandbox.netns_exists(podnet):
-            subprocess.run(["ip", "netns", "delete", podnet], check=False)
-            removed.append(f"netns {podnet}")
-    return removed
 
 
 # --- CLI ---------------------------------------------------------------------------------

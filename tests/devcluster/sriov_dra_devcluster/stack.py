@@ -37,7 +37,7 @@ from sriov_dra.constants import DRIVER_NAME
 from sriov_dra.errors import SriovDraError
 from sriov_dra_agent.simulated_nic import SimPf, SimulatedNic
 
-from sriov_dra_devcluster import components, node_emulator
+from sriov_dra_devcluster import components, emulator_state
 from sriov_dra_devcluster.cluster import DevCluster, default_state_dir
 from sriov_dra_devcluster.components import ComponentSpec, RunningComponent
 from sriov_dra_devcluster.node_layout import NodeLayout, runtime_root
@@ -426,7 +426,7 @@ class Stack:
         nodes = [p.name.removeprefix("agent-") for p in procs if p.name.startswith("agent-")]
         nodes = sorted(set(nodes) | set(self._recorded_nodes()) | set(self._cluster_nodes()))
         layouts = [self.layout(node) for node in nodes]
-        removed = node_emulator.sweep(layouts)
+        removed = emulator_state.sweep(layouts)
         if removed:
             log(f"removed emulation leftovers: {', '.join(removed)}")
         for node in nodes:
