@@ -13,7 +13,7 @@ import pytest
 import yaml
 from cryptography import x509
 from cryptography.x509.oid import NameOID
-from sriov_dra_devcluster import certs, components, kubeconfigs
+from sriov_dra_devcluster import certs, components, kubeconfigs, processes
 from sriov_dra_devcluster.binaries import BIN_ENV, find_bin_dir
 from sriov_dra_devcluster.cluster import node_is_ready, node_manifest, node_names_for
 from sriov_dra_devcluster.errors import BinariesMissing, ComponentFailed
@@ -215,15 +215,15 @@ def test_component_failure_message_leads_with_component_and_fix(tmp_path: Path) 
 def test_log_tail_keeps_the_last_lines(tmp_path: Path) -> None:
     log = tmp_path / "x.log"
     log.write_text("".join(f"line {i}\n" for i in range(100)))
-    assert components.log_tail(log, lines=2) == "line 98\nline 99"
-    assert components.log_tail(tmp_path / "missing.log") == ""
+    assert processes.log_tail(log, lines=2) == "line 98\nline 99"
+    assert processes.log_tail(tmp_path / "missing.log") == ""
 
 
 def test_process_identity_survives_pid_reuse_checks() -> None:
-    assert components.process_start_ticks(os.getpid()) is not None
+    assert processes.process_start_ticks(os.getpid()) is not None
     proc = subprocess.Popen(["true"])
     proc.wait()
-    assert components.process_start_ticks(proc.pid) is None
+    assert processes.process_start_ticks(proc.pid) is None
 
 
 def test_wait_until_says_what_never_happened() -> None:

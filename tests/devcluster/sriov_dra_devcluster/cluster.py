@@ -15,7 +15,6 @@ import fcntl
 import json
 import os
 import shutil
-import socket
 import ssl
 import subprocess
 import time
@@ -26,7 +25,14 @@ from typing import Any, Final
 
 from sriov_dra_agent.simulated_nic import SimPf, SimulatedNic
 
-from sriov_dra_devcluster import certs, components, kubeconfigs, real_nodes
+from sriov_dra_devcluster import (
+    certs,
+    components,
+    kubeconfigs,
+    node_services,
+    processes,
+    real_nodes,
+)
 from sriov_dra_devcluster.admin_api import AdminApi
 from sriov_dra_devcluster.binaries import find_bin_dir, find_node_bin_dir, images_dir
 from sriov_dra_devcluster.components import (
@@ -37,10 +43,8 @@ from sriov_dra_devcluster.components import (
     SCHEDULER,
     SIMULATED_NODE_ANNOTATION,
     SIMULATED_NODE_VALUE,
-    ComponentSpec,
     Files,
     Ports,
-    RunningComponent,
 )
 from sriov_dra_devcluster.errors import ComponentFailed, KubectlFailed
 from sriov_dra_devcluster.node_layout import runtime_root
@@ -50,6 +54,7 @@ from sriov_dra_devcluster.node_plan import (
     NodePlan,
     real_node_names,
 )
+from sriov_dra_devcluster.processes import ComponentSpec, RunningComponent
 
 STATE_DIR_ENV: Final = "SRIOV_DRA_STATE_DIR"
 NODE_PREFIX: Final = "sim-node-"
@@ -298,7 +303,7 @@ class DevCluster:
             alive = comp.alive()
             healthy = alive and (
                 not comp.health_url
-                or components.probe(comp.health_url, self._probe_context(comp.name))
+                or processes.probe(comp.health_url, self._probe_context(comp.name))
             )
             result.append(
                 ComponentStatus(comp.name, comp.pid, comp.port, alive, healthy, comp.log_file)
@@ -312,8 +317,8 @@ class DevCluster:
             or "/" in component
             or component
             in (
-                real_nodes.REGISTRY,
-                real_nodes.COREDNS,
+                node_services.REGISTRY,
+                node_services.COREDNS,
             )
         ):
             return None
@@ -394,7 +399,7 @@ class DevCluster:
 
         def launch_spec(spec: ComponentSpec) -> RunningComponent:
             log_name = spec.name.replace("/", "-")
-            comp = components.start(spec, self.log_dir / f"{log_name}.log")
+            comp = processes.start(spec, self.log_dir / f"{log_name}.log")
             started.append(comp)
             state["components"] = [c.to_json() for c in started]
             self._save_state(state)
@@ -425,7 +430,7 @@ class DevCluster:
             )
         except BaseException:
             rest = self._teardown_real_nodes(state, started, log)
-            components.stop(list(reversed(rest)))
+            processes.stop(list(reversed(rest)))
             raise
         return True
 
@@ -441,11 +446,11 @@ class DevCluster:
     ) -> None:
         """Registry, CoreDNS, then each node: network, NIC, mounts, containerd, kubelet."""
         t0 = time.monotonic()
-        registry = real_nodes.registry_spec(node_bin, self.state_dir / "registry")
+        registry = node_services.registry_spec(node_bin, self.state_dir / "registry")
         self._wait_healthy(launch(registry), registry, deadline)
-        real_nodes.push_images(node_bin, images, log)
-        (dns_port,) = _free_ports(1)
-        dns = real_nodes.coredns_spec(
+        node_services.push_images(node_bin, images, log)
+        (dns_port,) = processes.free_ports(1)
+        dns = node_services.coredns_spec(
             node_bin, self.state_dir / "config", self.kubeconfig, dns_port
         )
         self._wait_healthy(launch(dns), dns, deadline)
@@ -529,15 +534,15 @@ class DevCluster:
 
     def _fail(self, comp: RunningComponent, problem: str) -> ComponentFailed:
         log_file = Path(comp.log_file)
-        return ComponentFailed(comp.name, problem, log_file, components.log_tail(log_file))
+        return ComponentFailed(comp.name, problem, log_file, processes.log_tail(log_file))
 
     def _wait_healthy(self, comp: RunningComponent, spec: ComponentSpec, deadline: float) -> None:
         context = self._probe_context(comp.name)
         while True:
-            components.reap(comp.pid)
+            processes.reap(comp.pid)
             if not comp.alive():
                 raise self._fail(comp, "exited before becoming healthy")
-            if components.probe(spec.health_url, context):
+            if processes.probe(spec.health_url, context):
                 return
             if time.monotonic() > deadline:
                 raise self._fail(comp, f"not healthy at {spec.health_url} before the timeout")
@@ -644,12 +649,12 @@ class DevCluster:
         comps = self._components()
         was_running = [c.name for c in comps if c.alive()]
         comps = self._teardown_real_nodes(self._load_state(), comps, log)
-        killed = components.stop(list(reversed(comps)))
+        killed = processes.stop(list(reversed(comps)))
         if killed:
             log(f"needed SIGKILL: {', '.join(killed)}")
         for comp in comps:
             deadline = time.monotonic() + 5
-            while components.port_in_use(comp.port) and time.monotonic() < deadline:
+            while processes.port_in_use(comp.port) and time.monotonic() < deadline:
                 time.sleep(0.1)
         if self.state_dir.exists():
             for entry in self.state_dir.iterdir():
@@ -715,19 +720,6 @@ class DevCluster:
             user=f"system:serviceaccount:{namespace}:{name}",
             token=token,
         )
-
-
-def _free_ports(count: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _node_order(name: str) -> tuple[int, str]:

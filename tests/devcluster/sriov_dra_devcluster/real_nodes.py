@@ -20,8 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Final
 
-from sriov_dra_devcluster import components
-from sriov_dra_devcluster.components import ComponentSpec, RunningComponent
+from sriov_dra_devcluster import processes
 from sriov_dra_devcluster.errors import ComponentFailed
 from sriov_dra_devcluster.node_plan import (
     BRIDGE,
@@ -31,17 +30,13 @@ from sriov_dra_devcluster.node_plan import (
     KUBELET_HEALTHZ_PORT,
     MIRRORED_REGISTRIES,
     NodePlan,
-    corefile,
     hosts_toml,
-    local_ref,
-    registry_address,
 )
+from sriov_dra_devcluster.processes import ComponentSpec, RunningComponent
 
 OWNER_FILE: Final = Path("/run/sriov-dra/real-nodes.owner")
 """Which state dir owns the node bridge: one real-node cluster per machine."""
 CREATED_DIRS_FILE: Final = "created-mount-targets.json"
-REGISTRY: Final = "registry"
-COREDNS: Final = "coredns"
 HOLDER: Final = "node-holder"
 CONTAINERD: Final = "containerd"
 KUBELET: Final = "kubelet"
@@ -310,20 +305,20 @@ def wait_for_containerd(plan: NodePlan, comp: RunningComponent, timeout: float =
     socket = plan.directory / "containerd-run" / Path(CONTAINERD_SOCKET).name
     deadline = time.monotonic() + timeout
     while not socket.exists():
-        components.reap(comp.pid)
+        processes.reap(comp.pid)
         if not comp.alive():
             raise ComponentFailed(
                 comp.name,
                 "exited before serving CRI",
                 Path(comp.log_file),
-                components.log_tail(Path(comp.log_file)),
+                processes.log_tail(Path(comp.log_file)),
             )
         if time.monotonic() > deadline:
             raise ComponentFailed(
                 comp.name,
                 f"no socket {CONTAINERD_SOCKET} before the timeout",
                 Path(comp.log_file),
-                components.log_tail(Path(comp.log_file)),
+                processes.log_tail(Path(comp.log_file)),
             )
         time.sleep(0.1)
 
@@ -386,8 +381,8 @@ def kill_remaining(holder_pid: int, grace_seconds: float = 5.0) -> list[int]:
         deadline = time.monotonic() + grace_seconds
         while time.monotonic() < deadline:
             for pid in pids:
-                components.reap(pid)
-            if not [p for p in pids if components.process_start_ticks(p) is not None]:
+                processes.reap(pid)
+            if not [p for p in pids if processes.process_start_ticks(p) is not None]:
                 return pids
             time.sleep(0.1)
     return pids
@@ -396,104 +391,24 @@ def kill_remaining(holder_pid: int, grace_seconds: float = 5.0) -> list[int]:
 def teardown_node(
     plan: NodePlan,
     holder: RunningComponent | None,
-    processes: Sequence[RunningComponent],
+    node_procs: Sequence[RunningComponent],
     node_bin: Path | None,
     log: Callable[[str], None],
 ) -> None:
     """Undo one node: pods, then kubelet/kube-proxy/containerd, leftovers, mounts, netns."""
-    by_kind = {p.name.split("/")[0]: p for p in processes}
+    by_kind = {p.name.split("/")[0]: p for p in node_procs}
     holder_alive = holder is not None and holder.alive()
     stop_first = [by_kind[k] for k in (KUBELET, KUBE_PROXY) if k in by_kind]
-    components.stop(stop_first)
+    processes.stop(stop_first)
     containerd = by_kind.get(CONTAINERD)
     if holder_alive and holder and node_bin and containerd and containerd.alive():
         problem = remove_pods(plan, holder.pid, node_bin)
         if problem:
             log(f"{plan.name}: removing pods through CRI: {problem}")
-    components.stop([by_kind[CONTAINERD]] if CONTAINERD in by_kind else [])
+    processes.stop([by_kind[CONTAINERD]] if CONTAINERD in by_kind else [])
     if holder_alive and holder is not None:
         leftovers = kill_remaining(holder.pid)
         if leftovers:
             log(f"{plan.name}: stopped {len(leftovers)} leftover process(es) in the node")
-        components.stop([holder])
+        processes.stop([holder])
     remove_node_network(plan)
-
-
-# --- services on this machine for the nodes: registry, CoreDNS ------------------------
-
-
-def registry_spec(node_bin: Path, storage: Path) -> ComponentSpec:
-    """An OCI registry on the bridge's host address (nodes cannot reach this loopback)."""
-    storage.mkdir(parents=True, exist_ok=True)
-    return ComponentSpec(
-        name=REGISTRY,
-        argv=(
-            str(node_bin / "crane"),
-            "registry",
-            "serve",
-            f"--address={registry_address()}",
-            f"--disk={storage}",
-        ),
-        port=int(registry_address().rsplit(":", 1)[1]),
-        health_url=f"http://{registry_address()}/v2/",
-    )
-
-
-def coredns_spec(
-    node_bin: Path, config_dir: Path, kubeconfig: Path, health_port: int
-) -> ComponentSpec:
-    """CoreDNS serving cluster.local to the nodes' pods (kubelet clusterDNS points here)."""
-    config_dir.mkdir(parents=True, exist_ok=True)
-    path = config_dir / "Corefile"
-    path.write_text(corefile(kubeconfig, health_port))
-    return ComponentSpec(
-        name=COREDNS,
-        argv=(str(node_bin / "coredns"), "-conf", str(path)),
-        port=health_port,
-        health_url=f"http://127.0.0.1:{health_port}/health",
-    )
-
-
-def push_images(node_bin: Path, images: Path, log: Callable[[str], None]) -> list[str]:
-    """Push every image of ``images/images.json`` to the local registry; returns the refs.
-
-    Raises ImagePushFailed naming the image, crane's message and the fix.
-    """
-    try:
-        entries = json.loads((images / "images.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise ImageMissing("(all)", f"no image list {images / 'images.json'}: {exc}") from exc
-    pushed = []
-    for entry in entries:
-        target = local_ref(entry["ref"])
-        if not (images / entry["file"]).is_file():
-            raise ImageMissing(entry["ref"], f"{images / entry['file']} does not exist")
-        t0 = time.monotonic()
-        result = subprocess.run(
-            [str(node_bin / "crane"), "push", "--insecure", str(images / entry["file"]), target],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=600,
-        )
-        if result.returncode != 0:
-            raise ImagePushFailed(entry["ref"], target, result.stderr.strip())
-        log(f"image {entry['ref']} served as {target} ({time.monotonic() - t0:.1f}s)")
-        pushed.append(str(entry["ref"]))
-    return pushed
-
-
-class ImagePushFailed(ComponentFailed):
-    """The local registry refused an image."""
-
-    def __init__(self, ref: str, target: str, message: str) -> None:
-        super().__init__(REGISTRY, f"refused image {ref} (pushed as {target})", Path("-"), message)
-        self.fix = "read the registry's log in the cluster's log directory; then retry `up`"
-
-
-class ImageMissing(ComponentFailed):
-    """An image the nodes need was not built."""
-
-    def __init__(self, ref: str, problem: str) -> None:
-        super().__init__("images", f"lack {ref}: {problem}", Path("-"), problem)
-        self.fix = "run `bash .ci/build-images` (it prints what fails), then retry `up`"

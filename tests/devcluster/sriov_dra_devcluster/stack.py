@@ -25,7 +25,6 @@ import contextlib
 import hashlib
 import json
 import shutil
-import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -37,11 +36,11 @@ from sriov_dra.constants import DRIVER_NAME
 from sriov_dra.errors import SriovDraError
 from sriov_dra_agent.simulated_nic import SimPf, SimulatedNic
 
-from sriov_dra_devcluster import components, emulator_state
+from sriov_dra_devcluster import emulator_state, processes
 from sriov_dra_devcluster.cluster import DevCluster, default_state_dir
-from sriov_dra_devcluster.components import ComponentSpec, RunningComponent
 from sriov_dra_devcluster.node_layout import NodeLayout, runtime_root
 from sriov_dra_devcluster.paths import BASE_MANIFESTS, CRDS
+from sriov_dra_devcluster.processes import ComponentSpec, RunningComponent
 
 MANIFESTS: Final = BASE_MANIFESTS
 SYSTEM_NAMESPACE: Final = "sriov-dra"
@@ -74,7 +73,7 @@ class StackFailed(SriovDraError):
     def __init__(self, component: str, problem: str, log_file: Path | None = None) -> None:
         self.component = component
         self.log_file = log_file
-        tail = components.log_tail(log_file) if log_file else ""
+        tail = processes.log_tail(log_file) if log_file else ""
         self.tail = tail
         super().__init__(
             f"{component} {problem}",
@@ -93,19 +92,6 @@ class StackFailed(SriovDraError):
 def sim_prefix(state_dir: Path) -> str:
     """Netns prefix of this cluster's simulated NICs (``sim<4 hex>``), distinct per state dir."""
     return "sim" + hashlib.sha256(str(state_dir.absolute()).encode()).hexdigest()[:4]
-
-
-def _free_ports(count: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def sriov_dra_executable() -> str:
@@ -203,7 +189,7 @@ class Stack:
             )
 
     def operator_spec(self, kubeconfig: Path, *, extra_args: Sequence[str] = ()) -> ComponentSpec:
-        metrics, health = _free_ports(2)
+        metrics, health = processes.free_ports(2)
         return ComponentSpec(
             name=OPERATOR,
             argv=(
@@ -224,7 +210,7 @@ class Stack:
 
     def agent_spec(self, node: str, kubeconfig: Path) -> ComponentSpec:
         layout = self.layout(node)
-        metrics, health = _free_ports(2)
+        metrics, health = processes.free_ports(2)
         return ComponentSpec(
             name=f"agent-{node}",
             argv=(
@@ -297,7 +283,7 @@ class Stack:
         started: list[RunningComponent] = []
         try:
             for spec in specs:
-                started.append(components.start(spec, self._log(spec.name)))
+                started.append(processes.start(spec, self._log(spec.name)))
                 self._save(started)
             self._wait_ready(started, time.monotonic() + timeout)
         except BaseException:
@@ -313,7 +299,7 @@ class Stack:
         pending = {p.name for p in started}
         while pending:
             for proc in started:
-                components.reap(proc.pid)
+                processes.reap(proc.pid)
                 if not proc.alive():
                     raise StackFailed(proc.name, "exited during start-up", Path(proc.log_file))
             for proc in started:
@@ -330,7 +316,7 @@ class Stack:
     def _ready(self, proc: RunningComponent) -> bool:
         if proc.name == EMULATOR:
             return "node emulation started" in Path(proc.log_file).read_text(errors="replace")
-        if proc.health_url and not components.probe(proc.health_url, None):
+        if proc.health_url and not processes.probe(proc.health_url, None):
             return False
         if proc.name.startswith("agent-"):
             node = proc.name.removeprefix("agent-")
@@ -419,7 +405,7 @@ class Stack:
             left = self.delete_pods_on_sim_nodes()
             if left:
                 log(f"pods not finished by the emulation in time: {', '.join(left)}")
-        killed = components.stop(list(reversed(procs)))
+        killed = processes.stop(list(reversed(procs)))
         self._force_delete_pods_on_sim_nodes()
         if killed:
             log(f"needed SIGKILL: {', '.join(killed)}")
