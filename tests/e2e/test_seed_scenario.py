@@ -5,7 +5,7 @@ Runs on a dev cluster of its own with two real nodes (kubelet + containerd + run
 and the driver installed as users install it: ``kubectl apply -k
 manifests/simulated``, the operator Deployment and the agent DaemonSet from the
 image built here. The steps are the demo's own
-(``sriov_dra_devcluster.demo.Walkthrough``); the tests run in file order and
+(``sriov_dra_devcluster.walkthrough.Walkthrough``); the tests run in file order and
 each one needs the previous steps to have passed. The last test tears the
 cluster down and counts what it leaves behind.
 """
@@ -28,15 +28,15 @@ from host_resources import HostResources
 from sriov_dra.constants import ALLOCATION_ANNOTATION
 from sriov_dra.errors import SriovDraError
 from sriov_dra_devcluster.cluster import DevCluster
-from sriov_dra_devcluster.demo import (
+from sriov_dra_devcluster.demo_scenario import (
     NAMESPACE,
     PEER_RANGE,
     SUBNET,
     ClaimView,
-    Walkthrough,
 )
 from sriov_dra_devcluster.deployment import DriverDeployment
 from sriov_dra_devcluster.waiting import wait_until
+from sriov_dra_devcluster.walkthrough import Walkthrough
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns]
 
