@@ -43,6 +43,7 @@ from sriov_dra.constants import (  # noqa: E402
     PREFIX,
     RELEASED_ANNOTATION,
 )
+from sriov_dra.node_selector import node_selector  # noqa: E402
 
 GROUP, VERSION = "resource.k8s.io", "v1"
 MERGE = "application/merge-patch+json"
@@ -305,15 +306,7 @@ async def measure_floor(api: client.ApiClient, n: int, concurrency: int) -> floa
                             }
                         ]
                     },
-                    "nodeSelector": {
-                        "nodeSelectorTerms": [
-                            {
-                                "matchFields": [
-                                    {"key": "metadata.name", "operator": "In", "values": [NODES[0]]}
-                                ]
-                            }
-                        ]
-                    },
+                    "nodeSelector": node_selector(NODES[0]),
                 }
             }
         }

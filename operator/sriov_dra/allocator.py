@@ -47,7 +47,9 @@ from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
 from sriov_dra.cel_selectors import CompiledSelector, DeviceInput, compile_selector
+from sriov_dra.claim_requests import Alternative, claim_requests, request_classes
 from sriov_dra.errors import NoDeviceAvailable, SelectorError
+from sriov_dra.node_selector import node_selector
 
 
 class DeviceKey(NamedTuple):
@@ -386,12 +388,9 @@ def _selectors(raw: Iterable[Mapping[str, Any]], path: str) -> list[_Selector]:
 
 
 def _alternative(
-    raw: Mapping[str, Any],
-    name: str,
-    path: str,
-    device_classes: Mapping[str, Mapping[str, Any]],
+    alternative: Alternative, device_classes: Mapping[str, Mapping[str, Any]]
 ) -> _Alternative:
-    class_name = str(raw.get("deviceClassName", ""))
+    raw, path, class_name = alternative.spec, alternative.path, alternative.class_name
     device_class = device_classes.get(class_name)
     if device_class is None:
         raise NoDeviceAvailable(
@@ -406,7 +405,7 @@ def _alternative(
     request_selectors = _selectors(raw.get("selectors") or (), f"{path}.selectors")
     all_mode = raw.get("allocationMode", "ExactCount") == "All"
     return _Alternative(
-        name=name,
+        name=alternative.name,
         class_name=class_name,
         selectors=tuple(class_selectors + request_selectors),
         key=tuple(s.compiled.expression for s in class_selectors + request_selectors),
@@ -418,28 +417,16 @@ def _alternative(
 
 
 def _requests(
-    spec: Mapping[str, Any], device_classes: Mapping[str, Mapping[str, Any]]
+    claim: Mapping[str, Any], device_classes: Mapping[str, Mapping[str, Any]]
 ) -> list[_Request]:
-    requests = []
-    for index, raw in enumerate(spec.get("requests") or ()):
-        name = str(raw.get("name", ""))
-        path = f"spec.devices.requests[{index}]"
-        if raw.get("firstAvailable"):
-            alternatives = tuple(
-                _alternative(
-                    sub,
-                    f"{name}/{sub.get('name', '')}",
-                    f"{path}.firstAvailable[{i}]",
-                    device_classes,
-                )
-                for i, sub in enumerate(raw["firstAvailable"])
-            )
-        else:
-            alternatives = (
-                _alternative(raw.get("exactly") or {}, name, f"{path}.exactly", device_classes),
-            )
-        requests.append(_Request(name=name, index=index, alternatives=alternatives))
-    return requests
+    return [
+        _Request(
+            name=request.name,
+            index=request.index,
+            alternatives=tuple(_alternative(a, device_classes) for a in request.alternatives),
+        )
+        for request in claim_requests(claim)
+    ]
 
 
 class _Search:
@@ -573,14 +560,7 @@ class Allocation:
         spec = (claim.get("spec") or {}).get("devices") or {}
         if not self.node:
             return {"devices": {"results": [], "config": []}}
-        class_of: dict[str, str] = {}
-        for raw in spec.get("requests") or ():
-            name = str(raw.get("name", ""))
-            if raw.get("firstAvailable"):
-                for sub in raw["firstAvailable"]:
-                    class_of[f"{name}/{sub.get('name', '')}"] = str(sub.get("deviceClassName", ""))
-            else:
-                class_of[name] = str((raw.get("exactly") or {}).get("deviceClassName", ""))
+        class_of = request_classes(claim)
         allocated: list[str] = []
         for result in self.results:
             if result["request"] not in allocated:
@@ -604,15 +584,7 @@ class Allocation:
             config.append(item)
         return {
             "devices": {"results": [dict(r) for r in self.results], "config": config},
-            "nodeSelector": {
-                "nodeSelectorTerms": [
-                    {
-                        "matchFields": [
-                            {"key": "metadata.name", "operator": "In", "values": [self.node]}
-                        ]
-                    }
-                ]
-            },
+            "nodeSelector": node_selector(self.node),
         }
 
 
@@ -729,7 +701,7 @@ def allocate(
     Raises NoDeviceAvailable (with counts of matching and free VFs) or SelectorError.
     """
     spec = (claim.get("spec") or {}).get("devices") or {}
-    requests = _requests(spec, device_classes)
+    requests = _requests(claim, device_classes)
     if not requests:
         return Allocation(node="", results=[], devices=[])
     constraints = [

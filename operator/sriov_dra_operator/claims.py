@@ -44,6 +44,7 @@ from kubernetes_asyncio import client
 from sriov_dra import allocation_record, naming
 from sriov_dra.allocator import DeviceKey, Pool, allocate, pools_from_slices
 from sriov_dra.backoff import Backoff
+from sriov_dra.claim_requests import request_classes
 from sriov_dra.constants import (
     ALLOCATION_ANNOTATION,
     ATTR_PCI_ADDRESS,
@@ -56,6 +57,7 @@ from sriov_dra.constants import (
 )
 from sriov_dra.errors import NadNotFound, SriovDraError
 from sriov_dra.nad import parse_nad_config, unrun_plugins_warning
+from sriov_dra.node_selector import allocation_node
 from sriov_dra.vfconfig import (
     VfConfig,
     assign_interface_names,
@@ -160,17 +162,6 @@ def config_entries(
     return entries
 
 
-def request_classes(claim: Mapping[str, Any]) -> dict[str, str]:
-    """Request (``req`` or ``req/sub``) -> DeviceClass name."""
-    out: dict[str, str] = {}
-    for request in ((claim.get("spec") or {}).get("devices") or {}).get("requests") or []:
-        if request.get("exactly"):
-            out[str(request["name"])] = str(request["exactly"].get("deviceClassName") or "")
-        for sub in request.get("firstAvailable") or []:
-            out[f"{request['name']}/{sub['name']}"] = str(sub.get("deviceClassName") or "")
-    return out
-
-
 def effective_configs(
     claim: Mapping[str, Any], classes: Mapping[str, Mapping[str, Any]], *, driver: str
 ) -> dict[str, VfConfig]:
@@ -216,17 +207,6 @@ def allocation_records(
             )
         )
     return records
-
-
-def allocation_node(allocation: Mapping[str, Any]) -> str | None:
-    """The node a node-local allocation's nodeSelector pins, if it names exactly one."""
-    terms = (allocation.get("nodeSelector") or {}).get("nodeSelectorTerms") or []
-    for term in terms:
-        for field_ in term.get("matchFields") or []:
-            values = field_.get("values") or []
-            if field_.get("key") == "metadata.name" and len(values) == 1:
-                return str(values[0])
-    return None
 
 
 class ClaimReconciler:

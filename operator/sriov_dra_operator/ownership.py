@@ -24,9 +24,10 @@ claim, a GPU claim whose class is missing say, is none of our business.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
+from sriov_dra.claim_requests import alternatives
 from sriov_dra.errors import DeviceClassNotFound
 
 
@@ -57,24 +58,6 @@ def class_selects_driver(device_class: Mapping[str, Any], driver: str) -> bool:
     return False
 
 
-def requested_classes(claim: Mapping[str, Any]) -> Iterator[str]:
-    """Every DeviceClass name the claim's requests and subrequests use."""
-    for _, name in class_fields(claim):
-        yield name
-
-
-def class_fields(claim: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
-    """(field path, DeviceClass name) of every request and subrequest, in spec order."""
-    requests = ((claim.get("spec") or {}).get("devices") or {}).get("requests") or []
-    for i, request in enumerate(requests):
-        if request.get("exactly"):
-            name = str(request["exactly"].get("deviceClassName") or "")
-            yield f"spec.devices.requests[{i}].exactly.deviceClassName", name
-        for j, sub in enumerate(request.get("firstAvailable") or []):
-            name = str(sub.get("deviceClassName") or "")
-            yield f"spec.devices.requests[{i}].firstAvailable[{j}].deviceClassName", name
-
-
 def has_driver_config(claim: Mapping[str, Any], driver: str) -> bool:
     """The claim's ``spec.devices.config`` has an opaque entry for ``driver``."""
     config = ((claim.get("spec") or {}).get("devices") or {}).get("config") or []
@@ -90,7 +73,8 @@ def class_not_found(
     (see the module docstring): then the missing class is another driver's concern.
     """
     configured = has_driver_config(claim, driver)
-    for path, name in class_fields(claim):
+    for alternative in alternatives(claim):
+        name = alternative.class_name
         if name not in classes and (configured or name == driver):
             shipped = "kubectl apply -f manifests/base/deviceclass.yaml"
             fix = (
@@ -101,7 +85,7 @@ def class_not_found(
             )
             return DeviceClassNotFound(
                 f"DeviceClass {name!r} does not exist",
-                field=path,
+                field=f"{alternative.path}.deviceClassName",
                 fix=f"{fix}; the claim is allocated as soon as the class exists",
             )
     return None
@@ -113,7 +97,7 @@ def verdict(
     """Decide whether ``claim`` is ours to allocate."""
     if is_template_claim(claim):
         return Verdict.NOT_OURS
-    names = list(requested_classes(claim))
+    names = [alternative.class_name for alternative in alternatives(claim)]
     if not names:
         return Verdict.NOT_OURS
     missing = False

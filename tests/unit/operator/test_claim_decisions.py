@@ -17,7 +17,7 @@ from sriov_dra.constants import (
 )
 from sriov_dra.errors import InvalidVfConfig
 from sriov_dra_operator import settings
-from sriov_dra_operator.claims import allocation_records, effective_configs, request_classes
+from sriov_dra_operator.claims import allocation_records, effective_configs
 from sriov_dra_operator.slices import published_devices, vf_counts
 from sriov_dra_operator.status_writer import mark_patch, unmark_patch
 
@@ -57,10 +57,6 @@ def claim(config: list[dict[str, Any]]) -> dict[str, Any]:
             }
         },
     }
-
-
-def test_request_classes_cover_subrequests() -> None:
-    assert request_classes(claim([])) == {"a": "vf", "b/x": "plain", "b/y": "vf"}
 
 
 def test_class_config_applies_only_to_its_requests_and_claim_config_wins() -> None:
