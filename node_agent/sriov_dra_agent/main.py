@@ -29,24 +29,24 @@ from typing import Any
 from sriov_dra import jsonlog
 from sriov_dra.errors import SriovDraError
 
-from sriov_dra_agent.attach_socket import AttachServer
-from sriov_dra_agent.attacher import ClaimAttacher
-from sriov_dra_agent.backends import make_backend
-from sriov_dra_agent.checkpoint import load_checkpoint
-from sriov_dra_agent.claim_locks import ClaimLocks
-from sriov_dra_agent.claim_manager import ClaimManager, ManagerConfig
-from sriov_dra_agent.claim_watcher import ClaimWatcher
-from sriov_dra_agent.device_status import DeviceStatusWriter
-from sriov_dra_agent.events import EventRecorder
-from sriov_dra_agent.host_hook import install_host_hook
-from sriov_dra_agent.kube_api import KubeApi
-from sriov_dra_agent.kubelet_plugin import KubeletPlugin, KubeletPluginConfig
+from sriov_dra_agent.attach.attach_socket import AttachServer
+from sriov_dra_agent.attach.attacher import ClaimAttacher
+from sriov_dra_agent.attach.host_hook import install_host_hook
+from sriov_dra_agent.cluster.claim_locks import ClaimLocks
+from sriov_dra_agent.cluster.claim_manager import ClaimManager, ManagerConfig
+from sriov_dra_agent.cluster.claim_watcher import ClaimWatcher
+from sriov_dra_agent.cluster.device_status import DeviceStatusWriter
+from sriov_dra_agent.cluster.events import EventRecorder
+from sriov_dra_agent.cluster.kube_api import KubeApi
+from sriov_dra_agent.cluster.slice_publisher import SlicePublisher
+from sriov_dra_agent.kubelet.checkpoint import load_checkpoint
+from sriov_dra_agent.kubelet.plugin import KubeletPlugin, KubeletPluginConfig
+from sriov_dra_agent.kubelet.preparer import Preparer
 from sriov_dra_agent.metrics import AgentMetrics, HttpEndpoints
-from sriov_dra_agent.node_hardware import NodeHardware
-from sriov_dra_agent.preparer import Preparer
 from sriov_dra_agent.settings import AgentSettings
 from sriov_dra_agent.settings import configure_parser as _configure_parser
-from sriov_dra_agent.slice_publisher import SlicePublisher
+from sriov_dra_agent.vf.backends import make_backend
+from sriov_dra_agent.vf.lifecycle import NodeHardware
 
 logger = logging.getLogger("sriov_dra_agent")
 

@@ -21,7 +21,10 @@ from typing import Final
 SUBCOMMANDS: Final[dict[str, tuple[str, str]]] = {
     "operator": ("sriov_dra_operator.main", "run the cluster operator (allocates static claims)"),
     "agent": ("sriov_dra_agent.main", "run the node agent (slices, kubelet plugin, VF attach)"),
-    "hook": ("sriov_dra_agent.hook", "OCI createRuntime hook: attach a claim's VFs to a pod"),
+    "hook": (
+        "sriov_dra_agent.attach.hook",
+        "OCI createRuntime hook: attach a claim's VFs to a pod",
+    ),
 }
 PLUGIN_GROUP: Final = "sriov_dra.commands"
 

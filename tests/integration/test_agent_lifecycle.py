@@ -24,9 +24,9 @@ from agent_harness import DRIVER, AgentProcess, Pod, allocation_patch, wait_for
 from pyroute2 import netns as pyroute2_netns
 from sriov_dra import constants
 from sriov_dra.naming import device_name
-from sriov_dra_agent.backends.simulated import SimulatedBackend
-from sriov_dra_agent.cdi import VHOST_DEVICE_NODES
-from sriov_dra_agent.simulated_nic import SimPf, SimulatedNic
+from sriov_dra_agent.kubelet.cdi import VHOST_DEVICE_NODES
+from sriov_dra_agent.vf.backends.simulated import SimulatedBackend
+from sriov_dra_agent.vf.backends.simulated_nic import SimPf, SimulatedNic
 from sriov_dra_devcluster.cluster import DevCluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.netns]

@@ -2,7 +2,7 @@
 
 What is real here: the API server, the scheduler's reservation, D's
 ``KubeletPlugin`` gRPC servers on unix sockets, CDI spec files written by
-``sriov_dra_agent.cdi``, the ``sriov-dra hook`` executable run with the OCI
+``sriov_dra_agent.kubelet.cdi``, the ``sriov-dra hook`` executable run with the OCI
 state on stdin, D's attach socket, and the pod's network namespace and
 process. What stands in for the agent: a small preparer/attacher that records
 calls and can be told to fail, so the emulator's kubelet behaviour is what is
@@ -26,8 +26,9 @@ import pytest
 import pytest_asyncio
 from sriov_dra.constants import DRIVER_NAME
 from sriov_dra.errors import AttachError, DeviceBusy
-from sriov_dra_agent.attach_socket import AttachRequest, AttachResult, AttachServer
-from sriov_dra_agent.cdi import (
+from sriov_dra_agent.attach.attach_socket import AttachRequest, AttachResult, AttachServer
+from sriov_dra_agent.cluster.claim_locks import ClaimLocks
+from sriov_dra_agent.kubelet.cdi import (
     CdiHook,
     CdiVf,
     build_claim_spec,
@@ -35,8 +36,7 @@ from sriov_dra_agent.cdi import (
     remove_claim_spec,
     write_claim_spec,
 )
-from sriov_dra_agent.claim_locks import ClaimLocks
-from sriov_dra_agent.kubelet_plugin import (
+from sriov_dra_agent.kubelet.plugin import (
     ClaimRef,
     KubeletPlugin,
     KubeletPluginConfig,

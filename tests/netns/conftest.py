@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from netns_helpers import Pod
 from pyroute2 import netns
-from sriov_dra_agent.backends.simulated import SimulatedBackend
-from sriov_dra_agent.node_hardware import NodeHardware
-from sriov_dra_agent.simulated_nic import SimPf, SimulatedNic
+from sriov_dra_agent.vf.backends.simulated import SimulatedBackend
+from sriov_dra_agent.vf.backends.simulated_nic import SimPf, SimulatedNic
+from sriov_dra_agent.vf.lifecycle import NodeHardware
 
 HOST_LOCAL = Path("/usr/lib/cni/host-local")
 

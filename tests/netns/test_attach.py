@@ -15,12 +15,12 @@ from netns_helpers import Pod, held_ips, netconf
 from pyroute2 import IPRoute
 from sriov_dra.errors import DeviceBusy, IpamError, NetnsNotFound
 from sriov_dra.nad import parse_nad_config
-from sriov_dra_agent import ipam, netns_attach
-from sriov_dra_agent.backends.simulated import SimulatedBackend
-from sriov_dra_agent.node_hardware import NodeHardware
-from sriov_dra_agent.simulated_nic import SimulatedNic
-from sriov_dra_agent.vf_programmer import VfSettings, settings_from_netconf
-from sriov_dra_agent.vf_records import ClaimRef
+from sriov_dra_agent.attach import ipam, netns_attach
+from sriov_dra_agent.vf.backends.simulated import SimulatedBackend
+from sriov_dra_agent.vf.backends.simulated_nic import SimulatedNic
+from sriov_dra_agent.vf.lifecycle import NodeHardware
+from sriov_dra_agent.vf.records import ClaimRef
+from sriov_dra_agent.vf.vf_settings import VfSettings, settings_from_netconf
 
 pytestmark = pytest.mark.netns
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sriov_dra_agent.host_hook import process_start_time, render_host_hook
+from sriov_dra_agent.attach.host_hook import process_start_time, render_host_hook
 
 # Stands in for the image's sriov-dra: reports where it ran and what it was given.
 FAKE_SRIOV_DRA = """#!/bin/sh

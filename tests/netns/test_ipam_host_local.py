@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from netns_helpers import held_ips, netconf
 from sriov_dra.errors import IpamError
-from sriov_dra_agent import ipam
+from sriov_dra_agent.attach import ipam
 
 pytestmark = pytest.mark.netns
 

@@ -8,9 +8,9 @@ from collections.abc import Callable
 import pytest
 from netns_helpers import Pod
 from sriov_dra.errors import AttachError, VfProgrammingError
-from sriov_dra_agent.node_hardware import NodeHardware
-from sriov_dra_agent.vf_programmer import VfSettings
-from sriov_dra_agent.vf_records import ClaimRef, VfRecord
+from sriov_dra_agent.vf.lifecycle import NodeHardware
+from sriov_dra_agent.vf.records import ClaimRef, VfRecord
+from sriov_dra_agent.vf.vf_settings import VfSettings
 
 pytestmark = pytest.mark.netns
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from netns_helpers import Pod
 from pyroute2 import netns
-from sriov_dra_agent import discovery
-from sriov_dra_agent.backends.simulated import SimulatedBackend
-from sriov_dra_agent.simulated_nic import SimPf, SimulatedNic
-from sriov_dra_agent.vf_programmer import VfSettings
+from sriov_dra_agent.vf import discovery
+from sriov_dra_agent.vf.backends.simulated import SimulatedBackend
+from sriov_dra_agent.vf.backends.simulated_nic import SimPf, SimulatedNic
+from sriov_dra_agent.vf.vf_settings import VfSettings
 
 pytestmark = pytest.mark.netns
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from sriov_dra_agent.simulated_nic import SimPf, SimulatedNic
+from sriov_dra_agent.vf.backends.simulated_nic import SimPf, SimulatedNic
 
 from sriov_dra_devcluster import (
     certs,

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from sriov_dra.constants import DRIVER_NAME
-from sriov_dra_agent.simulated_nic import SimulatedNic
+from sriov_dra_agent.vf.backends.simulated_nic import SimulatedNic
 
 from sriov_dra_devcluster.cluster import DevCluster
 from sriov_dra_devcluster.errors import KubectlFailed

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import grpc
-from sriov_dra_agent.kubelet_protos import (
+from sriov_dra_agent.kubelet.protos import (
     dra_v1_pb2,
     dra_v1_pb2_grpc,
     dra_v1beta1_pb2,

@@ -34,7 +34,7 @@ from typing import Any, Final
 
 from sriov_dra.constants import DRIVER_NAME
 from sriov_dra.errors import SriovDraError
-from sriov_dra_agent.simulated_nic import SimPf, SimulatedNic
+from sriov_dra_agent.vf.backends.simulated_nic import SimPf, SimulatedNic
 
 from sriov_dra_devcluster import emulator_state, processes
 from sriov_dra_devcluster.cluster import DevCluster, default_state_dir

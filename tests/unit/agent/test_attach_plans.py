@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 from sriov_dra.errors import AttachError, DeviceBusy, IpamError
-from sriov_dra_agent.ipam import container_id, find_plugin, parse_error, parse_result
-from sriov_dra_agent.netns_attach import LinkView, Step, plan_back_to_host, plan_into_pod
-from sriov_dra_agent.vf_programmer import VfSettings
-from sriov_dra_agent.vf_records import Attachment, ClaimRef, RecordStore, VfRecord
+from sriov_dra_agent.attach.ipam import container_id, find_plugin, parse_error, parse_result
+from sriov_dra_agent.attach.netns_attach import LinkView, Step, plan_back_to_host, plan_into_pod
+from sriov_dra_agent.vf.records import Attachment, ClaimRef, RecordStore, VfRecord
+from sriov_dra_agent.vf.vf_settings import VfSettings
 
 HOST = LinkView(index=9, name="ens1f0v1", mac="02:00:00:00:00:01", mtu=1500, up=False)
 

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from sriov_dra_agent.attach_socket import (
+from sriov_dra_agent.attach.attach_socket import (
     MAX_MESSAGE_BYTES,
     AttachFailed,
     AttachRequest,
@@ -20,7 +20,7 @@ from sriov_dra_agent.attach_socket import (
     AttachServer,
     request_attach,
 )
-from sriov_dra_agent.claim_locks import ClaimLocks
+from sriov_dra_agent.cluster.claim_locks import ClaimLocks
 
 
 class GatedAttacher:

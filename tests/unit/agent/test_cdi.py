@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sriov_dra_agent.cdi import (
+from sriov_dra_agent.kubelet.cdi import (
     CDI_KIND,
     CdiHook,
     CdiVf,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
-from sriov_dra_agent.checkpoint import (
+from sriov_dra_agent.kubelet.checkpoint import (
     Checkpoint,
     CheckpointCorrupt,
     ClaimRecord,
@@ -159,7 +159,7 @@ def test_failed_write_keeps_the_old_content_and_leaves_no_temp_file(tmp_path: Pa
     result = _python(
         f"""
         from pathlib import Path
-        from sriov_dra_agent.checkpoint import Checkpoint, ClaimRecord, save_checkpoint
+        from sriov_dra_agent.kubelet.checkpoint import Checkpoint, ClaimRecord, save_checkpoint
         big = ClaimRecord(uid="u2", namespace="ns1", name="c2", attach={{"pad": "x" * 100000}})
         save_checkpoint(Path({str(path)!r}), Checkpoint().with_claim(big))
         """,
@@ -187,7 +187,7 @@ def test_readers_never_see_a_partial_file(tmp_path: Path) -> None:
             textwrap.dedent(
                 f"""
                 from pathlib import Path
-                from sriov_dra_agent.checkpoint import load_checkpoint, save_checkpoint
+                from sriov_dra_agent.kubelet.checkpoint import load_checkpoint, save_checkpoint
                 import sys
                 small, large = (load_checkpoint(Path(p)) for p in sys.argv[1:3])
                 for i in range({writes}):

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from sriov_dra import allocation_record, constants
 from sriov_dra.errors import InvalidVfConfig
-from sriov_dra_agent.claim_devices import (
+from sriov_dra_agent.cluster.claim_devices import (
     ClaimDevice,
     annotation_mismatches,
     claim_devices,

@@ -16,10 +16,10 @@ from typing import Any, cast
 
 import pytest
 from sriov_dra.jsonlog import JsonFormatter
-from sriov_dra_agent.claim_locks import ClaimLocks
-from sriov_dra_agent.claim_manager import ClaimManager
-from sriov_dra_agent.claim_watcher import ClaimWatcher
-from sriov_dra_agent.kube_api import KubeApi
+from sriov_dra_agent.cluster.claim_locks import ClaimLocks
+from sriov_dra_agent.cluster.claim_manager import ClaimManager
+from sriov_dra_agent.cluster.claim_watcher import ClaimWatcher
+from sriov_dra_agent.cluster.kube_api import KubeApi
 
 NODE = "node-a"
 DRIVER = "sriovnetwork.k8snetworkplumbingwg.io"
@@ -135,7 +135,9 @@ async def quiet() -> None:
 def retry_lines(caplog: pytest.LogCaptureFixture) -> Iterator[dict[str, Any]]:
     formatter = JsonFormatter()
     for record in caplog.records:
-        if record.name == "sriov_dra_agent.claim_watcher" and hasattr(record, "retry_in_seconds"):
+        if record.name == "sriov_dra_agent.cluster.claim_watcher" and hasattr(
+            record, "retry_in_seconds"
+        ):
             yield json.loads(formatter.format(record))
 
 

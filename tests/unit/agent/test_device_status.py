@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 from sriov_dra import constants
-from sriov_dra_agent.claim_devices import ClaimDevice
-from sriov_dra_agent.device_status import (
+from sriov_dra_agent.cluster.claim_devices import ClaimDevice
+from sriov_dra_agent.cluster.device_status import (
     MAX_DATA_BYTES,
     DeviceState,
     NetworkData,
@@ -16,7 +16,7 @@ from sriov_dra_agent.device_status import (
     build_entries,
     small_data,
 )
-from sriov_dra_agent.events import event_body
+from sriov_dra_agent.cluster.events import event_body
 
 DRIVER = constants.DRIVER_NAME
 DEVICE = ClaimDevice("vf", "node-a", "0000-3b-02-0", "0000:3b:02.0", "net1", "", ("ns", "n"))

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from kubernetes_asyncio.client.exceptions import ApiException
-from sriov_dra_agent.events import EventRecorder
+from sriov_dra_agent.cluster.events import EventRecorder
 
 CLAIM: dict[str, Any] = {"metadata": {"name": "c", "namespace": "ns", "uid": "u-1"}}
 OTHER: dict[str, Any] = {"metadata": {"name": "d", "namespace": "ns", "uid": "u-2"}}

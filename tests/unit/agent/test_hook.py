@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 from sriov_dra.errors import NadNotFound
-from sriov_dra_agent.attach_socket import AttachRequest, AttachResult, AttachServer
-from sriov_dra_agent.cdi import CdiHook, CdiVf, build_claim_spec
+from sriov_dra_agent.attach.attach_socket import AttachRequest, AttachResult, AttachServer
+from sriov_dra_agent.kubelet.cdi import CdiHook, CdiVf, build_claim_spec
 
 ROOT = Path(__file__).resolve().parents[3]
 SCRIPT = Path(sys.executable).parent / "sriov-dra"
@@ -260,7 +260,7 @@ async def test_dead_container_process_exits_2(socket_dir: Path) -> None:
 
 def test_hook_imports_nothing_heavy() -> None:
     code = (
-        "import sys, sriov_dra.cli, sriov_dra_agent.hook;"
+        "import sys, sriov_dra.cli, sriov_dra_agent.attach.hook;"
         "heavy = {'asyncio', 'grpc', 'pydantic', 'pyroute2', 'kopf', 'kubernetes_asyncio'};"
         "print(sorted(heavy & set(sys.modules)))"
     )

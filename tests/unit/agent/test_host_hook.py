@@ -7,7 +7,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from sriov_dra_agent.host_hook import (
+from sriov_dra_agent.attach.host_hook import (
     HostHookError,
     install_host_hook,
     process_start_time,

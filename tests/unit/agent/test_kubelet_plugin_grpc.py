@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 import pytest
 from sriov_dra.errors import DeviceBusy
-from sriov_dra_agent.kubelet_plugin import (
+from sriov_dra_agent.kubelet.plugin import (
     ClaimRef,
     KubeletPlugin,
     KubeletPluginConfig,
@@ -23,6 +23,7 @@ from sriov_dra_agent.kubelet_plugin import (
     RegistrationStatus,
     add_arguments,
 )
+from sriov_dra_agent.kubelet.socket_files import SocketPathError
 from sriov_dra_agent.proto import (
     dra_v1_pb2,
     dra_v1_pb2_grpc,
@@ -31,7 +32,6 @@ from sriov_dra_agent.proto import (
     pluginregistration_v1_pb2,
     pluginregistration_v1_pb2_grpc,
 )
-from sriov_dra_agent.socket_files import SocketPathError
 
 DRIVER = "sriovnetwork.k8snetworkplumbingwg.io"
 VERSIONS = [

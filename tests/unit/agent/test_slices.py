@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 from sriov_dra import constants
 from sriov_dra.allocator import allocate, pools_from_slices
-from sriov_dra_agent.inventory import Inventory, PfInfo, VfInfo
-from sriov_dra_agent.slices import (
+from sriov_dra_agent.cluster.slices import (
     build_slices,
     chunk_devices,
     next_generation,
@@ -17,6 +16,7 @@ from sriov_dra_agent.slices import (
     slice_name,
     vf_device,
 )
+from sriov_dra_agent.vf.inventory import Inventory, PfInfo, VfInfo
 
 DRIVER = constants.DRIVER_NAME
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from sriov_dra.errors import VfProgrammingError
-from sriov_dra_agent.backends.base import KERNEL_DEFAULT
-from sriov_dra_agent.backends.sysfs_netlink import (
+from sriov_dra_agent.vf.backends.base import KERNEL_DEFAULT
+from sriov_dra_agent.vf.backends.sysfs_netlink import (
     SysfsNetlinkBackend,
     driver_binding_writes,
     driver_restore_writes,
@@ -19,8 +19,8 @@ from sriov_dra_agent.backends.sysfs_netlink import (
     parse_vf_state,
     vf_requests,
 )
-from sriov_dra_agent.discovery import discover
-from sriov_dra_agent.vf_programmer import VfSettings
+from sriov_dra_agent.vf.discovery import discover
+from sriov_dra_agent.vf.vf_settings import VfSettings
 
 
 def _decode(data: bytes) -> list[tuple[str, Any]]:

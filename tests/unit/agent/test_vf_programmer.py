@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 from sriov_dra.errors import InvalidNad
-from sriov_dra_agent.inventory import VfInfo
-from sriov_dra_agent.vf_programmer import (
+from sriov_dra_agent.vf.inventory import VfInfo
+from sriov_dra_agent.vf.vf_settings import (
     ApplyResult,
     VfSettings,
     apply,

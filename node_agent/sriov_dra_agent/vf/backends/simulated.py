@@ -17,11 +17,11 @@ from typing import Final
 from pyroute2 import IPRoute
 from sriov_dra.errors import VfProgrammingError
 
-from sriov_dra_agent import discovery
-from sriov_dra_agent.backends.base import KERNEL_DEFAULT
-from sriov_dra_agent.inventory import Inventory, VfInfo
-from sriov_dra_agent.simulated_nic import VF_DRIVER, SimulatedNic
-from sriov_dra_agent.vf_programmer import ApplyResult, VfSettings
+from sriov_dra_agent.vf import discovery
+from sriov_dra_agent.vf.backends.base import KERNEL_DEFAULT
+from sriov_dra_agent.vf.backends.simulated_nic import VF_DRIVER, SimulatedNic
+from sriov_dra_agent.vf.inventory import Inventory, VfInfo
+from sriov_dra_agent.vf.vf_settings import ApplyResult, VfSettings
 
 UNSUPPORTED: Final = {
     "spoofchk": "the simulated NIC has no source-MAC filtering on switch ports",

@@ -1,7 +1,7 @@
 """What the agent does with the claims of its node: the one place that ties it together.
 
 Three callers, one set of operations, all run under the claim's lock
-(:class:`~sriov_dra_agent.claim_locks.ClaimLocks`, shared with the kubelet
+(:class:`~sriov_dra_agent.cluster.claim_locks.ClaimLocks`, shared with the kubelet
 plugin and the attach socket, so nothing for one claim ever interleaves):
 
 - the claim watcher: :meth:`reconcile` on every change (program VFs on
@@ -29,22 +29,24 @@ from sriov_dra.errors import NadNotFound, SriovDraError
 from sriov_dra.nad import SriovNetConf, parse_nad_config
 from sriov_dra.naming import pci_address
 
-from sriov_dra_agent import cdi, claim_devices, netns_attach
-from sriov_dra_agent.checkpoint import (
+from sriov_dra_agent.attach import netns_attach
+from sriov_dra_agent.cluster import claim_devices
+from sriov_dra_agent.cluster.claim_devices import ClaimDevice
+from sriov_dra_agent.cluster.device_status import DeviceState, DeviceStatusWriter, NetworkData
+from sriov_dra_agent.cluster.events import EventRecorder
+from sriov_dra_agent.cluster.kube_api import KubeApi
+from sriov_dra_agent.cluster.nad_cache import NadCache
+from sriov_dra_agent.kubelet import cdi
+from sriov_dra_agent.kubelet.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from sriov_dra_agent.claim_devices import ClaimDevice
-from sriov_dra_agent.device_status import DeviceState, DeviceStatusWriter, NetworkData
-from sriov_dra_agent.events import EventRecorder
-from sriov_dra_agent.inventory import Inventory
-from sriov_dra_agent.kube_api import KubeApi
 from sriov_dra_agent.metrics import AgentMetrics
-from sriov_dra_agent.nad_cache import NadCache
-from sriov_dra_agent.node_hardware import NodeHardware
-from sriov_dra_agent.vf_programmer import VfSettings, settings_from_netconf
-from sriov_dra_agent.vf_records import ClaimRef as RecordClaim
-from sriov_dra_agent.vf_records import VfRecord
+from sriov_dra_agent.vf.inventory import Inventory
+from sriov_dra_agent.vf.lifecycle import NodeHardware
+from sriov_dra_agent.vf.records import ClaimRef as RecordClaim
+from sriov_dra_agent.vf.records import VfRecord
+from sriov_dra_agent.vf.vf_settings import VfSettings, settings_from_netconf
 
 logger = logging.getLogger(__name__)
 

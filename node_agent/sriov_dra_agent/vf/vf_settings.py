@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from sriov_dra.errors import InvalidNad
 
 if TYPE_CHECKING:
-    from sriov_dra_agent.backends.base import VfBackend
-    from sriov_dra_agent.inventory import VfInfo
+    from sriov_dra_agent.vf.backends.base import VfBackend
+    from sriov_dra_agent.vf.inventory import VfInfo
 
 VlanProto = Literal["802.1q", "802.1ad"]
 LinkState = Literal["auto", "enable", "disable"]

@@ -19,10 +19,10 @@ from pyroute2 import IPBatch, IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 from sriov_dra.errors import VfProgrammingError
 
-from sriov_dra_agent import discovery
-from sriov_dra_agent.backends.base import KERNEL_DEFAULT, USERSPACE_DRIVERS
-from sriov_dra_agent.inventory import Inventory, VfInfo
-from sriov_dra_agent.vf_programmer import ApplyResult, LinkState, VfSettings
+from sriov_dra_agent.vf import discovery
+from sriov_dra_agent.vf.backends.base import KERNEL_DEFAULT, USERSPACE_DRIVERS
+from sriov_dra_agent.vf.inventory import Inventory, VfInfo
+from sriov_dra_agent.vf.vf_settings import ApplyResult, LinkState, VfSettings
 
 log = logging.getLogger(__name__)
 

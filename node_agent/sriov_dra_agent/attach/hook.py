@@ -23,7 +23,7 @@ from typing import Any, Final
 
 from sriov_dra.errors import SriovDraError
 
-from sriov_dra_agent.attach_socket import (
+from sriov_dra_agent.attach.attach_socket import (
     DEFAULT_ATTACH_SOCKET,
     AttachRequest,
     request_attach,

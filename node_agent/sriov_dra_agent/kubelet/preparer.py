@@ -19,10 +19,11 @@ from typing import Any
 from sriov_dra.errors import DeviceBusy, SriovDraError
 from sriov_dra.naming import claim_ref
 
-from sriov_dra_agent import cdi, claim_devices
-from sriov_dra_agent.checkpoint import ClaimRecord, DeviceRecord, save_checkpoint
-from sriov_dra_agent.claim_manager import ClaimManager
-from sriov_dra_agent.kubelet_plugin import ClaimRef, PreparedDevice
+from sriov_dra_agent.cluster import claim_devices
+from sriov_dra_agent.cluster.claim_manager import ClaimManager
+from sriov_dra_agent.kubelet import cdi
+from sriov_dra_agent.kubelet.checkpoint import ClaimRecord, DeviceRecord, save_checkpoint
+from sriov_dra_agent.kubelet.plugin import ClaimRef, PreparedDevice
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def _ctx(claim: Mapping[str, Any], **more: Any) -> dict[str, Any]:
 
 
 class Preparer:
-    """Implements :class:`sriov_dra_agent.kubelet_plugin.ClaimPreparer` over the claim manager."""
+    """Implements :class:`sriov_dra_agent.kubelet.plugin.ClaimPreparer` over the claim manager."""
 
     def __init__(self, manager: ClaimManager) -> None:
         self.manager = manager

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Final, Protocol
 
-from sriov_dra_agent.inventory import Inventory, VfInfo
-from sriov_dra_agent.vf_programmer import ApplyResult, VfSettings
+from sriov_dra_agent.vf.inventory import Inventory, VfInfo
+from sriov_dra_agent.vf.vf_settings import ApplyResult, VfSettings
 
 KERNEL_DEFAULT: Final = "default"
 """``bind_driver`` target (the VfConfig's ``driver: default``): no driver_override, so

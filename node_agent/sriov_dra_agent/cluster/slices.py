@@ -20,7 +20,7 @@ from typing import Any, Final
 from sriov_dra import constants
 from sriov_dra.naming import device_name
 
-from sriov_dra_agent.inventory import Inventory, VfInfo
+from sriov_dra_agent.vf.inventory import Inventory, VfInfo
 
 MAX_DEVICES_PER_SLICE: Final = 128
 """``ResourceSliceMaxDevices`` of resource.k8s.io/v1 in Kubernetes 1.34."""

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     import asyncio
     from pathlib import Path
 
-    from sriov_dra_agent.claim_locks import ClaimLocks
+    from sriov_dra_agent.cluster.claim_locks import ClaimLocks
 
 logger = logging.getLogger(__name__)
 
@@ -229,8 +229,8 @@ class AttachServer:
         # Imported here, not at module level, to keep the hook's start-up light.
         import asyncio
 
-        from sriov_dra_agent.claim_locks import ClaimLocks
-        from sriov_dra_agent.socket_files import prepare_socket_path
+        from sriov_dra_agent.cluster.claim_locks import ClaimLocks
+        from sriov_dra_agent.kubelet.socket_files import prepare_socket_path
 
         if self._locks is None:
             self._locks = ClaimLocks()
@@ -245,7 +245,7 @@ class AttachServer:
         """Stop accepting, wait up to ``grace`` s for running attach calls, remove the socket."""
         import asyncio
 
-        from sriov_dra_agent.socket_files import remove_socket
+        from sriov_dra_agent.kubelet.socket_files import remove_socket
 
         if self._server is not None:
             self._server.close()

@@ -33,8 +33,8 @@ from sriov_dra.constants import DRIVER_NAME
 from sriov_dra.errors import SriovDraError
 from sriov_dra.naming import claim_ref
 
-from sriov_dra_agent.claim_locks import ClaimLocks
-from sriov_dra_agent.kubelet_protos import (
+from sriov_dra_agent.cluster.claim_locks import ClaimLocks
+from sriov_dra_agent.kubelet.protos import (
     dra_v1_pb2,
     dra_v1_pb2_grpc,
     dra_v1beta1_pb2,
@@ -42,7 +42,7 @@ from sriov_dra_agent.kubelet_protos import (
     pluginregistration_v1_pb2,
     pluginregistration_v1_pb2_grpc,
 )
-from sriov_dra_agent.socket_files import prepare_socket_path, remove_socket
+from sriov_dra_agent.kubelet.socket_files import prepare_socket_path, remove_socket
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 The agent's orchestration calls only this class (synchronously, e.g. through
 ``asyncio.to_thread``). Each public method is idempotent and writes a
-:class:`~sriov_dra_agent.vf_records.VfRecord` before every change it makes, so it
+:class:`~sriov_dra_agent.vf.records.VfRecord` before every change it makes, so it
 can be re-run, or undone by :meth:`NodeHardware.sweep`, after a crash at any point.
 Calls for one VF are serialised; different VFs proceed in parallel.
 """
@@ -20,12 +20,13 @@ from typing import Any, Final
 from pydantic import BaseModel, ConfigDict, Field
 from sriov_dra.errors import AttachError, DeviceBusy, IpamError, NetnsNotFound, SriovDraError
 
-from sriov_dra_agent import ipam, netns_attach, vf_programmer
-from sriov_dra_agent.backends.base import KERNEL_DEFAULT, USERSPACE_DRIVERS, VfBackend
-from sriov_dra_agent.inventory import Inventory, VfInfo
-from sriov_dra_agent.ipam import DEFAULT_CNI_PATH
-from sriov_dra_agent.vf_programmer import ApplyResult, VfSettings
-from sriov_dra_agent.vf_records import Attachment, ClaimRef, RecordStore, VfRecord
+from sriov_dra_agent.attach import ipam, netns_attach
+from sriov_dra_agent.attach.ipam import DEFAULT_CNI_PATH
+from sriov_dra_agent.vf import vf_settings
+from sriov_dra_agent.vf.backends.base import KERNEL_DEFAULT, USERSPACE_DRIVERS, VfBackend
+from sriov_dra_agent.vf.inventory import Inventory, VfInfo
+from sriov_dra_agent.vf.records import Attachment, ClaimRef, RecordStore, VfRecord
+from sriov_dra_agent.vf.vf_settings import ApplyResult, VfSettings
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +170,7 @@ class NodeHardware:
                 self.backend.bind_driver(vf, driver)
             record = record.model_copy(update={"desired": settings})
             self.records.put(record)
-            result = vf_programmer.apply(self.backend, vf, settings)
+            result = vf_settings.apply(self.backend, vf, settings)
             self.records.put(record.model_copy(update={"result": result}))
             log.info(
                 "VF programmed",
@@ -467,7 +468,7 @@ class NodeHardware:
             if record.attachment is not None:
                 record = self._detach_locked(record)
             vf = self._info(record)
-            restore = vf_programmer.restore_plan(record.original, record.desired)
+            restore = vf_settings.restore_plan(record.original, record.desired)
             if restore.fields_set():
                 self.backend.apply_vf_settings(vf, restore)
             if record.driver is not None:

@@ -16,9 +16,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from sriov_dra_agent.inventory import Inventory
-from sriov_dra_agent.kube_api import ApiException, KubeApi
-from sriov_dra_agent.slices import build_slices, next_generation
+from sriov_dra_agent.cluster.kube_api import ApiException, KubeApi
+from sriov_dra_agent.cluster.slices import build_slices, next_generation
+from sriov_dra_agent.vf.inventory import Inventory
 
 logger = logging.getLogger(__name__)
 

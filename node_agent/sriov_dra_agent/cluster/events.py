@@ -21,7 +21,7 @@ from typing import Any, Final
 
 from sriov_dra.naming import claim_ref
 
-from sriov_dra_agent.kube_api import KubeApi, is_status
+from sriov_dra_agent.cluster.kube_api import KubeApi, is_status
 
 logger = logging.getLogger(__name__)
 

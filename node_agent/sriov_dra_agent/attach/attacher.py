@@ -17,10 +17,10 @@ from typing import Any
 from sriov_dra.errors import AttachError, SriovDraError
 from sriov_dra.naming import claim_ref
 
-from sriov_dra_agent import claim_devices
-from sriov_dra_agent.attach_socket import AttachRequest, AttachResult
-from sriov_dra_agent.claim_manager import ClaimManager
-from sriov_dra_agent.vf_records import VfRecord
+from sriov_dra_agent.attach.attach_socket import AttachRequest, AttachResult
+from sriov_dra_agent.cluster import claim_devices
+from sriov_dra_agent.cluster.claim_manager import ClaimManager
+from sriov_dra_agent.vf.records import VfRecord
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def _ctx(claim: Mapping[str, Any], **more: Any) -> dict[str, Any]:
 
 
 class ClaimAttacher:
-    """Implements :class:`sriov_dra_agent.attach_socket.Attacher` over the claim manager."""
+    """Implements :class:`sriov_dra_agent.attach.attach_socket.Attacher` over the claim manager."""
 
     def __init__(self, manager: ClaimManager) -> None:
         self.manager = manager

@@ -26,8 +26,8 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 from sriov_dra.errors import AttachError, DeviceBusy, NetnsNotFound, SriovDraError
 
-from sriov_dra_agent.ipam import IpamResult
-from sriov_dra_agent.simulated_nic import vf_alias
+from sriov_dra_agent.attach.ipam import IpamResult
+from sriov_dra_agent.vf.backends.simulated_nic import vf_alias
 
 IFF_UP: Final = 1
 

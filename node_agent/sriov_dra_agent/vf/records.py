@@ -16,8 +16,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sriov_dra_agent.backends.base import USERSPACE_DRIVERS
-from sriov_dra_agent.vf_programmer import ApplyResult, VfSettings
+from sriov_dra_agent.vf.backends.base import USERSPACE_DRIVERS
+from sriov_dra_agent.vf.vf_settings import ApplyResult, VfSettings
 
 
 class ClaimRef(BaseModel):

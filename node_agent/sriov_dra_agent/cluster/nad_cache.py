@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from sriov_dra_agent.kube_api import ApiException, KubeApi
+from sriov_dra_agent.cluster.kube_api import ApiException, KubeApi
 
 logger = logging.getLogger(__name__)
 

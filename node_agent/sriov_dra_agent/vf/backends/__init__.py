@@ -1,6 +1,6 @@
 """VF backends: real SR-IOV hardware (sysfs + netlink) and the simulated NIC.
 
-Both implement :class:`sriov_dra_agent.backends.base.VfBackend`; pick one with
+Both implement :class:`sriov_dra_agent.vf.backends.base.VfBackend`; pick one with
 :func:`make_backend`.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sriov_dra_agent.backends.base import VfBackend
+from sriov_dra_agent.vf.backends.base import VfBackend
 
 BACKENDS = ("sysfs", "simulated")
 
@@ -20,17 +20,17 @@ def make_backend(
 
     ``sysfs``: real NICs under ``sysfs_root`` (default ``/sys``), netdevs in the
     agent's own netns. ``simulated``: the simulated NIC of ``node`` built by
-    :mod:`sriov_dra_agent.simulated_nic`; ``sysfs_root`` (default
+    :mod:`sriov_dra_agent.vf.backends.simulated_nic`; ``sysfs_root`` (default
     ``/run/sriov-dra-sim/<node>/sys``) must be ``<sim root>/<node>/sys``, since the
     NIC keeps its per-VF data in that tree.
     """
     if kind == "sysfs":
-        from sriov_dra_agent.backends.sysfs_netlink import SysfsNetlinkBackend
+        from sriov_dra_agent.vf.backends.sysfs_netlink import SysfsNetlinkBackend
 
         return SysfsNetlinkBackend(node=node, sysfs_root=sysfs_root or Path("/sys"))
     if kind == "simulated":
-        from sriov_dra_agent.backends.simulated import SimulatedBackend
-        from sriov_dra_agent.simulated_nic import DEFAULT_ROOT, SimulatedNic
+        from sriov_dra_agent.vf.backends.simulated import SimulatedBackend
+        from sriov_dra_agent.vf.backends.simulated_nic import DEFAULT_ROOT, SimulatedNic
 
         if sysfs_root is None:
             nic = SimulatedNic(node, prefix=sim_prefix, root=DEFAULT_ROOT)

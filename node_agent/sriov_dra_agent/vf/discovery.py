@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Final
 
-from sriov_dra_agent.inventory import Inventory, PfInfo, VfInfo
+from sriov_dra_agent.vf.inventory import Inventory, PfInfo, VfInfo
 
 log = logging.getLogger(__name__)
 

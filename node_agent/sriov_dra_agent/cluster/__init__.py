@@ -1,0 +1,1 @@
+"""The cluster side: claims watched and reconciled, NADs, ResourceSlices, status and Events."""
