@@ -1,8 +1,9 @@
 """Move a VF netdev into a pod's netns and back: pure step plans, thin netlink.
 
-A VF netdev is recognised by identity, never by name alone: a real VF by its
-parent device (``IFLA_PARENT_DEV_NAME`` = its PCI address), a simulated one by its
-alias (``sriovsim:<pci>``). Each function looks first, then plans only the steps
+A VF netdev is recognised by identity, never by name alone: the backend tells
+(:meth:`~sriov_dra_agent.vf.backends.base.VfBackend.is_vf_netdev`: a real VF by its
+parent device, a simulated one by its alias), and every function here takes that
+test as ``is_vf``. Each function looks first, then plans only the steps
 still missing (:func:`plan_into_pod`, :func:`plan_back_to_host`), so any of them
 can be re-run after a crash at any point. Namespaces are always opened with
 ``flags=0``: a missing one is an error, never silently created.
@@ -18,7 +19,7 @@ import contextlib
 import ipaddress
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -27,9 +28,12 @@ from pyroute2.netlink.exceptions import NetlinkError
 from sriov_dra.errors import AttachError, DeviceBusy, NetnsNotFound, SriovDraError
 
 from sriov_dra_agent.attach.ipam import IpamResult
-from sriov_dra_agent.vf.backends.simulated_nic import vf_alias
 
 IFF_UP: Final = 1
+
+IsVfNetdev = Callable[[Any, str], bool]
+"""Whether a netlink link message is VF ``pci``'s netdev (the backend's
+:meth:`~sriov_dra_agent.vf.backends.base.VfBackend.is_vf_netdev`)."""
 
 
 @dataclass(frozen=True)
@@ -168,13 +172,6 @@ class NetnsSockets:
         self._local = threading.local()
 
 
-def is_vf(link: Any, pci: str) -> bool:
-    """Whether a link message is the VF ``pci`` (real: parent device; simulated: alias)."""
-    return bool(
-        link.get("IFLA_PARENT_DEV_NAME") == pci or link.get("IFLA_IFALIAS") == vf_alias(pci)
-    )
-
-
 def _view(link: Any) -> LinkView:
     return LinkView(
         index=int(link["index"]),
@@ -185,7 +182,7 @@ def _view(link: Any) -> LinkView:
     )
 
 
-def find_vf(ipr: IPRoute, pci: str) -> LinkView | None:
+def find_vf(ipr: IPRoute, pci: str, is_vf: IsVfNetdev) -> LinkView | None:
     """The VF ``pci``'s netdev in ``ipr``'s netns, if it is there."""
     for link in ipr.link("dump"):
         if is_vf(link, pci):
@@ -293,6 +290,7 @@ def move_into_pod(
     host: IPRoute,
     *,
     pci: str,
+    is_vf: IsVfNetdev,
     pod_netns: str,
     if_name: str,
     mac: str | None = None,
@@ -304,9 +302,9 @@ def move_into_pod(
     Idempotent: a VF already there is only completed. Raises :class:`DeviceBusy`
     (name taken), :class:`AttachError`.
     """
-    in_pod = find_vf(pod, pci)
+    in_pod = find_vf(pod, pci, is_vf)
     if in_pod is None:
-        in_host = find_vf(host, pci)
+        in_host = find_vf(host, pci, is_vf)
         holder = find_name(pod, if_name)
         steps = plan_into_pod(
             in_host, None, if_name=if_name, mac=mac, mtu=mtu, name_taken=holder is not None
@@ -316,7 +314,7 @@ def move_into_pod(
             _run(host, in_host.index, steps[: steps.index(Step("move")) + 1], move_to=pod_netns)
         except NetlinkError as exc:
             raise _netlink_error(f"moving VF {pci} into {pod_netns}", exc) from exc
-        in_pod = find_vf(pod, pci)
+        in_pod = find_vf(pod, pci, is_vf)
         if in_pod is None:
             raise AttachError(
                 f"VF {pci} vanished while moving into {pod_netns}",
@@ -336,7 +334,7 @@ def move_into_pod(
         _run(pod, in_pod.index, steps, move_to=pod_netns)
     except NetlinkError as exc:
         raise _netlink_error(f"configuring VF {pci} as {if_name} in {pod_netns}", exc) from exc
-    done = find_vf(pod, pci)
+    done = find_vf(pod, pci, is_vf)
     assert done is not None
     return done
 
@@ -349,14 +347,16 @@ def _gateway_for(address: str, result: IpamResult) -> str | None:
     return None
 
 
-def configure_addresses(pod: IPRoute, *, pod_netns: str, pci: str, result: IpamResult) -> list[str]:
+def configure_addresses(
+    pod: IPRoute, *, pod_netns: str, pci: str, is_vf: IsVfNetdev, result: IpamResult
+) -> list[str]:
     """Add the IPAM addresses and routes to the VF in the pod (socket ``pod``), missing
     ones only.
 
     Returns the addresses as CIDR strings. A route without ``gw`` goes via the
     gateway of its family, as CNI's ConfigureIface does.
     """
-    link = find_vf(pod, pci)
+    link = find_vf(pod, pci, is_vf)
     if link is None:
         raise AttachError(f"VF {pci} is not in {pod_netns}", field="vf", fix="re-run the attach")
     have = {f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}" for a in pod.addr("dump", index=link.index)}
@@ -392,6 +392,7 @@ def move_to_host(
     pod: IPRoute | None,
     *,
     pci: str,
+    is_vf: IsVfNetdev,
     host_netns: str | None,
     pod_netns: str | None,
     host_name: str,
@@ -409,7 +410,7 @@ def move_to_host(
     """
     target = host_netns_path(host_netns)
     if pod is not None:
-        link = find_vf(pod, pci)
+        link = find_vf(pod, pci, is_vf)
         if link is not None:
             steps = plan_back_to_host(
                 link, in_pod=True, host_name=host_name, host_mac=host_mac, host_mtu=host_mtu
@@ -421,7 +422,7 @@ def move_to_host(
                 _run(pod, link.index, steps, move_to=target)
             except NetlinkError as exc:
                 raise _netlink_error(f"moving VF {pci} back from {pod_netns}", exc) from exc
-    link = find_vf(host, pci)
+    link = find_vf(host, pci, is_vf)
     if link is None:
         return None
     holder = find_name(host, host_name)
@@ -438,4 +439,4 @@ def move_to_host(
         _run(host, link.index, steps, move_to=target)
     except NetlinkError as exc:
         raise _netlink_error(f"restoring VF {pci} in the host netns", exc) from exc
-    return find_vf(host, pci)
+    return find_vf(host, pci, is_vf)

@@ -200,7 +200,7 @@ class NodeHardware:
                 raise self._busy(record, claim)
             return record
         with self._host() as host:
-            link = netns_attach.find_vf(host, vf.pci_address)
+            link = netns_attach.find_vf(host, vf.pci_address, self.backend.is_vf_netdev)
         record = VfRecord(
             pci_address=vf.pci_address,
             pf_name=vf.pf_name,
@@ -315,7 +315,7 @@ class NodeHardware:
         their netdev asynchronously after the probe.
         """
         with self._host() as host:
-            link = netns_attach.find_vf(host, record.pci_address)
+            link = netns_attach.find_vf(host, record.pci_address, self.backend.is_vf_netdev)
         if link is None:
             return record
         record = record.model_copy(
@@ -338,6 +338,7 @@ class NodeHardware:
                     pod,
                     host,
                     pci=pci,
+                    is_vf=self.backend.is_vf_netdev,
                     pod_netns=attachment.netns,
                     if_name=attachment.if_name,
                     mac=attachment.mac,
@@ -353,7 +354,11 @@ class NodeHardware:
                     cni_path=self.cni_path,
                 )
                 ips = netns_attach.configure_addresses(
-                    pod, pod_netns=attachment.netns, pci=pci, result=result
+                    pod,
+                    pod_netns=attachment.netns,
+                    pci=pci,
+                    is_vf=self.backend.is_vf_netdev,
+                    result=result,
                 )
         done = attachment.model_copy(
             update={"phase": "attached", "ips": tuple(ips), "hardware_address": link.mac}
@@ -413,6 +418,7 @@ class NodeHardware:
         assert record.host_ifname is not None
         kwargs: dict[str, Any] = {
             "pci": record.pci_address,
+            "is_vf": self.backend.is_vf_netdev,
             "host_netns": self.backend.host_netns(),
             "host_name": record.host_ifname,
             "host_mac": record.host_mac,
@@ -525,7 +531,7 @@ class NodeHardware:
             return False
         try:
             with netns_attach.open_netns(attachment.netns) as pod:
-                link = netns_attach.find_vf(pod, record.pci_address)
+                link = netns_attach.find_vf(pod, record.pci_address, self.backend.is_vf_netdev)
         except (AttachError, OSError):
             return False
         return link is not None and link.name == attachment.if_name

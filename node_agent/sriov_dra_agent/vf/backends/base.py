@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 from sriov_dra_agent.vf.inventory import Inventory, VfInfo
 from sriov_dra_agent.vf.vf_settings import ApplyResult, VfSettings
@@ -65,6 +65,11 @@ class VfBackend(Protocol):
 
         Raises :class:`sriov_dra.errors.VfProgrammingError` when impossible.
         """
+        ...
+
+    def is_vf_netdev(self, link: Any, pci: str) -> bool:
+        """Whether netlink link message ``link`` is VF ``pci``'s netdev, in any netns and
+        under any name (attach renames it and moves it into pods)."""
         ...
 
     def host_netdev(self, vf: VfInfo) -> str | None:

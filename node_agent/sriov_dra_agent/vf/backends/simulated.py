@@ -12,7 +12,7 @@ hand to vfio-pci). The simulated VF driver is the VFs' kernel default, so bindin
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from pyroute2 import IPRoute
 from sriov_dra.errors import VfProgrammingError
@@ -106,6 +106,9 @@ class SimulatedBackend:
                 field="driver",
                 fix='use driver "" or "default" in the VfConfig on simulated nodes',
             )
+
+    def is_vf_netdev(self, link: Any, pci: str) -> bool:
+        return self.nic.is_vf_netdev(link, pci)
 
     def host_netdev(self, vf: VfInfo) -> str | None:
         with IPRoute(netns=self.nic.host_ns, flags=0) as host:

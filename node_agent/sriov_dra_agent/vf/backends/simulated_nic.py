@@ -390,11 +390,15 @@ class SimulatedNic:
 
     # --- "PF firmware": per-VF settings ------------------------------------------------
 
+    @staticmethod
+    def is_vf_netdev(link: Any, pci: str) -> bool:
+        """Whether netlink link message ``link`` is VF ``pci``'s netdev (by its alias)."""
+        return bool(link.get("IFLA_IFALIAS") == vf_alias(pci))
+
     def find_vf_netdev(self, host: IPRoute, pci: str) -> int | None:
         """Index of the VF netdev with ``pci``'s alias in the host netns, if it is there."""
-        alias = vf_alias(pci)
         for link in host.link("dump"):
-            if link.get("IFLA_IFALIAS") == alias:
+            if self.is_vf_netdev(link, pci):
                 return int(link["index"])
         return None
 

@@ -299,6 +299,10 @@ class SysfsNetlinkBackend:
                 fix=fix,
             )
 
+    def is_vf_netdev(self, link: Any, pci: str) -> bool:
+        # The kernel names a VF netdev's parent device: its PCI address.
+        return bool(link.get("IFLA_PARENT_DEV_NAME") == pci)
+
     def host_netdev(self, vf: VfInfo) -> str | None:
         try:
             names = sorted(os.listdir(self.sysfs_root / "bus/pci/devices" / vf.pci_address / "net"))
