@@ -4,7 +4,8 @@ Life of a static claim of ours:
 
 1. *Waiting* -- it names a DeviceClass not yet created, its VfConfig is invalid,
    its NAD is missing or invalid, no VF is free, or a pod is pending on it (the
-   scheduler then allocates; we never race it). Each reason is an Event.
+   scheduler then allocates; we never race it). Each reason but the pending pod
+   is an Event.
 2. *Allocating* -- under one in-process lock the core chooses devices from the
    cache (every claim's allocation counts as taken, plus decisions whose writes
    are still in flight); outside the lock two guarded writes follow: metadata
@@ -29,6 +30,10 @@ Life of a static claim of ours:
 If someone else clears an allocation we wrote (the scheduler's PostFilter does
 when the claim's pod fits no node), we remove our marks and leave the claim
 alone for ``--yield-seconds`` and for as long as a pod is pending on it.
+
+What is derived from the claim before writing (VfConfig per request, the
+annotation records) is in :mod:`.claim_config`, the Events' texts in
+:mod:`.claim_messages`, the writes in :mod:`.status_writer`.
 """
 
 from __future__ import annotations
@@ -36,44 +41,31 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from kubernetes_asyncio import client
-from sriov_dra import allocation_record, naming
+from sriov_dra import allocation_record
 from sriov_dra.allocator import DeviceKey, Pool, allocate, pools_from_slices
 from sriov_dra.backoff import Backoff
 from sriov_dra.claim_requests import request_classes
-from sriov_dra.constants import (
-    ALLOCATION_ANNOTATION,
-    ATTR_PCI_ADDRESS,
-    ATTR_PF_NAME,
-    ATTR_VF_ID,
-    FINALIZER,
-    KUBE_DELETE_PROTECTION,
-    NODE_LABEL,
-    RELEASED_ANNOTATION,
-)
-from sriov_dra.errors import NadNotFound, SriovDraError
+from sriov_dra.constants import FINALIZER, KUBE_DELETE_PROTECTION, NODE_LABEL, RELEASED_ANNOTATION
+from sriov_dra.errors import SriovDraError
 from sriov_dra.nad import parse_nad_config, unrun_plugins_warning
 from sriov_dra.node_selector import allocation_node
-from sriov_dra.vfconfig import (
-    VfConfig,
-    assign_interface_names,
-    effective_vfconfig,
-    nad_reference,
-    parse_vfconfig,
-)
+from sriov_dra.vfconfig import VfConfig, nad_reference
 
+from . import claim_messages
 from .cache import Body, ClaimChange, ClusterCache, Ref, ref_of, uid_of
+from .claim_config import allocation_records, effective_configs
 from .conflicts import in_use, resolve
 from .events import EventRecorder
 from .metrics import OperatorMetrics
 from .ownership import Verdict, class_not_found, verdict
 from .settings import OperatorSettings
 from .slices import PublishedDevice, published_devices
-from .status_writer import ClaimWriter, StaleClaim, rejection_message
+from .status_writer import ClaimWriter, StaleClaim, has_marks, rejection_message
 
 log = logging.getLogger(__name__)
 
@@ -116,97 +108,6 @@ def _meta(claim: Mapping[str, Any]) -> Mapping[str, Any]:
 def _log_extra(claim: Mapping[str, Any], **more: Any) -> dict[str, Any]:
     meta = _meta(claim)
     return {"claim": f"{meta.get('namespace')}/{meta.get('name')}", "uid": meta.get("uid"), **more}
-
-
-def has_marks(claim: Mapping[str, Any]) -> bool:
-    """The claim carries our finalizer, node label or allocation annotation."""
-    meta = _meta(claim)
-    return (
-        FINALIZER in (meta.get("finalizers") or [])
-        or NODE_LABEL in (meta.get("labels") or {})
-        or ALLOCATION_ANNOTATION in (meta.get("annotations") or {})
-    )
-
-
-def config_entries(
-    claim: Mapping[str, Any],
-    class_name: str,
-    classes: Mapping[str, Mapping[str, Any]],
-) -> list[tuple[dict[str, Any], str]]:
-    """Config entries for a request of class ``class_name``, with the path naming each.
-
-    Shape as in ``status.allocation.devices.config``: the class's entries
-    (``FromClass``) then the claim's (``FromClaim``).
-    """
-    entries: list[tuple[dict[str, Any], str]] = []
-    device_class = classes.get(class_name) or {}
-    for i, item in enumerate((device_class.get("spec") or {}).get("config") or []):
-        entries.append(
-            (
-                {"source": "FromClass", "opaque": item.get("opaque") or {}},
-                f"DeviceClass {class_name} spec.config[{i}].opaque.parameters",
-            )
-        )
-    claim_config = ((claim.get("spec") or {}).get("devices") or {}).get("config") or []
-    for i, item in enumerate(claim_config):
-        entries.append(
-            (
-                {
-                    "source": "FromClaim",
-                    "requests": item.get("requests") or [],
-                    "opaque": item.get("opaque") or {},
-                },
-                f"spec.devices.config[{i}].opaque.parameters",
-            )
-        )
-    return entries
-
-
-def effective_configs(
-    claim: Mapping[str, Any], classes: Mapping[str, Mapping[str, Any]], *, driver: str
-) -> dict[str, VfConfig]:
-    """Validated VfConfig per request/subrequest; raises InvalidVfConfig naming the field."""
-    result: dict[str, VfConfig] = {}
-    for request, class_name in request_classes(claim).items():
-        entries = config_entries(claim, class_name, classes)
-        for entry, path in entries:
-            if entry["opaque"].get("driver") == driver:
-                parse_vfconfig(entry["opaque"].get("parameters") or {}, field=path)
-        result[request] = effective_vfconfig([e for e, _ in entries], request, driver=driver)
-    return result
-
-
-def allocation_records(
-    results: Sequence[Mapping[str, Any]],
-    node: str,
-    configs: Mapping[str, VfConfig],
-    devices: Mapping[DeviceKey, PublishedDevice],
-    nad_refs: Mapping[str, Ref | None],
-) -> list[allocation_record.AllocatedVf]:
-    """The annotation records for an allocation's results, in result order."""
-    names = assign_interface_names(
-        [(str(r["request"]), configs[str(r["request"])]) for r in results]
-    )
-    records = []
-    for result, if_name in zip(results, names, strict=True):
-        key = DeviceKey(str(result["driver"]), str(result["pool"]), str(result["device"]))
-        device = devices.get(key)
-        pci = device.attribute(ATTR_PCI_ADDRESS) if device else None
-        nad = nad_refs.get(str(result["request"]))
-        records.append(
-            allocation_record.AllocatedVf(
-                request=str(result["request"]),
-                pool=key.pool,
-                device=key.device,
-                node=node,
-                pf=str((device.attribute(ATTR_PF_NAME) if device else None) or ""),
-                pciAddress=str(pci or naming.pci_address(key.device)),
-                vfIndex=int((device.attribute(ATTR_VF_ID) if device else None) or 0),
-                ifName=if_name,
-                nad=f"{nad[0]}/{nad[1]}" if nad else "",
-            )
-        )
-    return records
 
 
 class ClaimReconciler:
@@ -268,13 +169,7 @@ class ClaimReconciler:
         if FINALIZER not in (_meta(claim).get("finalizers") or []):
             return
         self.yielded[uid] = time.monotonic() + self.settings.yield_seconds
-        message = (
-            "the allocation this operator wrote was cleared by someone else (kube-scheduler "
-            "does so when a pod of this claim fits no node where the VF is); the operator "
-            f"leaves the claim to the scheduler while a pod is pending on it and for at least "
-            f"{self.settings.yield_seconds:g} s; fix: check the pod's node constraints "
-            "(kubectl describe pod) if this repeats"
-        )
+        message = claim_messages.cleared_by_scheduler(self.settings.yield_seconds)
         self.events.post_later(
             claim, warning=False, reason="AllocationClearedByScheduler", message=message
         )
@@ -401,13 +296,7 @@ class ClaimReconciler:
             nad = self.cache.nads.get(ref)
             if nad is None:
                 self.waiting.wait_for_nad(uid, ref)
-                raise NadNotFound(
-                    f"NetworkAttachmentDefinition {ref[0]}/{ref[1]} named by request "
-                    f"{request!r} does not exist",
-                    field="netAttachDefName",
-                    fix=f"create NetworkAttachmentDefinition {ref[1]} in namespace {ref[0]} "
-                    "(the claim is allocated as soon as it exists) or correct netAttachDefName",
-                )
+                raise claim_messages.nad_not_found(ref, request)
             self.waiting.wait_for_nad(uid, ref)
             conf = parse_nad_config(
                 str((nad.get("spec") or {}).get("config") or ""), nad=f"{ref[0]}/{ref[1]}"
@@ -520,12 +409,7 @@ class ClaimReconciler:
         written = await self.writer.write_allocation(marked, status)
         self.record(written)
         self.metrics.allocations.labels(allocation.node).inc()
-        vfs = ", ".join(
-            f"VF {r.pci_address} (vfIndex {r.vf_index}, device {r.pool}/{r.device}) of PF "
-            f"{r.pf or '?'} as {r.if_name}" + (f" for NAD {r.nad}" if r.nad else "")
-            for r in records
-        )
-        message = f"allocated {vfs} on node {allocation.node}"
+        message = claim_messages.allocated(records, allocation.node)
         # The allocation is done; the explanation need not hold up the next claim.
         self.events.post_later(written, warning=False, reason="Allocated", message=message)
         for r in records:
@@ -577,12 +461,7 @@ class ClaimReconciler:
             claim, node=node, annotation=allocation_record.encode(records)
         )
         self.record(adopted)
-        vfs = ", ".join(f"VF {r.pci_address} as {r.if_name}" for r in records)
-        message = (
-            f"kube-scheduler allocated {vfs} on node {node} for a pod that came before the "
-            f"operator; adopted: removed finalizer {KUBE_DELETE_PROTECTION} so the claim "
-            "keeps its VF when the pod goes (delete the claim to free it)"
-        )
+        message = claim_messages.adopted(records, node)
         self.events.post_later(adopted, warning=False, reason="Adopted", message=message)
         log.info(message, extra=_log_extra(adopted, node=node))
         return adopted
@@ -644,11 +523,8 @@ class ClaimReconciler:
                 if not await self._node_gone(node):
                     await self._await_release(claim, node)
                     return
-                message = (
-                    f"node {node} no longer exists (its Node object was deleted), so no node "
-                    f"agent will release {self._devices_text(uid)}: the VF went with the node; "
-                    f"released without the agent: allocation cleared, finalizer {FINALIZER} "
-                    "removed"
+                message = claim_messages.released_without_agent(
+                    node, claim_messages.devices_text(self.cache.devices_of(uid))
                 )
                 await self.events.post(
                     claim, warning=True, reason="ReleasedWithoutAgent", message=message
@@ -669,9 +545,6 @@ class ClaimReconciler:
         return allocation_node(allocation) or str(
             (_meta(claim).get("labels") or {}).get(NODE_LABEL) or ""
         )
-
-    def _devices_text(self, uid: str) -> str:
-        return ", ".join(f"device {k.pool}/{k.device}" for k in sorted(self.cache.devices_of(uid)))
 
     async def _node_gone(self, node: str) -> bool:
         """The claim's Node is gone: the watch says so and the apiserver confirms it."""
@@ -696,13 +569,7 @@ class ClaimReconciler:
         if remaining > 0:
             self.requeue.add_after(uid, remaining)
             return
-        message = (
-            f"the claim is deleted; {self._devices_text(uid)} stays allocated until the "
-            f"sriov-dra agent on node {node} has detached and reset it and set annotation "
-            f"{RELEASED_ANNOTATION}={uid} on this claim; then the allocation and finalizer "
-            f"{FINALIZER} go; fix: check the agent pod on node {node} (kubectl -n sriov-dra "
-            f"get pods -o wide --field-selector spec.nodeName={node}) and its log; if node "
-            f"{node} is gone for good, delete its Node object (kubectl delete node {node}) and "
-            "the operator releases the claim without the agent"
+        message = claim_messages.awaiting_release(
+            uid, node, claim_messages.devices_text(self.cache.devices_of(uid))
         )
         await self.events.post(claim, warning=False, reason="AwaitingRelease", message=message)

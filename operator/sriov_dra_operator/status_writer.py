@@ -70,6 +70,16 @@ def finalizers_with(claim: Mapping[str, Any], present: bool) -> list[str]:
     return [*others, FINALIZER] if present else others
 
 
+def has_marks(claim: Mapping[str, Any]) -> bool:
+    """The claim carries our finalizer, node label or allocation annotation (:func:`mark_patch`)."""
+    meta = claim.get("metadata") or {}
+    return (
+        FINALIZER in (meta.get("finalizers") or [])
+        or NODE_LABEL in (meta.get("labels") or {})
+        or ALLOCATION_ANNOTATION in (meta.get("annotations") or {})
+    )
+
+
 def mark_patch(claim: Mapping[str, Any], *, node: str, annotation: str) -> Body:
     """Merge patch: our finalizer, the node label and the allocation annotation."""
     return {
