@@ -3,7 +3,7 @@
 Builds one simulated node (its own netns names, removed at the end), starts one
 pod process in its own netns, and measures over N cycles (default 200):
 
-- attach + detach through ``NodeHardware`` (record writes, identity lookups, move,
+- attach + detach through ``VfLifecycle`` (record writes, identity lookups, move,
   rename, MAC/MTU, up, host-local ADD, addresses and routes; then DEL, move back,
   restore name/MAC/MTU);
 - baselines from the same run: the bare netlink move + rename + up and back (two
@@ -35,9 +35,10 @@ sys.path[:0] = [str(ROOT / "operator"), str(ROOT / "node_agent")]
 
 from pyroute2 import IPRoute  # noqa: E402
 from sriov_dra_agent.attach import ipam  # noqa: E402
+from sriov_dra_agent.attach.pod_network import PodNetwork  # noqa: E402
 from sriov_dra_agent.vf.backends.simulated import SimulatedBackend  # noqa: E402
 from sriov_dra_agent.vf.backends.simulated_nic import SimPf, SimulatedNic  # noqa: E402
-from sriov_dra_agent.vf.lifecycle import NodeHardware  # noqa: E402
+from sriov_dra_agent.vf.lifecycle import VfLifecycle  # noqa: E402
 from sriov_dra_agent.vf.records import ClaimRef  # noqa: E402
 
 
@@ -86,20 +87,22 @@ def main() -> int:
         while os.stat(f"/proc/{pod.pid}/ns/net").st_ino == os.stat("/proc/self/ns/net").st_ino:
             time.sleep(0.01)
         pod_ns = f"/proc/{pod.pid}/ns/net"
-        hw = NodeHardware(SimulatedBackend(nic), state_dir=work / "state")
+        backend = SimulatedBackend(nic)
+        pods = PodNetwork(backend)
+        lifecycle = VfLifecycle(backend, pods, state_dir=work / "state")
         claim = ClaimRef(uid="bench-uid", namespace="bench", name="claim")
         conf = _netconf(work / "ipam")
 
         def attach_detach(_: int) -> None:
-            hw.attach(
+            lifecycle.attach(
                 "0000:3b:02.0", claim, "vf", netns=pod_ns, if_name="net1", netconf=conf,
                 mac="02:00:00:77:00:01", mtu=1400,
             )  # fmt: skip
-            hw.detach("0000:3b:02.0")
+            lifecycle.detach("0000:3b:02.0")
 
         full = _time(args.cycles, attach_detach)
-        hw.release("0000:3b:02.0")
-        hw.close()
+        lifecycle.release("0000:3b:02.0")
+        pods.close()
 
         with IPRoute(netns=nic.host_ns, flags=0) as host, IPRoute(netns=pod_ns, flags=0) as inpod:
             (index,) = host.link_lookup(ifname="simpf0v1")
@@ -127,7 +130,7 @@ def main() -> int:
 
     baseline = statistics.median(netlink) + statistics.median(cni)
     rows = [
-        ("attach + detach (NodeHardware)", full),
+        ("attach + detach (VfLifecycle)", full),
         ("bare netlink move+rename+up and back", netlink),
         ("bare host-local ADD + DEL exec", cni),
     ]

@@ -32,6 +32,7 @@ from sriov_dra.errors import SriovDraError
 from sriov_dra_agent.attach.attach_socket import AttachServer
 from sriov_dra_agent.attach.attacher import ClaimAttacher
 from sriov_dra_agent.attach.host_hook import install_host_hook
+from sriov_dra_agent.attach.pod_network import PodNetwork
 from sriov_dra_agent.cluster.claim_locks import ClaimLocks
 from sriov_dra_agent.cluster.claim_manager import ClaimManager, ManagerConfig
 from sriov_dra_agent.cluster.claim_watcher import ClaimWatcher
@@ -46,7 +47,7 @@ from sriov_dra_agent.metrics import AgentMetrics, HttpEndpoints
 from sriov_dra_agent.settings import AgentSettings
 from sriov_dra_agent.settings import configure_parser as _configure_parser
 from sriov_dra_agent.vf.backends import make_backend
-from sriov_dra_agent.vf.lifecycle import NodeHardware
+from sriov_dra_agent.vf.lifecycle import VfLifecycle
 
 logger = logging.getLogger("sriov_dra_agent")
 
@@ -70,9 +71,8 @@ class Agent:
             sysfs_root=settings.sysfs_root,
             sim_prefix=settings.sim_prefix,
         )
-        self.hardware = NodeHardware(
-            self.backend, state_dir=settings.state_dir / "vfs", cni_path=settings.cni_path
-        )
+        self.pods = PodNetwork(self.backend, cni_path=settings.cni_path)
+        self.hardware = VfLifecycle(self.backend, self.pods, state_dir=settings.state_dir / "vfs")
         self.publisher = SlicePublisher(
             api,
             node=settings.node_name,
@@ -194,7 +194,7 @@ class Agent:
                 await self.plugin.stop()
         finally:
             await self.attach_server.stop()
-            self.hardware.close()
+            self.pods.close()
         logger.info("agent stopped", extra={"node": self.settings.node_name})
 
 

@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 from netns_helpers import Pod
 from pyroute2 import netns
+from sriov_dra_agent.attach.pod_network import PodNetwork
 from sriov_dra_agent.vf.backends.simulated import SimulatedBackend
 from sriov_dra_agent.vf.backends.simulated_nic import SimPf, SimulatedNic
-from sriov_dra_agent.vf.lifecycle import NodeHardware
+from sriov_dra_agent.vf.lifecycle import VfLifecycle
 
 HOST_LOCAL = Path("/usr/lib/cni/host-local")
 
@@ -80,26 +81,26 @@ def make_node(prefix: str, tmp_path: Path) -> Iterator[Callable[..., SimulatedNi
 
 
 @pytest.fixture
-def make_hardware() -> Iterator[Callable[..., NodeHardware]]:
-    """NodeHardware objects, closed after the test (a cached host netns socket would
-    keep a destroyed node's netns alive)."""
-    made: list[NodeHardware] = []
+def make_lifecycle() -> Iterator[Callable[..., VfLifecycle]]:
+    """VfLifecycle objects, their PodNetwork closed after the test (a cached host netns
+    socket would keep a destroyed node's netns alive)."""
+    made: list[VfLifecycle] = []
 
-    def make(backend: SimulatedBackend, state_dir: Path) -> NodeHardware:
-        hw = NodeHardware(backend, state_dir=state_dir)
-        made.append(hw)
-        return hw
+    def make(backend: SimulatedBackend, state_dir: Path) -> VfLifecycle:
+        lifecycle = VfLifecycle(backend, PodNetwork(backend), state_dir=state_dir)
+        made.append(lifecycle)
+        return lifecycle
 
     yield make
-    for hw in made:
-        hw.close()
+    for lifecycle in made:
+        lifecycle.pods.close()
 
 
 @pytest.fixture
-def hardware(
+def lifecycle(
     make_node: Callable[..., SimulatedNic],
-    make_hardware: Callable[..., NodeHardware],
+    make_lifecycle: Callable[..., VfLifecycle],
     tmp_path: Path,
-) -> NodeHardware:
-    """NodeHardware over one simulated node ``n1`` with 4 VFs on ``simpf0``."""
-    return make_hardware(SimulatedBackend(make_node()), tmp_path / "state-n1")
+) -> VfLifecycle:
+    """The VF lifecycle over one simulated node ``n1`` with 4 VFs on ``simpf0``."""
+    return make_lifecycle(SimulatedBackend(make_node()), tmp_path / "state-n1")

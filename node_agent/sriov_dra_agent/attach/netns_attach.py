@@ -5,29 +5,27 @@ A VF netdev is recognised by identity, never by name alone: the backend tells
 parent device, a simulated one by its alias), and every function here takes that
 test as ``is_vf``. Each function looks first, then plans only the steps
 still missing (:func:`plan_into_pod`, :func:`plan_back_to_host`), so any of them
-can be re-run after a crash at any point. Namespaces are always opened with
-``flags=0``: a missing one is an error, never silently created.
+can be re-run after a crash at any point.
 
-Opening a socket in another netns costs pyroute2 a fork (~15-20 ms), so the
-functions take open sockets: one pod socket serves every step of an attach or a
-detach, and the node's host netns socket is kept by :class:`NetnsSockets`.
+Opening a socket in another netns costs a fork (see :mod:`~sriov_dra_agent.attach.netns`),
+so the functions take open sockets: one pod socket serves every step of an attach or
+a detach.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
-import os
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
-from sriov_dra.errors import AttachError, DeviceBusy, NetnsNotFound, SriovDraError
+from sriov_dra.errors import AttachError, DeviceBusy
 
 from sriov_dra_agent.attach.ipam import IpamResult
+from sriov_dra_agent.attach.netns import host_netns_path
 
 IFF_UP: Final = 1
 
@@ -53,123 +51,6 @@ class Step:
 
     action: str
     value: str | int | None = None
-
-
-def netns_id(path: str) -> tuple[int, int]:
-    """(device, inode) of a netns file: tells a reused ``/proc/<pid>`` path apart.
-
-    Raises :class:`NetnsNotFound` when the path does not exist.
-    """
-    try:
-        st = os.stat(path)
-    except FileNotFoundError as exc:
-        raise NetnsNotFound(
-            f"network namespace {path} does not exist",
-            field="netns",
-            fix="the pod's sandbox is gone; the runtime will retry with a new one",
-        ) from exc
-    return st.st_dev, st.st_ino
-
-
-def netns_alive(path: str, expected: tuple[int, int] | None) -> bool:
-    """True when ``path`` exists and (if given) is still the same netns."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return False
-    return expected is None or (st.st_dev, st.st_ino) == tuple(expected)
-
-
-def host_netns_path(host_netns: str | None) -> str:
-    """The path to move a VF back to: the backend's host netns or the agent's own."""
-    return host_netns or f"/proc/{os.getpid()}/ns/net"
-
-
-def netns_socket(path: str) -> IPRoute:
-    """A new IPRoute in netns ``path`` (the caller closes it); never creates a netns."""
-    try:
-        return IPRoute(netns=path, flags=0)
-    except FileNotFoundError as exc:
-        raise NetnsNotFound(
-            f"network namespace {path} does not exist",
-            field="netns",
-            fix="the pod's sandbox is gone; the runtime will retry with a new one",
-        ) from exc
-
-
-@contextlib.contextmanager
-def open_netns(path: str | None) -> Iterator[IPRoute]:
-    """IPRoute in netns ``path`` (``None`` = ours), closed on exit; never creates a netns."""
-    if path is None:
-        with IPRoute() as ipr:
-            yield ipr
-        return
-    with netns_socket(path) as ipr:
-        yield ipr
-
-
-class NetnsSockets:
-    """IPRoute sockets into long-lived netns (the node's host netns), kept open for reuse.
-
-    An IPRoute must stay with the thread that made it, and the agent calls the
-    hardware from ``asyncio.to_thread``'s pool, so each thread keeps its own. A
-    socket is reopened when its path names another netns now (a rebuilt simulated
-    node) and dropped after any error that is not a netlink answer. Never use it
-    for pod netns: an open socket keeps its netns alive.
-    """
-
-    def __init__(self) -> None:
-        self._local = threading.local()
-        self._all: list[IPRoute] = []
-        self._guard = threading.Lock()
-
-    def _cache(self) -> dict[str | None, tuple[tuple[int, int] | None, IPRoute]]:
-        cache: dict[str | None, tuple[tuple[int, int] | None, IPRoute]] | None = getattr(
-            self._local, "sockets", None
-        )
-        if cache is None:
-            cache = self._local.sockets = {}
-        return cache
-
-    def _drop(self, path: str | None) -> None:
-        entry = self._cache().pop(path, None)
-        if entry is not None:
-            with self._guard:
-                if entry[1] in self._all:
-                    self._all.remove(entry[1])
-            with contextlib.suppress(Exception):
-                entry[1].close()
-
-    @contextlib.contextmanager
-    def open(self, path: str | None) -> Iterator[IPRoute]:
-        """This thread's socket in netns ``path`` (``None`` = ours), opened on first use."""
-        ident = netns_id(path) if path is not None else None
-        entry = self._cache().get(path)
-        if entry is not None and entry[0] != ident:
-            self._drop(path)
-            entry = None
-        if entry is None:
-            ipr = IPRoute() if path is None else netns_socket(path)
-            with self._guard:
-                self._all.append(ipr)
-            entry = (ident, ipr)
-            self._cache()[path] = entry
-        try:
-            yield entry[1]
-        except (NetlinkError, SriovDraError):
-            raise
-        except BaseException:
-            self._drop(path)
-            raise
-
-    def close(self) -> None:
-        """Close every thread's sockets (the threads reopen on their next use)."""
-        with self._guard:
-            sockets, self._all = self._all, []
-        for ipr in sockets:
-            with contextlib.suppress(Exception):
-                ipr.close()
-        self._local = threading.local()
 
 
 def _view(link: Any) -> LinkView:

@@ -29,10 +29,10 @@ from sriov_dra.errors import NadNotFound, SriovDraError
 from sriov_dra.nad import SriovNetConf, parse_nad_config
 from sriov_dra.naming import pci_address
 
-from sriov_dra_agent.attach import netns_attach
+from sriov_dra_agent.attach.netns import netns_alive
 from sriov_dra_agent.cluster import claim_devices
 from sriov_dra_agent.cluster.claim_devices import ClaimDevice
-from sriov_dra_agent.cluster.device_status import DeviceState, DeviceStatusWriter, NetworkData
+from sriov_dra_agent.cluster.device_status import DeviceState, DeviceStatusWriter
 from sriov_dra_agent.cluster.events import EventRecorder
 from sriov_dra_agent.cluster.kube_api import KubeApi
 from sriov_dra_agent.cluster.nad_cache import NadCache
@@ -43,7 +43,7 @@ from sriov_dra_agent.kubelet.checkpoint import (
 )
 from sriov_dra_agent.metrics import AgentMetrics
 from sriov_dra_agent.vf.inventory import Inventory
-from sriov_dra_agent.vf.lifecycle import NodeHardware
+from sriov_dra_agent.vf.lifecycle import VfLifecycle
 from sriov_dra_agent.vf.records import ClaimRef as RecordClaim
 from sriov_dra_agent.vf.records import VfRecord
 from sriov_dra_agent.vf.vf_settings import VfSettings, settings_from_netconf
@@ -89,7 +89,7 @@ class ClaimManager:
         config: ManagerConfig,
         *,
         api: KubeApi,
-        hardware: NodeHardware,
+        hardware: VfLifecycle,
         status: DeviceStatusWriter,
         events: EventRecorder,
         metrics: AgentMetrics,
@@ -215,7 +215,7 @@ class ClaimManager:
             if mine and record is not None and record.attachment is not None:
                 att = record.attachment
                 if att.phase == "attached":
-                    network = NetworkData(att.if_name, att.ips, att.hardware_address)
+                    network = att.network_data()
             data: dict[str, Any] = {"pciAddress": device.pci_address, "ifName": device.if_name}
             if device.nad:
                 data["networkAttachmentDefinition"] = "/".join(device.nad)
@@ -491,7 +491,7 @@ class ClaimManager:
             att = candidate.attachment
             if att is None or att.phase != "attached":
                 continue
-            if netns_attach.netns_alive(att.netns, att.netns_id):
+            if netns_alive(att.netns, att.netns_id):
                 continue
             uid = candidate.claim.uid
             async with locks.hold(uid):

@@ -20,18 +20,12 @@ from typing import Any, Final
 
 from sriov_dra_agent.cluster.claim_devices import ClaimDevice, meta, ref
 from sriov_dra_agent.cluster.kube_api import ApiException, KubeApi
+from sriov_dra_agent.vf.records import NetworkData
 
 logger = logging.getLogger(__name__)
 
 MAX_DATA_BYTES: Final = 10 * 1024
 MAX_CONDITION_MESSAGE: Final = 32768
-
-
-@dataclass(frozen=True)
-class NetworkData:
-    interface_name: str
-    ips: tuple[str, ...]
-    hardware_address: str
 
 
 @dataclass(frozen=True)
@@ -121,11 +115,7 @@ def build_entries(
             "conditions": conditions,
         }
         if state.network is not None:
-            entry["networkData"] = {
-                "interfaceName": state.network.interface_name,
-                "ips": list(state.network.ips)[:16],
-                "hardwareAddress": state.network.hardware_address,
-            }
+            entry["networkData"] = state.network.as_status()
         data = small_data(state.data)
         if data:
             entry["data"] = data

@@ -3,58 +3,47 @@
 The agent's orchestration calls only this class (synchronously, e.g. through
 ``asyncio.to_thread``). Each public method is idempotent and writes a
 :class:`~sriov_dra_agent.vf.records.VfRecord` before every change it makes, so it
-can be re-run, or undone by :meth:`NodeHardware.sweep`, after a crash at any point.
-Calls for one VF are serialised; different VFs proceed in parallel.
+can be re-run, or undone by :meth:`VfLifecycle.sweep`, after a crash at any point.
+Calls for one VF are serialised; different VFs proceed in parallel. Programming and
+restoring go through the backend; moving the netdev into a pod's netns and back,
+with its addresses, is :class:`~sriov_dra_agent.attach.pod_network.PodNetwork`'s.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
-import time
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field
-from sriov_dra.errors import AttachError, DeviceBusy, IpamError, NetnsNotFound, SriovDraError
+from sriov_dra.errors import AttachError, DeviceBusy, SriovDraError
 
-from sriov_dra_agent.attach import ipam, netns_attach
-from sriov_dra_agent.attach.ipam import DEFAULT_CNI_PATH
+from sriov_dra_agent.attach import ipam
+from sriov_dra_agent.attach.netns import netns_alive
+from sriov_dra_agent.attach.netns import netns_id as netns_ident
+from sriov_dra_agent.attach.pod_network import PodNetwork
 from sriov_dra_agent.vf import vf_settings
 from sriov_dra_agent.vf.backends.base import KERNEL_DEFAULT, USERSPACE_DRIVERS, VfBackend
 from sriov_dra_agent.vf.inventory import Inventory, VfInfo
-from sriov_dra_agent.vf.records import Attachment, ClaimRef, RecordStore, VfRecord
+from sriov_dra_agent.vf.records import (
+    Attachment,
+    ClaimRef,
+    NetworkData,
+    RecordStore,
+    VfRecord,
+    log_context,
+)
 from sriov_dra_agent.vf.vf_settings import ApplyResult, VfSettings
 
 log = logging.getLogger(__name__)
 
 DEFAULT_STATE_DIR: Final = Path("/var/lib/sriov-dra/vfs")
-RETURN_TIMEOUT_SECONDS: Final = 3.0
-
-
-class NetworkData(BaseModel):
-    """``status.devices[].networkData`` of one VF."""
-
-    model_config = ConfigDict(frozen=True)
-
-    interface_name: str
-    ips: tuple[str, ...] = ()
-    """CIDR strings."""
-    hardware_address: str = ""
-
-    def as_status(self) -> dict[str, Any]:
-        """The camelCase dict for ``networkData``."""
-        return {
-            "interfaceName": self.interface_name,
-            "ips": list(self.ips),
-            "hardwareAddress": self.hardware_address,
-        }
 
 
 class SweepReport(BaseModel):
-    """What :meth:`NodeHardware.sweep` repaired."""
+    """What :meth:`VfLifecycle.sweep` repaired."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -68,30 +57,17 @@ class SweepReport(BaseModel):
     """PCI address -> error, for what could not be repaired yet (retry later)."""
 
 
-class NodeHardware:
+class VfLifecycle:
     """One node's VFs, through one backend, with records under ``state_dir``."""
 
     def __init__(
-        self,
-        backend: VfBackend,
-        *,
-        state_dir: Path = DEFAULT_STATE_DIR,
-        cni_path: str = DEFAULT_CNI_PATH,
+        self, backend: VfBackend, pods: PodNetwork, *, state_dir: Path = DEFAULT_STATE_DIR
     ) -> None:
         self.backend = backend
+        self.pods = pods
         self.records = RecordStore(state_dir)
-        self.cni_path = cni_path
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
-        self._host_sockets = netns_attach.NetnsSockets()
-
-    def close(self) -> None:
-        """Close the cached host netns sockets (reopened if used again)."""
-        self._host_sockets.close()
-
-    def _host(self) -> contextlib.AbstractContextManager[Any]:
-        """This thread's cached socket in the node's host netns."""
-        return self._host_sockets.open(self.backend.host_netns())
 
     # --- helpers -------------------------------------------------------------------------
 
@@ -100,10 +76,7 @@ class NodeHardware:
             return self._locks.setdefault(pci, threading.Lock())
 
     def _ctx(self, record: VfRecord | None, pci: str, **more: Any) -> dict[str, Any]:
-        ctx: dict[str, Any] = {"node": self.backend.node, "vf": pci, **more}
-        if record is not None:
-            ctx.update(claim=record.claim.ref(), uid=record.claim.uid, pf=record.pf_name)
-        return ctx
+        return log_context(self.backend.node, record, pci, **more)
 
     def discover(self) -> Inventory:
         """Walk the (real or simulated) sysfs tree now."""
@@ -199,8 +172,7 @@ class NodeHardware:
             if record.claim.uid != claim.uid:
                 raise self._busy(record, claim)
             return record
-        with self._host() as host:
-            link = netns_attach.find_vf(host, vf.pci_address, self.backend.is_vf_netdev)
+        link = self.pods.host_link(vf.pci_address)
         record = VfRecord(
             pci_address=vf.pci_address,
             pf_name=vf.pf_name,
@@ -240,7 +212,7 @@ class NodeHardware:
         failure the VF goes back to the host and the address is released before the
         error is raised: :class:`~sriov_dra.errors.NetnsNotFound`,
         :class:`DeviceBusy` (VF held by another claim or pod, or ``if_name`` taken),
-        :class:`IpamError`, :class:`AttachError`.
+        :class:`~sriov_dra.errors.IpamError`, :class:`AttachError`.
         """
         with self._lock(pci):
             record = self.records.get(pci)
@@ -248,20 +220,16 @@ class NodeHardware:
                 record = self._ensure_record(self.vf(pci), claim, request)
             if record.claim.uid != claim.uid:
                 raise self._busy(record, claim)
-            netns_id = netns_attach.netns_id(netns)
+            netns_id = netns_ident(netns)
             current = record.attachment
             if current is not None:
                 same = current.netns == netns and tuple(current.netns_id or ()) == netns_id
                 if same and current.phase == "attached" and current.if_name == if_name:
-                    return NetworkData(
-                        interface_name=current.if_name,
-                        ips=current.ips,
-                        hardware_address=current.hardware_address,
-                    )
+                    return current.network_data()
                 if (
                     not same
                     and current.phase == "attached"
-                    and netns_attach.netns_alive(current.netns, current.netns_id)
+                    and netns_alive(current.netns, current.netns_id)
                 ):
                     raise DeviceBusy(
                         f"VF {pci} is attached to another pod netns {current.netns}",
@@ -314,8 +282,7 @@ class NodeHardware:
         Looked up at attach, not right after binding: drivers such as iavf register
         their netdev asynchronously after the probe.
         """
-        with self._host() as host:
-            link = netns_attach.find_vf(host, record.pci_address, self.backend.is_vf_netdev)
+        link = self.pods.host_link(record.pci_address)
         if link is None:
             return record
         record = record.model_copy(
@@ -330,49 +297,19 @@ class NodeHardware:
         return record
 
     def _attach_steps(self, record: VfRecord, attachment: Attachment) -> NetworkData:
-        pci = record.pci_address
-        # One pod socket for every step: each open costs pyroute2 a fork.
-        with netns_attach.open_netns(attachment.netns) as pod:
-            with self._host() as host:
-                link = netns_attach.move_into_pod(
-                    pod,
-                    host,
-                    pci=pci,
-                    is_vf=self.backend.is_vf_netdev,
-                    pod_netns=attachment.netns,
-                    if_name=attachment.if_name,
-                    mac=attachment.mac,
-                    mtu=attachment.mtu,
-                )
-            ips: list[str] = []
-            if attachment.ipam_conf is not None:
-                result = ipam.ipam_add(
-                    attachment.ipam_conf,
-                    container=attachment.container_id,
-                    ifname=attachment.if_name,
-                    netns=attachment.netns,
-                    cni_path=self.cni_path,
-                )
-                ips = netns_attach.configure_addresses(
-                    pod,
-                    pod_netns=attachment.netns,
-                    pci=pci,
-                    is_vf=self.backend.is_vf_netdev,
-                    result=result,
-                )
-        done = attachment.model_copy(
-            update={"phase": "attached", "ips": tuple(ips), "hardware_address": link.mac}
-        )
+        done = self.pods.connect(record, attachment)
         self.records.put(record.model_copy(update={"attachment": done}))
         log.info(
             "VF attached",
             extra=self._ctx(
-                record, pci, netns=attachment.netns, ifname=attachment.if_name, ips=ips
+                record,
+                record.pci_address,
+                netns=attachment.netns,
+                ifname=attachment.if_name,
+                ips=list(done.ips),
             ),
         )
-        return NetworkData(
-            interface_name=attachment.if_name, ips=tuple(ips), hardware_address=link.mac
-        )
+        return done.network_data()
 
     def detach(self, pci: str) -> None:
         """Undo VF ``pci``'s attachment: IPAM DEL, VF back in the host netns with its name,
@@ -393,75 +330,11 @@ class NodeHardware:
             update={"attachment": attachment.model_copy(update={"phase": "detaching"})}
         )
         self.records.put(record)
-        if attachment.ipam_conf is not None:
-            ipam.ipam_del(
-                attachment.ipam_conf,
-                container=attachment.container_id,
-                ifname=attachment.if_name,
-                netns=attachment.netns
-                if netns_attach.netns_alive(attachment.netns, attachment.netns_id)
-                else "",
-                cni_path=self.cni_path,
-            )
-        self._return_to_host(record, attachment)
+        self.pods.disconnect(record, attachment)
         record = record.model_copy(update={"attachment": None})
         self.records.put(record)
         log.info("VF detached", extra=self._ctx(record, pci, netns=attachment.netns))
         return record
-
-    def _return_to_host(self, record: VfRecord, attachment: Attachment | None) -> None:
-        pod = None
-        if attachment is not None and netns_attach.netns_alive(
-            attachment.netns, attachment.netns_id
-        ):
-            pod = attachment.netns
-        assert record.host_ifname is not None
-        kwargs: dict[str, Any] = {
-            "pci": record.pci_address,
-            "is_vf": self.backend.is_vf_netdev,
-            "host_netns": self.backend.host_netns(),
-            "host_name": record.host_ifname,
-            "host_mac": record.host_mac,
-            "host_mtu": record.host_mtu,
-        }
-        with self._pod_socket(pod) as pod_socket, self._host() as host:
-            if netns_attach.move_to_host(host, pod_socket, pod_netns=pod, **kwargs) is not None:
-                return
-        # A dead netns is torn down asynchronously: a real VF reappears in the host, a
-        # simulated one's veth pair vanishes (then repair() recreates it). Give it a moment.
-        deadline = time.monotonic() + RETURN_TIMEOUT_SECONDS
-        while True:
-            recreated = self.backend.repair()
-            if recreated:
-                log.info(
-                    "simulated VFs recreated",
-                    extra=self._ctx(record, record.pci_address, recreated=recreated),
-                )
-            with self._host() as host:
-                if netns_attach.move_to_host(host, None, pod_netns=None, **kwargs) is not None:
-                    return
-            if time.monotonic() > deadline:
-                raise AttachError(
-                    f"VF {record.pci_address} is not back in the host netns yet",
-                    field="vf",
-                    fix="its pod netns is still held by some process; the sweep retries",
-                )
-            time.sleep(0.05)
-
-    @staticmethod
-    @contextlib.contextmanager
-    def _pod_socket(path: str | None) -> Iterator[Any]:
-        """A socket in pod netns ``path``; ``None`` when there is none or it is gone."""
-        if path is None:
-            yield None
-            return
-        try:
-            pod = netns_attach.netns_socket(path)
-        except NetnsNotFound:
-            yield None
-            return
-        with pod:
-            yield pod
 
     # --- release -------------------------------------------------------------------------
 
@@ -481,7 +354,7 @@ class NodeHardware:
                 self.backend.restore_driver(vf, record.original_driver, record.original_override)
             if record.host_ifname is not None and not record.adopted_netdev:
                 # A VF whose earlier detach found it nowhere must be back before we forget it.
-                self._return_to_host(record, None)
+                self.pods.return_to_host(record, None)
             self.records.delete(pci)
             log.info(
                 "VF released", extra=self._ctx(record, pci, restored=list(restore.fields_set()))
@@ -527,23 +400,4 @@ class NodeHardware:
         attachment = record.attachment
         if attachment is None or attachment.phase != "attached":
             return False
-        if not netns_attach.netns_alive(attachment.netns, attachment.netns_id):
-            return False
-        try:
-            with netns_attach.open_netns(attachment.netns) as pod:
-                link = netns_attach.find_vf(pod, record.pci_address, self.backend.is_vf_netdev)
-        except (AttachError, OSError):
-            return False
-        return link is not None and link.name == attachment.if_name
-
-
-__all__ = [
-    "DEFAULT_CNI_PATH",
-    "DEFAULT_STATE_DIR",
-    "ClaimRef",
-    "IpamError",
-    "NetworkData",
-    "NodeHardware",
-    "SweepReport",
-    "VfSettings",
-]
+        return self.pods.holds(record.pci_address, attachment)

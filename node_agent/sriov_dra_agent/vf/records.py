@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,6 +35,24 @@ class ClaimRef(BaseModel):
         return f"{self.namespace}/{self.name}"
 
 
+@dataclass(frozen=True)
+class NetworkData:
+    """``status.devices[].networkData`` of one VF in a pod."""
+
+    interface_name: str
+    ips: tuple[str, ...] = ()
+    """CIDR strings."""
+    hardware_address: str = ""
+
+    def as_status(self) -> dict[str, Any]:
+        """The camelCase dict for ``networkData`` (the API takes at most 16 IPs)."""
+        return {
+            "interfaceName": self.interface_name,
+            "ips": list(self.ips)[:16],
+            "hardwareAddress": self.hardware_address,
+        }
+
+
 class Attachment(BaseModel):
     """A VF in (or on its way into or out of) a pod's netns."""
 
@@ -52,6 +71,10 @@ class Attachment(BaseModel):
     """The exact IPAM stdin used for ADD, kept for DEL even if the NAD changes."""
     ips: tuple[str, ...] = ()
     hardware_address: str = ""
+
+    def network_data(self) -> NetworkData:
+        """What the pod got: its interface, addresses and MAC."""
+        return NetworkData(self.if_name, self.ips, self.hardware_address)
 
 
 class VfRecord(BaseModel):
@@ -93,6 +116,14 @@ class VfRecord(BaseModel):
     def userspace(self) -> bool:
         """Bound to vfio-pci or a DPDK driver: no netdev to attach, whatever the VfConfig said."""
         return self.held_driver in USERSPACE_DRIVERS
+
+
+def log_context(node: str, record: VfRecord | None, pci: str, **more: Any) -> dict[str, Any]:
+    """The ``extra`` of a log line about VF ``pci``: node, VF and, when held, its claim and PF."""
+    ctx: dict[str, Any] = {"node": node, "vf": pci, **more}
+    if record is not None:
+        ctx.update(claim=record.claim.ref(), uid=record.claim.uid, pf=record.pf_name)
+    return ctx
 
 
 class RecordStore:

@@ -1,0 +1,182 @@
+"""One VF netdev into a pod's netns and back, with the pod's addresses (the kernel side).
+
+:class:`PodNetwork` does the netlink and IPAM work of an attach or a detach; the VF
+lifecycle (:class:`~sriov_dra_agent.vf.lifecycle.VfLifecycle`) decides when, holds
+the VF's lock and writes its record before each call, so every method here may be
+re-run after a crash at any point.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any, Final
+
+from pyroute2 import IPRoute
+from sriov_dra.errors import AttachError, NetnsNotFound
+
+from sriov_dra_agent.attach import ipam, netns_attach
+from sriov_dra_agent.attach.ipam import DEFAULT_CNI_PATH
+from sriov_dra_agent.attach.netns import NetnsSockets, netns_alive, netns_socket, open_netns
+from sriov_dra_agent.attach.netns_attach import LinkView
+from sriov_dra_agent.vf.backends.base import VfBackend
+from sriov_dra_agent.vf.records import Attachment, VfRecord, log_context
+
+log = logging.getLogger(__name__)
+
+RETURN_TIMEOUT_SECONDS: Final = 3.0
+
+
+class PodNetwork:
+    """Moves one node's VF netdevs (through ``backend``) into pod netns and back."""
+
+    def __init__(self, backend: VfBackend, *, cni_path: str = DEFAULT_CNI_PATH) -> None:
+        self.backend = backend
+        self.cni_path = cni_path
+        self._host_sockets = NetnsSockets()
+
+    def close(self) -> None:
+        """Close the cached host netns sockets (reopened if used again)."""
+        self._host_sockets.close()
+
+    def _host(self) -> contextlib.AbstractContextManager[IPRoute]:
+        """This thread's cached socket in the node's host netns."""
+        return self._host_sockets.open(self.backend.host_netns())
+
+    def host_link(self, pci: str) -> LinkView | None:
+        """VF ``pci``'s netdev in the node's host netns, if it is there now."""
+        with self._host() as host:
+            return netns_attach.find_vf(host, pci, self.backend.is_vf_netdev)
+
+    def connect(self, record: VfRecord, attachment: Attachment) -> Attachment:
+        """Move the VF into ``attachment``'s netns as its ``if_name`` (MAC, MTU, up), run
+        its IPAM ADD and add the addresses; returns the attachment as ``attached``.
+
+        Raises :class:`~sriov_dra.errors.NetnsNotFound`,
+        :class:`~sriov_dra.errors.DeviceBusy` (the name is taken),
+        :class:`~sriov_dra.errors.IpamError`, :class:`AttachError`; undoing is the caller's.
+        """
+        pci = record.pci_address
+        # One pod socket for every step: each open costs pyroute2 a fork.
+        with open_netns(attachment.netns) as pod:
+            with self._host() as host:
+                link = netns_attach.move_into_pod(
+                    pod,
+                    host,
+                    pci=pci,
+                    is_vf=self.backend.is_vf_netdev,
+                    pod_netns=attachment.netns,
+                    if_name=attachment.if_name,
+                    mac=attachment.mac,
+                    mtu=attachment.mtu,
+                )
+            ips: list[str] = []
+            if attachment.ipam_conf is not None:
+                result = ipam.ipam_add(
+                    attachment.ipam_conf,
+                    container=attachment.container_id,
+                    ifname=attachment.if_name,
+                    netns=attachment.netns,
+                    cni_path=self.cni_path,
+                )
+                ips = netns_attach.configure_addresses(
+                    pod,
+                    pod_netns=attachment.netns,
+                    pci=pci,
+                    is_vf=self.backend.is_vf_netdev,
+                    result=result,
+                )
+        return attachment.model_copy(
+            update={"phase": "attached", "ips": tuple(ips), "hardware_address": link.mac}
+        )
+
+    def disconnect(self, record: VfRecord, attachment: Attachment) -> None:
+        """IPAM DEL, then the VF back in the host netns with its name, MAC and MTU.
+
+        Works when the pod netns is already gone. Raises :class:`AttachError`
+        (retryable) when a real VF has not come back yet.
+        """
+        if attachment.ipam_conf is not None:
+            ipam.ipam_del(
+                attachment.ipam_conf,
+                container=attachment.container_id,
+                ifname=attachment.if_name,
+                netns=attachment.netns
+                if netns_alive(attachment.netns, attachment.netns_id)
+                else "",
+                cni_path=self.cni_path,
+            )
+        self.return_to_host(record, attachment)
+
+    def return_to_host(self, record: VfRecord, attachment: Attachment | None) -> None:
+        """Bring the VF back to the host netns as ``record`` saw it before any attach.
+
+        Looks in ``attachment``'s pod netns while it lives, else in the host only; a
+        netns that just died gets :data:`RETURN_TIMEOUT_SECONDS` to give the VF back
+        (the simulated backend's ``repair`` recreates one destroyed with it).
+        """
+        pod = None
+        if attachment is not None and netns_alive(attachment.netns, attachment.netns_id):
+            pod = attachment.netns
+        assert record.host_ifname is not None
+        kwargs: dict[str, Any] = {
+            "pci": record.pci_address,
+            "is_vf": self.backend.is_vf_netdev,
+            "host_netns": self.backend.host_netns(),
+            "host_name": record.host_ifname,
+            "host_mac": record.host_mac,
+            "host_mtu": record.host_mtu,
+        }
+        with self._pod_socket(pod) as pod_socket, self._host() as host:
+            if netns_attach.move_to_host(host, pod_socket, pod_netns=pod, **kwargs) is not None:
+                return
+        # A dead netns is torn down asynchronously: a real VF reappears in the host, a
+        # simulated one's veth pair vanishes (then repair() recreates it). Give it a moment.
+        deadline = time.monotonic() + RETURN_TIMEOUT_SECONDS
+        while True:
+            recreated = self.backend.repair()
+            if recreated:
+                log.info(
+                    "simulated VFs recreated",
+                    extra=log_context(
+                        self.backend.node, record, record.pci_address, recreated=recreated
+                    ),
+                )
+            with self._host() as host:
+                if netns_attach.move_to_host(host, None, pod_netns=None, **kwargs) is not None:
+                    return
+            if time.monotonic() > deadline:
+                raise AttachError(
+                    f"VF {record.pci_address} is not back in the host netns yet",
+                    field="vf",
+                    fix="its pod netns is still held by some process; the sweep retries",
+                )
+            time.sleep(0.05)
+
+    def holds(self, pci: str, attachment: Attachment) -> bool:
+        """Whether ``attachment``'s pod netns still lives and holds VF ``pci`` by its name."""
+        if not netns_alive(attachment.netns, attachment.netns_id):
+            return False
+        try:
+            with open_netns(attachment.netns) as pod:
+                link = netns_attach.find_vf(pod, pci, self.backend.is_vf_netdev)
+        except (AttachError, OSError):
+            return False
+        return link is not None and link.name == attachment.if_name
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _pod_socket(path: str | None) -> Iterator[IPRoute | None]:
+        """A socket in pod netns ``path``; ``None`` when there is none or it is gone."""
+        if path is None:
+            yield None
+            return
+        try:
+            pod = netns_socket(path)
+        except NetnsNotFound:
+            yield None
+            return
+        with pod:
+            yield pod
