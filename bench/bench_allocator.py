@@ -19,14 +19,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "operator"))
 
-from sriov_dra.allocator import (
-    DeviceKey,
-    DeviceUsage,
-    allocate,
-    pools_from_slices,
-)
+from sriov_dra.allocator import allocate
 from sriov_dra.cel_selectors import DeviceInput, compile_selector
 from sriov_dra.constants import DRIVER_NAME as D
+from sriov_dra.device_pools import DeviceKey, DeviceUsage, pools_from_slices
 from sriov_dra.errors import NoDeviceAvailable
 
 CLASS = {"spec": {"selectors": [{"cel": {"expression": f'device.driver == "{D}"'}}]}}

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sriov_dra.allocator import DeviceKey, DeviceUsage
+from sriov_dra.device_pools import DeviceKey, DeviceUsage, held_devices
 
 Body = dict[str, Any]
 Ref = tuple[str, str]
@@ -46,21 +46,6 @@ def ref_of(body: Mapping[str, Any]) -> Ref:
     """(namespace, name) of a namespaced object."""
     meta = body.get("metadata", {})
     return (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
-
-
-def held_devices(claim: Mapping[str, Any]) -> frozenset[DeviceKey]:
-    """Devices a claim's ``status.allocation`` holds (adminAccess results excluded).
-
-    Whoever wrote the allocation, these devices are taken: the scheduler treats
-    them the same way.
-    """
-    allocation = (claim.get("status") or {}).get("allocation") or {}
-    results = (allocation.get("devices") or {}).get("results") or []
-    return frozenset(
-        DeviceKey(str(r["driver"]), str(r["pool"]), str(r["device"]))
-        for r in results
-        if not r.get("adminAccess")
-    )
 
 
 def pending_claim_refs(pod: Mapping[str, Any]) -> frozenset[Ref]:

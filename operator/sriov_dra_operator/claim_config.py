@@ -12,9 +12,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sriov_dra import allocation_record, naming
-from sriov_dra.allocator import DeviceKey
 from sriov_dra.claim_requests import request_classes
 from sriov_dra.constants import ATTR_PCI_ADDRESS, ATTR_PF_NAME, ATTR_VF_ID
+from sriov_dra.device_pools import DeviceKey
 from sriov_dra.vfconfig import (
     VfConfig,
     assign_interface_names,

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from sriov_dra.allocation_record import AllocatedVf
-from sriov_dra.allocator import DeviceKey
 from sriov_dra.constants import FINALIZER, KUBE_DELETE_PROTECTION, RELEASED_ANNOTATION
+from sriov_dra.device_pools import DeviceKey
 from sriov_dra.errors import NadNotFound
 
 from .cache import Ref

@@ -47,10 +47,12 @@ from typing import Any, Final
 
 from kubernetes_asyncio import client
 from sriov_dra import allocation_record
-from sriov_dra.allocator import DeviceKey, Pool, allocate, pools_from_slices
+from sriov_dra.allocation_result import Allocation
+from sriov_dra.allocator import allocate
 from sriov_dra.backoff import Backoff
 from sriov_dra.claim_requests import request_classes
 from sriov_dra.constants import FINALIZER, KUBE_DELETE_PROTECTION, NODE_LABEL, RELEASED_ANNOTATION
+from sriov_dra.device_pools import DeviceKey, Pool, pools_from_slices
 from sriov_dra.errors import SriovDraError
 from sriov_dra.nad import parse_nad_config, unrun_plugins_warning
 from sriov_dra.node_selector import allocation_node
@@ -394,7 +396,7 @@ class ClaimReconciler:
     async def _write_allocation(
         self,
         claim: Body,
-        allocation: Any,
+        allocation: Allocation,
         configs: Mapping[str, VfConfig],
         devices: Mapping[DeviceKey, PublishedDevice],
         nad_refs: Mapping[str, Ref | None],

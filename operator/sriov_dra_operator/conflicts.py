@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sriov_dra.allocator import DeviceKey
+from sriov_dra.device_pools import DeviceKey
 
 Body = Mapping[str, Any]
 

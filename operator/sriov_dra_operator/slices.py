@@ -12,7 +12,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sriov_dra.allocator import DeviceKey
+from sriov_dra.device_pools import DeviceKey
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ from operator_harness import (
     wait_for_event,
 )
 from sriov_dra import allocation_record
-from sriov_dra.allocator import allocate, pools_from_slices
+from sriov_dra.allocator import allocate
 from sriov_dra.constants import (
     ALLOCATION_ANNOTATION,
     DRIVER_NAME,
@@ -56,6 +56,7 @@ from sriov_dra.constants import (
     NODE_LABEL,
     RELEASED_ANNOTATION,
 )
+from sriov_dra.device_pools import pools_from_slices
 from sriov_dra.errors import NoDeviceAvailable
 from sriov_dra.nad import parse_nad_config, unrun_plugins_warning
 from sriov_dra_devcluster.cluster import DevCluster, node_manifest

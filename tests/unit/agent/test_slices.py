@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 from sriov_dra import constants
-from sriov_dra.allocator import allocate, pools_from_slices
+from sriov_dra.allocator import allocate
+from sriov_dra.device_pools import pools_from_slices
 from sriov_dra_agent.cluster.slices import (
     build_slices,
     chunk_devices,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sriov_dra.allocator import DeviceKey
-from sriov_dra_operator.cache import ClusterCache, held_devices, pending_claim_refs
+from sriov_dra.device_pools import DeviceKey
+from sriov_dra_operator.cache import ClusterCache, pending_claim_refs
 
 DRIVER = "sriovnetwork.k8snetworkplumbingwg.io"
 
@@ -77,12 +77,6 @@ def test_two_holders_of_one_device_are_both_indexed() -> None:
     assert cache.holders[key("vf0")] == {"a", "b"}
     cache.remove_claim(claim("3", uid="a", name="a"))
     assert cache.holders[key("vf0")] == {"b"}
-
-
-def test_admin_access_results_are_not_held() -> None:
-    body = claim("1", "vf0")
-    body["status"]["allocation"]["devices"]["results"][0]["adminAccess"] = True
-    assert held_devices(body) == frozenset()
 
 
 def pod(node: str = "", phase: str = "Pending", **meta: Any) -> dict[str, Any]:

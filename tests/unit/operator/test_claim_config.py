@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sriov_dra.allocator import DeviceKey
 from sriov_dra.constants import ATTR_PCI_ADDRESS, ATTR_PF_NAME, VFCONFIG_API_VERSION
+from sriov_dra.device_pools import DeviceKey
 from sriov_dra.errors import InvalidVfConfig
 from sriov_dra_operator.claim_config import allocation_records, effective_configs
 from sriov_dra_operator.slices import PublishedDevice

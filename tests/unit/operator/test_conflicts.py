@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sriov_dra.allocator import DeviceKey
+from sriov_dra.device_pools import DeviceKey
 from sriov_dra_operator.conflicts import resolve
 
 DEVICE = DeviceKey("sriovnetwork.k8snetworkplumbingwg.io", "sim-node-1", "0000-08-00-2")

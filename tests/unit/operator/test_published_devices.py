@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from sriov_dra.allocator import DeviceKey
 from sriov_dra.constants import ATTR_PF_NAME
+from sriov_dra.device_pools import DeviceKey
 from sriov_dra_operator.slices import published_devices, vf_counts
 
 DRIVER = "sriovnetwork.k8snetworkplumbingwg.io"

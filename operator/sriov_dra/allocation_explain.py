@@ -1,0 +1,102 @@
+"""Why no node fits a claim: the ``NoDeviceAvailable`` texts, with counts and the fix.
+
+The first request that fits no node even alone is named, with how many VFs
+match it and how many of those are free; when every request fits somewhere
+alone, the combination (and its ``matchAttribute`` constraints) is at fault.
+Pools skipped as incomplete are named, and the fix then says the wait is
+transient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from typing import Final
+
+from sriov_dra.allocation_search import CompiledRequest, Constraint, Search
+from sriov_dra.device_pools import Device, DeviceKey, Pool
+from sriov_dra.errors import NoDeviceAvailable
+
+_FIX_BUSY: Final = (
+    "delete a claim that holds a matching VF, publish more VFs, or relax the request's selectors"
+)
+_FIX_NONE: Final = (
+    "no published VF matches: check the DeviceClass and request selectors, or publish matching VFs"
+)
+
+
+def _plural(count: int) -> str:
+    return f"{count} VF matches" if count == 1 else f"{count} VFs match"
+
+
+_NAMED_INCOMPLETE: Final = 3
+"""Incomplete pools named in a NoDeviceAvailable message; the rest are counted."""
+
+
+def _incomplete_note(incomplete: Sequence[Pool]) -> str:
+    """``; not counted: pool a is being republished (1 of 2 slices), ...`` or ''."""
+    if not incomplete:
+        return ""
+    named = [
+        f"pool {p.name} is being republished ({p.slices} of {p.expected_slices} slices)"
+        for p in incomplete[:_NAMED_INCOMPLETE]
+    ]
+    more = len(incomplete) - len(named)
+    if more:
+        named.append(f"{more} more pool{'s' if more > 1 else ''} likewise")
+    return "; not counted until complete: " + ", ".join(named)
+
+
+def explain(
+    requests: Sequence[CompiledRequest],
+    constraints: Sequence[Constraint],
+    nodes: Mapping[str, Sequence[Pool]],
+    in_use: Collection[DeviceKey],
+    incomplete: Sequence[Pool],
+) -> NoDeviceAvailable:
+    """Why nothing fits: the first request that fits no node alone, else the combination.
+
+    Pools skipped as ``incomplete`` are named, with a fix that says the wait is transient.
+    """
+    note = _incomplete_note(incomplete)
+    transient = (
+        "; or just wait: the claim is retried by itself as soon as the pools named are complete"
+        if incomplete
+        else ""
+    )
+    summaries = []
+    for request in requests:
+        matching: dict[int, Device] = {}
+        fits_somewhere = False
+        for pools in nodes.values():
+            search = Search(pools, [request], [], in_use)
+            for alternative in request.alternatives:
+                for pool in pools:
+                    for device in pool.matching(alternative.selectors):
+                        matching[id(device)] = device
+                found = search.candidates(alternative)
+                needed = 1 if alternative.all_mode else alternative.count
+                fits_somewhere |= found is not None and len(found) >= needed
+        total = len(matching)
+        free = sum(1 for d in matching.values() if d.key not in in_use)
+        counts = f"{_plural(total)}, {free} free"
+        summaries.append(f'request "{request.name}": {counts}')
+        if fits_somewhere:
+            continue
+        detail = ""
+        first = request.alternatives[0]
+        if len(request.alternatives) == 1 and first.all_mode:
+            detail = "; All needs every matching VF of a node free"
+        elif len(request.alternatives) == 1 and first.count > 1 and free >= first.count:
+            detail = f"; {first.count} are needed on one node"
+        return NoDeviceAvailable(
+            f'no free VF matches request "{request.name}": {counts}{detail}{note}',
+            field=f"spec.devices.requests[{request.index}]",
+            fix=(_FIX_NONE if total == 0 else _FIX_BUSY) + transient,
+        )
+    attributes = ", ".join(c.attribute for c in constraints)
+    why = f" with matchAttribute {attributes}" if attributes else ""
+    return NoDeviceAvailable(
+        f"no node has free VFs for all requests together{why}: " + "; ".join(summaries) + note,
+        field="spec.devices",
+        fix="free VFs on one node, or relax spec.devices.constraints and the selectors" + transient,
+    )
