@@ -33,17 +33,21 @@ from sriov_dra_agent.attach.attach_socket import AttachServer
 from sriov_dra_agent.attach.attacher import ClaimAttacher
 from sriov_dra_agent.attach.host_hook import install_host_hook
 from sriov_dra_agent.attach.pod_network import PodNetwork
+from sriov_dra_agent.cluster.claim_devices import NodeScope
 from sriov_dra_agent.cluster.claim_locks import ClaimLocks
-from sriov_dra_agent.cluster.claim_manager import ClaimManager, ManagerConfig
+from sriov_dra_agent.cluster.claim_manager import ClaimManager
+from sriov_dra_agent.cluster.claim_status import ClaimStatus
 from sriov_dra_agent.cluster.claim_watcher import ClaimWatcher
 from sriov_dra_agent.cluster.device_status import DeviceStatusWriter
 from sriov_dra_agent.cluster.events import EventRecorder
 from sriov_dra_agent.cluster.kube_api import KubeApi
+from sriov_dra_agent.cluster.nad_cache import NadCache
 from sriov_dra_agent.cluster.slice_publisher import SlicePublisher
-from sriov_dra_agent.kubelet.checkpoint import load_checkpoint
+from sriov_dra_agent.kubelet.cdi import CdiHook
 from sriov_dra_agent.kubelet.plugin import KubeletPlugin, KubeletPluginConfig
+from sriov_dra_agent.kubelet.prepared_claims import PreparedClaims
 from sriov_dra_agent.kubelet.preparer import Preparer
-from sriov_dra_agent.metrics import AgentMetrics, HttpEndpoints
+from sriov_dra_agent.metrics import AgentMetrics, HttpEndpoints, vf_state_counts
 from sriov_dra_agent.settings import AgentSettings
 from sriov_dra_agent.settings import configure_parser as _configure_parser
 from sriov_dra_agent.vf.backends import make_backend
@@ -72,7 +76,7 @@ class Agent:
             sim_prefix=settings.sim_prefix,
         )
         self.pods = PodNetwork(self.backend, cni_path=settings.cni_path)
-        self.hardware = VfLifecycle(self.backend, self.pods, state_dir=settings.state_dir / "vfs")
+        self.vfs = VfLifecycle(self.backend, self.pods, state_dir=settings.state_dir / "vfs")
         self.publisher = SlicePublisher(
             api,
             node=settings.node_name,
@@ -81,29 +85,43 @@ class Agent:
             interval=settings.rescan_interval,
             on_publish=self.metrics.on_publish,
         )
-        self.manager = ClaimManager(
-            ManagerConfig(
-                node=settings.node_name,
-                driver=settings.driver_name,
-                cdi_dir=settings.cdi_dir,
-                checkpoint_path=settings.checkpoint_path,
-                hook_path=settings.hook_path,
-                attach_socket=settings.attach_socket,
-                cni_data_dir=settings.cni_data_dir,
-                sysfs_root=settings.sysfs_root,
-                nad_namespaces=settings.nad_namespaces,
-                dev_root=settings.dev_root,
-            ),
-            api=api,
-            hardware=self.hardware,
-            status=DeviceStatusWriter(
+        scope = NodeScope(settings.node_name, settings.driver_name, settings.nad_namespaces)
+        self.nads = NadCache(api, on_fetch=self.metrics.nad_fetches.inc)
+        self.prepared = PreparedClaims(
+            checkpoint_path=settings.checkpoint_path, cdi_dir=settings.cdi_dir
+        )
+        status = ClaimStatus(
+            scope,
+            DeviceStatusWriter(
                 api, driver=settings.driver_name, field_manager=settings.field_manager
             ),
-            events=EventRecorder(api, node=settings.node_name),
+            self.vfs,
+        )
+        events = EventRecorder(api, node=settings.node_name)
+        self.manager = ClaimManager(
+            scope,
+            api=api,
+            vfs=self.vfs,
+            nads=self.nads,
+            prepared=self.prepared,
+            status=status,
+            events=events,
             metrics=self.metrics,
+            dev_root=settings.dev_root,
+        )
+        preparer = Preparer(
+            scope,
+            api=api,
+            manager=self.manager,
+            vfs=self.vfs,
+            prepared=self.prepared,
+            status=status,
+            metrics=self.metrics,
+            hook=CdiHook(path=settings.hook_path, attach_socket=str(settings.attach_socket)),
+            sysfs_root=settings.sysfs_root,
         )
         self.plugin = KubeletPlugin(
-            Preparer(self.manager),
+            preparer,
             KubeletPluginConfig(
                 driver_name=settings.driver_name,
                 registrar_dir=settings.kubelet_registrar_dir,
@@ -111,13 +129,23 @@ class Agent:
             ),
             locks=self.locks,
         )
-        self.attach_server = AttachServer(
-            ClaimAttacher(self.manager), settings.attach_socket, locks=self.locks
+        attacher = ClaimAttacher(
+            scope,
+            api=api,
+            vfs=self.vfs,
+            nads=self.nads,
+            prepared=self.prepared,
+            status=status,
+            events=events,
+            metrics=self.metrics,
+            cni_data_dir=settings.cni_data_dir,
         )
+        self.attach_server = AttachServer(attacher, settings.attach_socket, locks=self.locks)
         self.watcher = ClaimWatcher(
             api,
             self.manager,
             self.locks,
+            self.nads,
             node=settings.node_name,
             driver=settings.driver_name,
             resync_seconds=max(settings.rescan_interval * 3, 5.0),
@@ -141,9 +169,9 @@ class Agent:
     async def _gauges(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                checkpoint = await asyncio.to_thread(load_checkpoint, self.settings.checkpoint_path)
-                counts = self.manager.vf_state_counts(
-                    self.publisher.inventory, set(checkpoint.claims)
+                checkpoint = await self.prepared.load()
+                counts = vf_state_counts(
+                    self.vfs.records_all(), self.publisher.inventory, set(checkpoint.claims)
                 )
                 self.metrics.set_vf_states(counts)
             except Exception as exc:
@@ -173,7 +201,7 @@ class Agent:
             try:
                 await self.http.start()
                 self.tasks = [
-                    asyncio.create_task(self.manager.nads.run(stop), name="nad-cache"),
+                    asyncio.create_task(self.nads.run(stop), name="nad-cache"),
                     asyncio.create_task(self.publisher.run(stop), name="slice-publisher"),
                     asyncio.create_task(self.watcher.run(stop), name="claim-watcher"),
                     asyncio.create_task(self._gauges(stop), name="gauges"),

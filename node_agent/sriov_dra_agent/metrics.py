@@ -6,9 +6,9 @@ Each agent owns its registry (several agents share one process in tests).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from aiohttp import web
 from prometheus_client import (
@@ -19,6 +19,10 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+
+if TYPE_CHECKING:
+    from sriov_dra_agent.vf.inventory import Inventory
+    from sriov_dra_agent.vf.records import VfRecord
 
 LATENCY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 VF_STATES: Final = ("free", "programmed", "prepared", "attached")
@@ -99,6 +103,23 @@ class AgentMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def vf_state_counts(
+    records: Sequence[VfRecord], inventory: Inventory | None, prepared: Collection[str]
+) -> dict[str, int]:
+    """VFs per state for the gauge: held ones by their record, and ``prepared`` claim UIDs."""
+    counts = {"programmed": 0, "prepared": 0, "attached": 0}
+    for record in records:
+        if record.attachment is not None and record.attachment.phase == "attached":
+            counts["attached"] += 1
+        elif record.claim.uid in prepared:
+            counts["prepared"] += 1
+        else:
+            counts["programmed"] += 1
+    total = len(inventory.vfs()) if inventory is not None else len(records)
+    counts["free"] = max(total - len(records), 0)
+    return counts
 
 
 class HttpEndpoints:

@@ -19,6 +19,7 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field
 from sriov_dra.errors import IpamError
+from sriov_dra.nad import SriovNetConf
 
 DEFAULT_CNI_PATH: Final = "/usr/lib/cni:/opt/cni/bin"
 TIMEOUT_SECONDS: Final = 30.0
@@ -139,6 +140,22 @@ def parse_result(stdout: str, *, plugin: str) -> IpamResult:
 def container_id(claim_uid: str, request: str) -> str:
     """CNI_CONTAINERID tying an address to a claim's request (not to a pod)."""
     return f"{claim_uid}-{request.replace('/', '-')}"
+
+
+def nad_ipam_conf(conf: SriovNetConf, *, default_data_dir: Path) -> dict[str, Any] | None:
+    """The IPAM plugin's stdin for a NAD (``None``: the NAD asks for no addresses).
+
+    host-local without a ``dataDir`` gets ``default_data_dir``, so that simulated
+    nodes sharing one host keep their leases apart.
+    """
+    if not conf.ipam:
+        return None
+    stdin = conf.ipam_stdin()
+    section = dict(stdin["ipam"])
+    if section.get("type") == "host-local" and "dataDir" not in section:
+        section["dataDir"] = str(default_data_dir)
+    stdin["ipam"] = section
+    return stdin
 
 
 def _run(

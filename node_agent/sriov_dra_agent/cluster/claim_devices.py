@@ -167,6 +167,34 @@ def claim_devices(
     return devices
 
 
+@dataclass(frozen=True)
+class NodeScope:
+    """The node and driver an agent serves, and the NAD namespaces it allows besides a
+    claim's own (``"*"``: all; the operator's ``--nad-namespaces``)."""
+
+    node: str
+    driver: str
+    nad_namespaces: frozenset[str] = frozenset()
+
+    def devices(self, claim: Mapping[str, Any]) -> list[ClaimDevice]:
+        """This node's VFs of ``claim`` as ``status.allocation`` configures them.
+
+        Raises :class:`~sriov_dra.errors.InvalidVfConfig` naming the field.
+        """
+        return claim_devices(
+            claim, node=self.node, driver=self.driver, nad_namespaces=self.nad_namespaces
+        )
+
+    def results(self, claim: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+        """The claim's allocation results on this node, whatever their config says."""
+        return our_results(claim, node=self.node, driver=self.driver)
+
+
+def log_context(claim: Mapping[str, Any], **more: Any) -> dict[str, Any]:
+    """The ``extra`` of a log line about ``claim``: its ``namespace/name`` and uid."""
+    return {"claim": ref(claim), "uid": uid(claim), **more}
+
+
 def annotation_mismatches(
     claim: Mapping[str, Any], devices: Sequence[ClaimDevice], *, node: str
 ) -> list[str]:

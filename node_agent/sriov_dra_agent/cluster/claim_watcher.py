@@ -6,7 +6,7 @@ anyone else -- the scheduler -- with results for our driver in this node's pool,
 and claims this node still holds VFs for). Events are coalesced per claim UID and
 handled by a few workers, each claim under its lock, so a burst of updates
 becomes one reconcile of the newest object. A change to a NAD (seen by the
-manager's NAD cache) re-queues the claims using it. A periodic resync re-lists,
+NAD cache) re-queues the claims using it. A periodic resync re-lists,
 releases VFs of claims that vanished while the agent was down, and detaches VFs
 whose pod netns died. A reconcile that raises (the API failed, an unexpected
 error) is re-queued after a per-claim back-off (1 s doubling up to the resync
@@ -31,6 +31,7 @@ from sriov_dra_agent.cluster import claim_devices
 from sriov_dra_agent.cluster.claim_locks import ClaimLocks
 from sriov_dra_agent.cluster.claim_manager import ClaimManager
 from sriov_dra_agent.cluster.kube_api import ApiException, KubeApi
+from sriov_dra_agent.cluster.nad_cache import NadCache
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class ClaimWatcher:
         api: KubeApi,
         manager: ClaimManager,
         locks: ClaimLocks,
+        nads: NadCache,
         *,
         node: str,
         driver: str,
@@ -64,7 +66,7 @@ class ClaimWatcher:
         self._queued: set[str] = set()
         self._seen: dict[str, Body] = {}
         """Newest object of every claim offered, to re-queue it when its NAD changes."""
-        manager.nads.subscribe(self.nad_changed)
+        nads.subscribe(self.nad_changed)
         self.synced = asyncio.Event()
         """Set after the first full list has been handed to the workers."""
         self.backoff = Backoff(

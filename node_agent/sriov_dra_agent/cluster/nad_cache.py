@@ -6,6 +6,8 @@ change to a NAD (or its creation, or deletion) is announced to the subscribers
 (the claim watcher re-reconciles the claims using it), so a NAD edit reaches the
 VFs within the watch's latency instead of the next resync.
 
+:meth:`NadCache.sriov_conf` reads a claim's NAD as the sriov CNI config it must be.
+
 Until the first list has arrived -- or for good, when RBAC forbids list/watch on
 NADs (an older ClusterRole) -- :meth:`NadCache.get` falls back to a GET.
 """
@@ -16,7 +18,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+
+from sriov_dra.errors import NadNotFound
+from sriov_dra.nad import SriovNetConf, parse_nad_config
 
 from sriov_dra_agent.cluster.kube_api import ApiException, KubeApi
 
@@ -25,6 +31,14 @@ logger = logging.getLogger(__name__)
 Body = dict[str, Any]
 NadKey = tuple[str, str]
 """(namespace, name)."""
+
+
+@dataclass(frozen=True)
+class Nad:
+    """A NAD's sriov config, with the resourceVersion it was read at."""
+
+    conf: SriovNetConf
+    resource_version: str
 
 
 def _key(obj: Body) -> NadKey:
@@ -63,6 +77,21 @@ class NadCache:
             return self._nads.get((namespace, name))
         self.on_fetch()
         return await self.api.get_nad(namespace, name)
+
+    async def sriov_conf(self, key: NadKey) -> Nad:
+        """NAD ``key``'s config, parsed: raises :class:`~sriov_dra.errors.NadNotFound` when
+        it does not exist, :class:`~sriov_dra.errors.InvalidNad` when it is no sriov config."""
+        namespace, name = key
+        obj = await self.get(namespace, name)
+        if obj is None:
+            raise NadNotFound(
+                f"NetworkAttachmentDefinition {namespace}/{name} does not exist",
+                field="VfConfig.netAttachDefName",
+                fix=f"create NetworkAttachmentDefinition {namespace}/{name}",
+            )
+        config = (obj.get("spec") or {}).get("config") or ""
+        conf = parse_nad_config(config, nad=f"{namespace}/{name}")
+        return Nad(conf, str(obj["metadata"].get("resourceVersion", "")))
 
     def _notify(self, key: NadKey) -> None:
         for listener in self._listeners:

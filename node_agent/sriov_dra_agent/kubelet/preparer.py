@@ -20,10 +20,16 @@ from sriov_dra.errors import DeviceBusy, SriovDraError
 from sriov_dra.naming import claim_ref
 
 from sriov_dra_agent.cluster import claim_devices
+from sriov_dra_agent.cluster.claim_devices import NodeScope, log_context
 from sriov_dra_agent.cluster.claim_manager import ClaimManager
+from sriov_dra_agent.cluster.claim_status import ClaimStatus
+from sriov_dra_agent.cluster.kube_api import KubeApi
 from sriov_dra_agent.kubelet import cdi
-from sriov_dra_agent.kubelet.checkpoint import ClaimRecord, DeviceRecord, save_checkpoint
+from sriov_dra_agent.kubelet.checkpoint import ClaimRecord, DeviceRecord
 from sriov_dra_agent.kubelet.plugin import ClaimRef, PreparedDevice
+from sriov_dra_agent.kubelet.prepared_claims import PreparedClaims
+from sriov_dra_agent.metrics import AgentMetrics
+from sriov_dra_agent.vf.lifecycle import VfLifecycle
 
 logger = logging.getLogger(__name__)
 
@@ -34,18 +40,35 @@ class ClaimMismatch(SriovDraError):
     reason = "ClaimMismatch"
 
 
-def _ctx(claim: Mapping[str, Any], **more: Any) -> dict[str, Any]:
-    return {"claim": claim_devices.ref(claim), "uid": claim_devices.uid(claim), **more}
-
-
 class Preparer:
-    """Implements :class:`sriov_dra_agent.kubelet.plugin.ClaimPreparer` over the claim manager."""
+    """Implements :class:`sriov_dra_agent.kubelet.plugin.ClaimPreparer` for this node."""
 
-    def __init__(self, manager: ClaimManager) -> None:
+    def __init__(
+        self,
+        scope: NodeScope,
+        *,
+        api: KubeApi,
+        manager: ClaimManager,
+        vfs: VfLifecycle,
+        prepared: PreparedClaims,
+        status: ClaimStatus,
+        metrics: AgentMetrics,
+        hook: cdi.CdiHook,
+        sysfs_root: Path | None = None,
+    ) -> None:
+        self.scope = scope
+        self.api = api
         self.manager = manager
+        self.vfs = vfs
+        self.prepared = prepared
+        self.status = status
+        self.metrics = metrics
+        self.hook = hook
+        """The attach hook every claim's CDI spec names (for claims with a netdev)."""
+        self.sysfs_root = sysfs_root or Path("/sys")
 
     async def _get_claim(self, ref: ClaimRef) -> Mapping[str, Any]:
-        claim = await self.manager.api.get_claim(ref.namespace, ref.name)
+        claim = await self.api.get_claim(ref.namespace, ref.name)
         if claim is None:
             raise ClaimMismatch(
                 f"ResourceClaim {claim_ref(ref.namespace, ref.name)} does not exist",
@@ -62,27 +85,26 @@ class Preparer:
         return claim
 
     def _vfio_group(self, pci: str) -> str | None:
-        root = self.manager.config.sysfs_root or Path("/sys")
-        link = root / "bus/pci/devices" / pci / "iommu_group"
+        link = self.sysfs_root / "bus/pci/devices" / pci / "iommu_group"
         return link.resolve().name if link.exists() else None
 
     async def prepare(self, ref: ClaimRef) -> list[PreparedDevice]:
         """NodePrepareResources for one claim (caller holds its lock). Idempotent."""
-        with self.manager.metrics.timed("prepare"):
+        with self.metrics.timed("prepare"):
             return await self._prepare(ref)
 
     async def _prepare(self, ref: ClaimRef) -> list[PreparedDevice]:
         claim = await self._get_claim(ref)
-        devices = self.manager.devices(claim)
+        devices = self.scope.devices(claim)
         if not devices:
             raise ClaimMismatch(
                 f"ResourceClaim {claim_ref(ref.namespace, ref.name)} has no VF allocated "
-                f"on node {self.manager.config.node}",
+                f"on node {self.scope.node}",
                 field="status.allocation",
                 fix="the pod runs on a node its claim is not allocated for; "
                 "wait for the allocation or delete the pod",
             )
-        checkpoint = await self.manager.load_checkpoint()
+        checkpoint = await self.prepared.load()
         for device in devices:
             holder = checkpoint.claim_holding(device.pool, device.device)
             if holder is not None and holder.uid != ref.uid:
@@ -93,7 +115,7 @@ class Preparer:
                     fix="the other claim must be unprepared first (delete its pod)",
                 )
         errors = await self.manager.program(claim, devices)
-        await self.manager.write_status(claim, devices)
+        await self.status.write(claim, devices)
         if errors:
             first = next(iter(errors.values()))
             raise first
@@ -104,7 +126,7 @@ class Preparer:
         ]:
             vfs = []
             for device in devices:
-                record = self.manager.hw.record(device.pci_address)
+                record = self.vfs.record(device.pci_address)
                 userspace = record is not None and record.userspace
                 vfio = record is not None and record.held_driver == "vfio-pci"
                 vfs.append(
@@ -116,16 +138,8 @@ class Preparer:
                         vhost=device.vhost,
                     )
                 )
-            hook = None
-            if any(v.if_name for v in vfs):
-                hook = cdi.CdiHook(
-                    path=self.manager.config.hook_path,
-                    attach_socket=str(self.manager.config.attach_socket),
-                )
+            hook = self.hook if any(v.if_name for v in vfs) else None
             spec = cdi.build_claim_spec(ref.uid, vfs, hook)
-            await asyncio.to_thread(
-                cdi.write_claim_spec, self.manager.config.cdi_dir, ref.uid, spec
-            )
             prepared = ClaimRecord(
                 uid=ref.uid,
                 namespace=ref.namespace,
@@ -142,14 +156,10 @@ class Preparer:
                     for d, cdi_id in zip(devices, ids, strict=True)
                 ),
             )
-            async with self.manager.checkpoint_lock:
-                current = await self.manager.load_checkpoint()
-                await asyncio.to_thread(
-                    save_checkpoint,
-                    self.manager.config.checkpoint_path,
-                    current.with_claim(prepared),
-                )
-            logger.info("prepared claim", extra=_ctx(claim, devices=[d.device for d in devices]))
+            await self.prepared.add(prepared, spec)
+            logger.info(
+                "prepared claim", extra=log_context(claim, devices=[d.device for d in devices])
+            )
         return [
             PreparedDevice(
                 request_names=(d.request.split("/", 1)[0],),
@@ -162,9 +172,17 @@ class Preparer:
 
     async def unprepare(self, ref: ClaimRef) -> None:
         """NodeUnprepareResources: detach the claim's VFs, drop its CDI spec. Idempotent."""
-        with self.manager.metrics.timed("unprepare"):
-            await self.manager.detach_claim(ref.uid)
-            await self.manager.forget_prepared(ref.uid)
-        claim = await self.manager.api.get_claim(ref.namespace, ref.name)
+        with self.metrics.timed("unprepare"):
+            await self._detach(ref.uid)
+            await self.prepared.forget(ref.uid)
+        claim = await self.api.get_claim(ref.namespace, ref.name)
         if claim is not None and claim_devices.uid(claim) == ref.uid:
-            await self.manager.write_status(claim)
+            await self.status.write(claim)
+
+    async def _detach(self, claim_uid: str) -> None:
+        """Take the claim's VFs out of their pod (they stay programmed for the claim)."""
+        for record in self.vfs.records_of(claim_uid):
+            if record.attachment is None:
+                continue
+            with self.metrics.timed("detach"):
+                await asyncio.to_thread(self.vfs.detach, record.pci_address)

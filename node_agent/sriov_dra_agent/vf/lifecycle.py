@@ -101,6 +101,10 @@ class VfLifecycle:
         """Every VF the agent currently holds."""
         return self.records.all()
 
+    def records_of(self, claim_uid: str) -> list[VfRecord]:
+        """Every VF the agent holds for claim ``claim_uid``."""
+        return [r for r in self.records.all() if r.claim.uid == claim_uid]
+
     def _info(self, record: VfRecord) -> VfInfo:
         return self.vf(record.pci_address)
 

@@ -20,6 +20,7 @@ from sriov_dra_agent.cluster.claim_locks import ClaimLocks
 from sriov_dra_agent.cluster.claim_manager import ClaimManager
 from sriov_dra_agent.cluster.claim_watcher import ClaimWatcher
 from sriov_dra_agent.cluster.kube_api import KubeApi
+from sriov_dra_agent.cluster.nad_cache import NadCache
 
 NODE = "node-a"
 DRIVER = "sriovnetwork.k8snetworkplumbingwg.io"
@@ -69,7 +70,6 @@ class Manager:
     """Reconcile fails while ``failures`` says so for that generation; records every call."""
 
     def __init__(self, failures: dict[int, int]) -> None:
-        self.nads = Nads()
         self.failures = failures
         self.calls: list[tuple[str, int]] = []
         self.called = asyncio.Event()
@@ -104,6 +104,7 @@ async def running(manager: Manager, items: list[dict[str, Any]]) -> AsyncIterato
         cast(KubeApi, Claims(items)),
         cast(ClaimManager, manager),
         ClaimLocks(),
+        cast(NadCache, Nads()),
         node=NODE,
         driver=DRIVER,
         resync_seconds=3600.0,
