@@ -1,10 +1,11 @@
-"""The allocation annotation: what the operator tells a node agent about a claim.
+"""The allocation annotation: the operator's summary of a claim's VFs, for people and tools.
 
-The operator writes a JSON list of :class:`AllocatedVf` under
-``constants.ALLOCATION_ANNOTATION`` next to ``status.allocation``; the agent
-reads it to know the PF, VF and interface name without re-deriving them. The
-agent must also cope with allocations made by others (no annotation): it then
-derives the same records from ``status.allocation`` itself.
+The operator writes a JSON list of :class:`AllocatedVf` (node, PF, VF PCI
+address, ifName, NAD) under ``constants.ALLOCATION_ANNOTATION`` next to
+``status.allocation``, so ``kubectl get -o yaml`` shows where each VF went. No
+decision reads it: metadata is not protected as status is, so a node agent
+derives every VF's config and NAD from ``status.allocation`` alone and only
+warns (``AllocationAnnotationIgnored``) where the annotation disagrees.
 """
 
 from __future__ import annotations

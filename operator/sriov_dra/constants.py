@@ -19,7 +19,8 @@ NODE_LABEL: Final = f"{PREFIX}/node"
 """Label on an allocated claim naming its node, so agents watch only their own claims."""
 
 ALLOCATION_ANNOTATION: Final = f"{PREFIX}/allocation"
-"""JSON list of allocated VFs (node, PF, VF PCI address, ifName, NAD) written by the operator."""
+"""JSON list of allocated VFs (node, PF, VF PCI address, ifName, NAD) written by the operator;
+informational, the agent acts on ``status.allocation`` (:mod:`sriov_dra.allocation_record`)."""
 
 RELEASED_ANNOTATION: Final = f"{PREFIX}/released"
 """Set by the agent to the claim UID once every VF of a claim is detached and reset."""

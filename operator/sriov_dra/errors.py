@@ -1,9 +1,11 @@
 """Error types of the core.
 
-Every error names the field or object at fault and the fix. ``retryable`` says
-whether the same input can succeed later (a NAD that may still appear, a pool
-that may free up) or never will (a malformed VfConfig). Shells map these to
-kopf.TemporaryError / kopf.PermanentError, Kubernetes Events and gRPC errors.
+Every error names the field or object at fault and the fix. The shells show
+them as they are: ``reason`` is the Kubernetes Event reason (and the agent's
+``status.devices`` condition reason), :meth:`SriovDraError.describe` the Event
+message, the condition message and the error the kubelet reports for a claim.
+Whether and when to try again is the shell's decision (the operator waits for
+the change that may help: a NAD, a freed VF, a new DeviceClass).
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ class SriovDraError(Exception):
 
     reason: str = "Error"
     """CamelCase Kubernetes Event reason."""
-    retryable: bool = False
 
     def __init__(self, message: str, *, field: str = "", fix: str = "") -> None:
         self.message = message
@@ -29,44 +30,40 @@ class SriovDraError(Exception):
 
 
 class InvalidVfConfig(SriovDraError):
-    """The claim's or class's opaque VfConfig is malformed. Permanent."""
+    """The claim's or class's opaque VfConfig is malformed."""
 
     reason = "InvalidVfConfig"
 
 
 class NadNotFound(SriovDraError):
-    """The referenced NetworkAttachmentDefinition does not exist (yet). Retryable."""
+    """The referenced NetworkAttachmentDefinition does not exist (yet)."""
 
     reason = "NetworkAttachmentDefinitionNotFound"
-    retryable = True
 
 
 class InvalidNad(SriovDraError):
     """The NetworkAttachmentDefinition's CNI config is not a valid sriov config.
 
-    Retryable: the user can fix the NAD and the claim then proceeds.
+    The user can fix the NAD; the claim then proceeds.
     """
 
     reason = "InvalidNetworkAttachmentDefinition"
-    retryable = True
 
 
 class DeviceClassNotFound(SriovDraError):
-    """A DeviceClass the claim names does not exist (yet). Retryable: it may be created."""
+    """A DeviceClass the claim names does not exist (yet)."""
 
     reason = "DeviceClassNotFound"
-    retryable = True
 
 
 class NoDeviceAvailable(SriovDraError):
-    """No VF satisfies the claim now. Retryable: VFs get freed or published."""
+    """No VF satisfies the claim now (VFs may get freed or published)."""
 
     reason = "NoDeviceAvailable"
-    retryable = True
 
 
 class SelectorError(SriovDraError):
-    """A CEL selector failed to compile or evaluate. Permanent for that claim."""
+    """A CEL selector failed to compile or evaluate."""
 
     reason = "InvalidSelector"
 
@@ -75,25 +72,22 @@ class AllocationConflict(SriovDraError):
     """Two claims hold the same device."""
 
     reason = "AllocationConflict"
-    retryable = True
 
 
 class DeviceBusy(SriovDraError):
-    """A VF is already prepared or attached for another claim. Retryable."""
+    """A VF is already prepared or attached for another claim."""
 
     reason = "DeviceBusy"
-    retryable = True
 
 
 class IpamError(SriovDraError):
     """The IPAM plugin failed (no address left, bad config, plugin missing).
 
-    Retryable: addresses get freed and NADs get fixed. ``code`` is the CNI error
-    code the plugin returned (0 when it did not answer with a CNI error).
+    ``code`` is the CNI error code the plugin returned (0 when it did not answer
+    with a CNI error).
     """
 
     reason = "IpamFailed"
-    retryable = True
 
     def __init__(self, message: str, *, field: str = "", fix: str = "", code: int = 0) -> None:
         self.code = code
@@ -101,35 +95,31 @@ class IpamError(SriovDraError):
 
 
 class AttachError(SriovDraError):
-    """Moving or configuring a VF in a pod's network namespace failed. Retryable."""
+    """Moving or configuring a VF in a pod's network namespace failed."""
 
     reason = "AttachFailed"
-    retryable = True
 
 
 class NetnsNotFound(AttachError):
-    """The pod's network namespace does not exist (the pod is gone). Permanent for that pod."""
+    """The pod's network namespace does not exist (the pod is gone)."""
 
     reason = "NetnsNotFound"
-    retryable = False
 
 
 class VfProgrammingError(SriovDraError):
-    """The kernel refused a VF setting or a driver binding. Retryable."""
+    """The kernel refused a VF setting or a driver binding."""
 
     reason = "VfProgrammingFailed"
-    retryable = True
 
 
 class WatchFailed(SriovDraError):
-    """A watch stream ended with an ERROR event or a line that is no watch event. Retryable.
+    """A watch stream ended with an ERROR event or a line that is no watch event.
 
     ``status`` is the HTTP code of the apiserver's ``Status`` (410: the
     resourceVersion is too old), None when the line could not be decoded at all.
     """
 
     reason = "WatchFailed"
-    retryable = True
 
     def __init__(
         self, message: str, *, field: str = "", fix: str = "", status: int | None = None

@@ -6,8 +6,11 @@ otherwise "free" a device we just handed out. Objects are therefore replaced
 only by an equal or newer ``resourceVersion`` (compared as integers: the
 apiserver's are etcd revisions; an opaque non-numeric one is always accepted).
 
-It also keeps the indexes the shell needs in O(1): which claims hold a device,
-which claims wait on a NAD, which pods are still pending on a claim.
+It also keeps the indexes the shell needs in O(1): which claims hold a device
+(and the taken devices per pool, for the allocator), which claim a
+namespace/name is now, which claims unscheduled pods are pending on. What a
+claim waits for (a NAD, a freed VF, its agent) is the reconciler's own
+bookkeeping (:class:`.claims.Waiting`).
 """
 
 from __future__ import annotations

@@ -145,4 +145,3 @@ def test_no_device(
         with pytest.raises(NoDeviceAvailable) as info:
             run(c, slices, usage)
         assert str(info.value) == message
-        assert info.value.retryable

@@ -267,7 +267,6 @@ def test_parse_bad(config: str, message: str) -> None:
         parse_nad_config(config, nad=NAD)
     assert str(info.value) == message
     assert info.value.reason == "InvalidNetworkAttachmentDefinition"
-    assert info.value.retryable
 
 
 def test_ipam_stdin_without_ipam() -> None:

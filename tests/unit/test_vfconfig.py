@@ -211,7 +211,6 @@ def test_parse_bad(raw: Any, message: str) -> None:
         parse_vfconfig(raw, field=FIELD)
     assert str(info.value) == message
     assert info.value.reason == "InvalidVfConfig"
-    assert not info.value.retryable
 
 
 def entry(source: str, requests: list[str] | None, **fields: Any) -> dict[str, Any]:

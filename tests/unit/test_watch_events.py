@@ -94,7 +94,6 @@ def test_errors_and_garbage_raise_watch_failed(
         decode_watch_line(line)
     assert caught.value.status == status
     assert str(caught.value) == message
-    assert caught.value.retryable
 
 
 async def lines(*items: bytes) -> AsyncIterator[bytes]:

@@ -89,7 +89,6 @@ def test_bad_netconf_names_key_and_fix(config: dict[str, Any], message: str) -> 
     with pytest.raises(InvalidNad) as info:
         settings_from_netconf(config)
     assert info.value.describe() == message
-    assert info.value.retryable
 
 
 CURRENT = VfSettings(

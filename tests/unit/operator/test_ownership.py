@@ -147,4 +147,4 @@ def test_missing_class_is_told_only_to_claims_meant_for_us(
     error = class_not_found(body, classes, DRIVER)
     assert (error.describe() if error else None) == expected
     if error is not None:
-        assert (error.reason, error.retryable) == ("DeviceClassNotFound", True)
+        assert error.reason == "DeviceClassNotFound"
