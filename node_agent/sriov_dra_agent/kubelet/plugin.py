@@ -18,10 +18,8 @@ entry.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
-import os
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,30 +121,6 @@ class KubeletPluginConfig:
     @property
     def dra_socket(self) -> Path:
         return self.plugin_dir / "dra.sock"
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> KubeletPluginConfig:
-        """Config from the flags :func:`add_arguments` defines."""
-        return cls(
-            registrar_dir=Path(args.kubelet_registrar_directory_path),
-            plugins_dir=Path(args.kubelet_plugins_directory_path),
-        )
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The kubelet directory flags (env twins as in the Go reference driver)."""
-    parser.add_argument(
-        "--kubelet-registrar-directory-path",
-        default=os.environ.get("KUBELET_REGISTRAR_DIRECTORY_PATH", str(DEFAULT_REGISTRAR_DIR)),
-        help="directory the kubelet watches for plugin registration sockets "
-        "(env KUBELET_REGISTRAR_DIRECTORY_PATH)",
-    )
-    parser.add_argument(
-        "--kubelet-plugins-directory-path",
-        default=os.environ.get("KUBELET_PLUGINS_DIRECTORY_PATH", str(DEFAULT_PLUGINS_DIR)),
-        help="directory under which <driver>/dra.sock is created "
-        "(env KUBELET_PLUGINS_DIRECTORY_PATH)",
-    )
 
 
 def claim_error(claim: ClaimRef, action: str, exc: BaseException) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import shutil
 import socket
@@ -21,7 +20,6 @@ from sriov_dra_agent.kubelet.plugin import (
     KubeletPluginConfig,
     PreparedDevice,
     RegistrationStatus,
-    add_arguments,
 )
 from sriov_dra_agent.kubelet.socket_files import SocketPathError
 from sriov_dra_agent.proto import (
@@ -406,22 +404,9 @@ async def test_socket_path_longer_than_sun_path_is_refused(preparer: RecordingPr
     assert not config.plugins_dir.exists()
 
 
-def test_directory_flags_default_to_the_kubelet_paths_and_read_env(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    defaults = KubeletPluginConfig.from_args(parser.parse_args([]))
-    assert (defaults.registrar_dir, defaults.plugins_dir) == (
-        Path("/var/lib/kubelet/plugins_registry"),
-        Path("/var/lib/kubelet/plugins"),
+def test_sockets_default_to_the_kubelet_paths() -> None:
+    config = KubeletPluginConfig()
+    assert config.registration_socket == Path(
+        f"/var/lib/kubelet/plugins_registry/{DRIVER}-reg.sock"
     )
-
-    monkeypatch.setenv("KUBELET_PLUGINS_DIRECTORY_PATH", "/srv/plugins")
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    args = parser.parse_args(["--kubelet-registrar-directory-path", "/srv/reg"])
-    assert KubeletPluginConfig.from_args(args).dra_socket == Path(f"/srv/plugins/{DRIVER}/dra.sock")
-    assert KubeletPluginConfig.from_args(args).registration_socket == Path(
-        f"/srv/reg/{DRIVER}-reg.sock"
-    )
+    assert config.dra_socket == Path(f"/var/lib/kubelet/plugins/{DRIVER}/dra.sock")
