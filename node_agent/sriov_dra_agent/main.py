@@ -3,7 +3,7 @@
 Start-up order matters: the host hook is written (``--install-hook``) and the
 sweep repairs what a crash left *before* anyone can ask for new work; then the
 attach socket and the kubelet plugin serve (the DRA socket before the
-registration socket, see ``kubelet_plugin``); then the slice publisher and the
+registration socket, see :mod:`sriov_dra_agent.kubelet.plugin`); then the slice publisher and the
 claim watcher run until SIGTERM/SIGINT. Shutdown stops accepting, lets running
 claim operations finish and leaves the ResourceSlices
 in place (a restart must not empty the pool).

@@ -167,8 +167,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--backend",
         default=_env("SRIOV_DRA_BACKEND", "sysfs"),
         choices=BACKENDS,
-        help="sysfs: real SR-IOV NICs; simulated: the software NIC of sriov_dra_agent."
-        "simulated_nic (env SRIOV_DRA_BACKEND; default sysfs)",
+        help="sysfs: real SR-IOV NICs; simulated: the software NIC of sriov_dra_agent.vf."
+        "backends.simulated_nic (env SRIOV_DRA_BACKEND; default sysfs)",
     )
     add(
         "--sysfs-root",

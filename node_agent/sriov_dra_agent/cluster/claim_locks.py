@@ -1,4 +1,4 @@
-"""One asyncio lock per claim UID, shared by the kubelet plugin and the attach socket.
+"""One asyncio lock per claim UID, shared by the kubelet plugin, attach socket and claim watcher.
 
 The kubelet may retry NodePrepareResources while the first call still runs, and
 a container's createRuntime hook may ask to attach while an unprepare is under

@@ -7,7 +7,7 @@ address and pod interface name as environment variables, for VFs bound to
 vfio-pci the ``/dev/vfio`` nodes, and with ``addVhostMount`` ``/dev/vhost-net``
 and ``/dev/net/tun`` (for DPDK virtio-user/vhost in the pod). The spec-level
 ``createRuntime`` hook runs our hook executable, which asks the agent to move the
-VFs into the pod's network namespace (see ``hook.py``).
+VFs into the pod's network namespace (see :mod:`sriov_dra_agent.attach.hook`).
 
 Building is pure (:func:`build_claim_spec`); writing and removing are atomic.
 Name rules and the minimum ``cdiVersion`` follow cncf-tags/container-device-interface

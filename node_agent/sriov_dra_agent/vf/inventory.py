@@ -1,7 +1,8 @@
 """What a node has: PFs and their VFs, as discovery reports them.
 
-Produced by ``discovery.py`` (over a real or simulated sysfs tree), consumed by
-``slices.py`` (ResourceSlice devices) and by the VF programmer. Pure data.
+Produced by :mod:`~sriov_dra_agent.vf.discovery` (over a real or simulated sysfs
+tree), consumed by :mod:`~sriov_dra_agent.cluster.slices` (ResourceSlice devices), the
+VF lifecycle and the backends. Pure data.
 """
 
 from __future__ import annotations

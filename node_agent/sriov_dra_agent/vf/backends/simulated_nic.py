@@ -14,7 +14,7 @@ Layout for node ``N`` with prefix ``P`` (default ``sriovsim``):
   bridge ``fv<v>`` joining every node's uplink ports (``f<hash6>v<v>``).
 - A sysfs-shaped tree under ``<root>/<N>/sys`` (PCI devices with ``vendor``,
   ``device``, ``sriov_totalvfs``, ``sriov_numvfs``, ``virtfnN``, ``physfn``,
-  ``driver``, ``numa_node``, ``net/<ifname>``) that :mod:`discovery` walks. Each
+  ``driver``, ``numa_node``, ``net/<ifname>``) that :mod:`~sriov_dra_agent.vf.discovery` walks. Each
   device directory holds a ``sriov_dra_simulated`` JSON file: the marker, plus the
   "PF firmware" memory of the VF (admin MAC, VLAN, link state, original name/MAC)
   that survives the VF netdev being destroyed, as a real PF keeps VF settings.
