@@ -20,7 +20,7 @@ from sriov_dra.errors import NadNotFound
 from sriov_dra_agent.attach.attach_socket import AttachRequest, AttachResult, AttachServer
 from sriov_dra_agent.kubelet.cdi import CdiHook, CdiVf, build_claim_spec
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[4]
 SCRIPT = Path(sys.executable).parent / "sriov-dra"
 UID = "3f2b8c1e-6d0a-4a55-9c1b-2f4e8a9d7b10"
 

@@ -22,7 +22,7 @@ from sriov_dra_agent.kubelet.checkpoint import (
     save_checkpoint,
 )
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[4]
 FIX = (
     "inspect the file; if it cannot be repaired, move it aside and restart the agent, "
     "whose start-up sweep then rebuilds the node state from the cluster and the kernel"
