@@ -49,7 +49,7 @@ def _assert_vf_home(hw: VfLifecycle, name: str, mac: str) -> None:
 
 def _original_mac(hw: VfLifecycle, pci: str) -> str:
     nic = hw.backend.nic  # type: ignore[attr-defined]
-    return str(nic.read_marker(pci)["mac"])
+    return str(nic.tree.read_marker(pci)["mac"])
 
 
 def test_attach_configures_the_vf_and_detach_restores_it(
@@ -105,7 +105,7 @@ def test_nad_mac_is_the_pods_mac_in_every_pod_and_the_host_gets_the_original_bac
     assert original_mac != nad_mac
     lifecycle.program(VF1, CLAIM, "vf", settings_from_netconf(parsed.raw))
     nic = lifecycle.backend.nic  # type: ignore[attr-defined]
-    assert nic.read_marker(VF1)["admin_mac"] == nad_mac
+    assert nic.tree.read_marker(VF1)["admin_mac"] == nad_mac
     # The second pod gets the VF after detach put the original MAC back on the netdev.
     for _ in range(2):
         pod = make_pod()

@@ -19,7 +19,8 @@ from sriov_dra.errors import VfProgrammingError
 
 from sriov_dra_agent.vf import discovery
 from sriov_dra_agent.vf.backends.base import KERNEL_DEFAULT
-from sriov_dra_agent.vf.backends.simulated_nic import VF_DRIVER, SimulatedNic
+from sriov_dra_agent.vf.backends.simulated_nic import SimulatedNic
+from sriov_dra_agent.vf.backends.simulated_sysfs import VF_DRIVER
 from sriov_dra_agent.vf.inventory import Inventory, VfInfo
 from sriov_dra_agent.vf.vf_settings import ApplyResult, VfSettings
 
@@ -48,7 +49,7 @@ class SimulatedBackend:
         return self.nic.host_netns_path
 
     def read_vf_state(self, vf: VfInfo) -> VfSettings:
-        marker = self.nic.read_marker(vf.pci_address)
+        marker = self.nic.tree.read_marker(vf.pci_address)
         return VfSettings(
             mac=marker["admin_mac"],
             vlan=self.nic.vf_vlan(vf.pci_address),

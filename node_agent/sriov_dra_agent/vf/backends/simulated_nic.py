@@ -12,12 +12,9 @@ Layout for node ``N`` with prefix ``P`` (default ``sriovsim``):
   joins: VFs on different VLANs are really isolated.
 - netns ``P-fabric`` (shared by all nodes, the top-of-rack switch): per VLAN a
   bridge ``fv<v>`` joining every node's uplink ports (``f<hash6>v<v>``).
-- A sysfs-shaped tree under ``<root>/<N>/sys`` (PCI devices with ``vendor``,
-  ``device``, ``sriov_totalvfs``, ``sriov_numvfs``, ``virtfnN``, ``physfn``,
-  ``driver``, ``numa_node``, ``net/<ifname>``) that :mod:`~sriov_dra_agent.vf.discovery` walks. Each
-  device directory holds a ``sriov_dra_simulated`` JSON file: the marker, plus the
-  "PF firmware" memory of the VF (admin MAC, VLAN, link state, original name/MAC)
-  that survives the VF netdev being destroyed, as a real PF keeps VF settings.
+- A sysfs-shaped tree under ``<root>/<N>/sys`` that discovery walks, whose marker
+  files keep the "PF firmware" memory of each VF
+  (:mod:`~sriov_dra_agent.vf.backends.simulated_sysfs`).
 
 A VF netdev carries the alias ``sriovsim:<pci>`` so it can be found after renames
 and netns moves. When a pod netns holding a VF end is destroyed the kernel destroys
@@ -31,8 +28,6 @@ import contextlib
 import errno
 import fcntl
 import hashlib
-import json
-import os
 import shutil
 import time
 from collections.abc import Iterator, Sequence
@@ -43,13 +38,9 @@ from typing import Any, Final
 from pyroute2 import IPRoute, netns
 from pyroute2.netlink.exceptions import NetlinkError
 
+from sriov_dra_agent.vf.backends.simulated_sysfs import SimulatedSysfs, pf_pci, vf_pci
+
 DEFAULT_ROOT: Final = Path("/run/sriov-dra-sim")
-MARKER: Final = "sriov_dra_simulated"
-VENDOR: Final = "8086"
-PF_DEVICE: Final = "1592"
-VF_DEVICE: Final = "1889"
-PF_DRIVER: Final = "sriovsim"
-VF_DRIVER: Final = "sriovsim-vf"
 ALIAS_PREFIX: Final = "sriovsim:"
 MAX_VFS: Final = 64
 
@@ -68,17 +59,6 @@ def _netns_path(name: str) -> str:
     return f"/var/run/netns/{name}"
 
 
-def pf_pci(pf_index: int) -> str:
-    """PCI address of PF ``pf_index`` (bus 0x3b, 0x3d, ...)."""
-    return f"0000:{0x3B + 2 * pf_index:02x}:00.0"
-
-
-def vf_pci(pf_index: int, vf_index: int) -> str:
-    """PCI address of VF ``vf_index`` of PF ``pf_index``, on the PF's bus as on real NICs."""
-    device, function = divmod(vf_index, 8)
-    return f"0000:{0x3B + 2 * pf_index:02x}:{0x02 + device:02x}.{function}"
-
-
 def vf_alias(pci: str) -> str:
     """IFLA_IFALIAS of a simulated VF netdev; it survives renames and netns moves."""
     return f"{ALIAS_PREFIX}{pci}"
@@ -95,18 +75,13 @@ class SimulatedNic:
         self.esw_ns = f"{prefix}-{node}-esw"
         self.fabric_ns = f"{prefix}-fabric"
         self.sysfs_root = root / node / "sys"
+        self.tree = SimulatedSysfs(self.sysfs_root)
 
     # --- paths and names -------------------------------------------------------------
 
     @property
     def host_netns_path(self) -> str:
         return _netns_path(self.host_ns)
-
-    def _devices(self) -> Path:
-        return self.sysfs_root / "bus" / "pci" / "devices"
-
-    def _device_dir(self, pci: str) -> Path:
-        return self._devices() / pci
 
     def _fabric_port(self, pf_index: int, vlan: int) -> str:
         digest = hashlib.sha256(f"{self.prefix}/{self.node}/{pf_index}".encode()).hexdigest()
@@ -125,76 +100,11 @@ class SimulatedNic:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield
 
-    # --- sysfs tree -------------------------------------------------------------------
-
-    def _write_device(
-        self,
-        pci: str,
-        parent: Path,
-        *,
-        device_id: str,
-        driver: str,
-        numa: int,
-        marker: dict[str, Any],
-    ) -> Path:
-        path = parent / pci
-        (path / "net" / marker["ifname"]).mkdir(parents=True, exist_ok=True)
-        (path / "net" / marker["ifname"] / "type").write_text("1\n")
-        (path / "vendor").write_text(f"0x{VENDOR}\n")
-        (path / "device").write_text(f"0x{device_id}\n")
-        (path / "numa_node").write_text(f"{numa}\n")
-        (path / MARKER).write_text(json.dumps(marker, sort_keys=True))
-        drivers = self.sysfs_root / "bus" / "pci" / "drivers" / driver
-        drivers.mkdir(parents=True, exist_ok=True)
-        link = path / "driver"
-        if not link.is_symlink():
-            link.symlink_to(os.path.relpath(drivers, path))
-        bus_link = self._devices() / pci
-        self._devices().mkdir(parents=True, exist_ok=True)
-        if not bus_link.is_symlink():
-            bus_link.symlink_to(os.path.relpath(path, self._devices()))
-        return path
-
-    def read_marker(self, pci: str) -> dict[str, Any]:
-        """The simulated device's saved data (see the module docstring)."""
-        data: dict[str, Any] = json.loads((self._device_dir(pci) / MARKER).read_text())
-        return data
-
-    def _update_marker(self, pci: str, **changes: Any) -> dict[str, Any]:
-        marker = self.read_marker(pci)
-        marker.update(changes)
-        tmp = self._device_dir(pci) / f".{MARKER}.tmp"
-        tmp.write_text(json.dumps(marker, sort_keys=True))
-        os.replace(tmp, self._device_dir(pci) / MARKER)
-        return marker
-
-    def pfs(self) -> list[dict[str, Any]]:
-        """Markers of every PF of this node, by PF index."""
-        if not self._devices().is_dir():
-            return []
-        found = []
-        for entry in os.listdir(self._devices()):
-            marker = self.read_marker(entry)
-            if marker.get("role") == "pf":
-                found.append(marker)
-        return sorted(found, key=lambda m: int(m["pf_index"]))
-
     def _pf_marker(self, pf_name: str) -> dict[str, Any]:
-        for marker in self.pfs():
+        for marker in self.tree.pfs():
             if marker["ifname"] == pf_name:
                 return marker
         raise KeyError(f"node {self.node} has no simulated PF {pf_name!r}")
-
-    def vf_markers(self, pf_name: str | None = None) -> list[dict[str, Any]]:
-        """Markers of the VFs that exist now (per ``sriov_numvfs``)."""
-        out = []
-        for pf in self.pfs():
-            if pf_name is not None and pf["ifname"] != pf_name:
-                continue
-            pf_dir = self._device_dir(pf["pci"]).resolve()
-            num = int((pf_dir / "sriov_numvfs").read_text())
-            out += [self.read_marker(vf_pci(int(pf["pf_index"]), n)) for n in range(num)]
-        return out
 
     # --- kernel objects -----------------------------------------------------------------
 
@@ -292,8 +202,6 @@ class SimulatedNic:
                 f"PF name {pf.name!r} too long: VF names {pf.name}vN must fit 15 chars"
             )
         pci = pf_pci(pf_index)
-        parent = self.sysfs_root / "devices" / f"pci0000:{0x3A + 2 * pf_index:02x}"
-        parent = parent / f"0000:{0x3A + 2 * pf_index:02x}:00.0"
         marker = {
             "role": "pf",
             "pci": pci,
@@ -302,12 +210,7 @@ class SimulatedNic:
             "total_vfs": pf.total_vfs,
             "numa_node": pf.numa_node,
         }
-        pf_dir = self._write_device(
-            pci, parent, device_id=PF_DEVICE, driver=PF_DRIVER, numa=pf.numa_node, marker=marker
-        )
-        (pf_dir / "sriov_totalvfs").write_text(f"{pf.total_vfs}\n")
-        if not (pf_dir / "sriov_numvfs").exists():
-            (pf_dir / "sriov_numvfs").write_text("0\n")
+        self.tree.write_pf(marker, total_vfs=pf.total_vfs, numa=pf.numa_node)
         if self._lookup(host, pf.name) is None:
             bridge = self._ensure_bridge(esw, pf_index, 0)
             self._create_pair(
@@ -335,11 +238,10 @@ class SimulatedNic:
         pf_index, total = int(pf["pf_index"]), int(pf["total_vfs"])
         if not 0 <= count <= total:
             raise ValueError(f"sriov_numvfs of {pf_name} must be 0..{total}, not {count}")
-        pf_dir = self._device_dir(pf["pci"]).resolve()
-        current = int((pf_dir / "sriov_numvfs").read_text())
+        current = self.tree.num_vfs(pf)
         for n in range(count):
             pci = vf_pci(pf_index, n)
-            if not (pf_dir / f"virtfn{n}").is_symlink():
+            if not self.tree.has_vf(pf, n):
                 marker: dict[str, Any] = {
                     "role": "vf",
                     "pci": pci,
@@ -353,26 +255,15 @@ class SimulatedNic:
                     "vlan": 0,
                     "link_state": "auto",
                 }
-                vf_dir = self._write_device(
-                    pci,
-                    pf_dir.parent,
-                    device_id=VF_DEVICE,
-                    driver=VF_DRIVER,
-                    numa=int(pf["numa_node"]),
-                    marker=marker,
-                )
-                (vf_dir / "physfn").symlink_to(f"../{pf['pci']}")
-                (pf_dir / f"virtfn{n}").symlink_to(f"../{pci}")
+                self.tree.add_vf(pf, n, marker)
                 self._create_vf(esw, marker)
         for n in range(count, current):
             pci = vf_pci(pf_index, n)
-            port = self._lookup(esw, str(self.read_marker(pci)["port"]))
+            port = self._lookup(esw, str(self.tree.read_marker(pci)["port"]))
             if port is not None:
                 esw.link("del", index=port)
-            (pf_dir / f"virtfn{n}").unlink()
-            (self._devices() / pci).unlink()
-            shutil.rmtree(pf_dir.parent / pci)
-        (pf_dir / "sriov_numvfs").write_text(f"{count}\n")
+            self.tree.remove_vf(pf, n)
+        self.tree.set_num_vfs(pf, count)
 
     def ensure_vfs(self) -> list[str]:
         """Recreate every VF whose veth pair is gone; returns the VF netdev names recreated.
@@ -382,7 +273,7 @@ class SimulatedNic:
         """
         recreated: list[str] = []
         with self._locked(), IPRoute(netns=self.esw_ns, flags=0) as esw:
-            for marker in self.vf_markers():
+            for marker in self.tree.vf_markers():
                 if self._lookup(esw, marker["port"]) is None:
                     self._create_vf(esw, marker)
                     recreated.append(marker["ifname"])
@@ -405,7 +296,7 @@ class SimulatedNic:
     def set_vf_mac(self, pci: str, mac: str) -> None:
         """Admin MAC: saved, and set on the VF netdev when it is in the host netns."""
         with self._locked():
-            self._update_marker(pci, admin_mac=mac)
+            self.tree.update_marker(pci, admin_mac=mac)
             with IPRoute(netns=self.host_ns, flags=0) as host:
                 index = self.find_vf_netdev(host, pci)
                 if index is not None:
@@ -414,7 +305,7 @@ class SimulatedNic:
     def set_vf_vlan(self, pci: str, vlan: int) -> None:
         """Move the VF's switch port onto the bridge of ``vlan``."""
         with self._locked(), IPRoute(netns=self.esw_ns, flags=0) as esw:
-            marker = self._update_marker(pci, vlan=vlan)
+            marker = self.tree.update_marker(pci, vlan=vlan)
             bridge = self._ensure_bridge(esw, int(marker["pf_index"]), vlan)
             port = self._lookup(esw, marker["port"])
             if port is not None:
@@ -423,7 +314,7 @@ class SimulatedNic:
     def set_vf_link_state(self, pci: str, state: str) -> None:
         """``disable`` takes the switch port down, so the VF sees no carrier; else up."""
         with self._locked(), IPRoute(netns=self.esw_ns, flags=0) as esw:
-            marker = self._update_marker(pci, link_state=state)
+            marker = self.tree.update_marker(pci, link_state=state)
             port = self._lookup(esw, marker["port"])
             if port is not None:
                 esw.link("set", index=port, state="down" if state == "disable" else "up")
@@ -431,7 +322,7 @@ class SimulatedNic:
     def vf_vlan(self, pci: str) -> int:
         """The VLAN whose bridge the VF's port is on now (kernel state, not the marker)."""
         with IPRoute(netns=self.esw_ns, flags=0) as esw:
-            index = self._lookup(esw, self.read_marker(pci)["port"])
+            index = self._lookup(esw, self.tree.read_marker(pci)["port"])
             if index is None:
                 raise LookupError(f"simulated VF {pci} has no switch port")
             (link,) = esw.link("get", index=index)
@@ -454,7 +345,7 @@ class SimulatedNic:
 
     def destroy(self) -> None:
         """Remove the node's namespaces and sysfs tree; the fabric goes with its last node."""
-        pf_indexes = [int(m["pf_index"]) for m in self.pfs()]
+        pf_indexes = [int(m["pf_index"]) for m in self.tree.pfs()]
         with self._locked():
             for ns in (self.host_ns, self.esw_ns):
                 if ns in netns.listnetns():
