@@ -58,10 +58,9 @@ class AttachFailed(SriovDraError):
 
 
 class AgentUnreachable(SriovDraError):
-    """The hook could not get an answer from the agent. Retryable."""
+    """The hook could not get an answer from the agent (the kubelet retries the container)."""
 
     reason = "AgentUnreachable"
-    retryable = True
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,6 @@ class NotPrepared(AttachError):
     """The hook asked to attach a claim this node has not prepared."""
 
     reason = "ClaimNotPrepared"
-    retryable = False
 
 
 class ClaimAttacher:

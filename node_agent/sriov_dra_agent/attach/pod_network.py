@@ -95,8 +95,8 @@ class PodNetwork:
     def disconnect(self, record: VfRecord, attachment: Attachment) -> None:
         """IPAM DEL, then the VF back in the host netns with its name, MAC and MTU.
 
-        Works when the pod netns is already gone. Raises :class:`AttachError`
-        (retryable) when a real VF has not come back yet.
+        Works when the pod netns is already gone. Raises :class:`AttachError` when a
+        real VF has not come back yet (run again later).
         """
         if attachment.ipam_conf is not None:
             ipam.ipam_del(

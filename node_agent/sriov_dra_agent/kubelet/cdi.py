@@ -55,10 +55,9 @@ class InvalidCdiSpec(SriovDraError):
 
 
 class DeviceNodeMissing(SriovDraError):
-    """A device node the claim asks for is not on the node. Retryable: load the module."""
+    """A device node the claim asks for is not on the node (the fix: load the module)."""
 
     reason = "DeviceNodeMissing"
-    retryable = True
 
 
 def check_vhost_nodes(dev_root: Path, *, node: str) -> None:

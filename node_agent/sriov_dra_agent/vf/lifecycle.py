@@ -318,8 +318,8 @@ class VfLifecycle:
     def detach(self, pci: str) -> None:
         """Undo VF ``pci``'s attachment: IPAM DEL, VF back in the host netns with its name,
         MAC and MTU. PF-side settings stay (the claim still holds the VF). Idempotent;
-        works when the pod netns is already gone. Raises :class:`AttachError` (retryable)
-        when a real VF has not come back yet.
+        works when the pod netns is already gone. Raises :class:`AttachError` when a real
+        VF has not come back yet (a later detach or the sweep finishes it).
         """
         with self._lock(pci):
             record = self.records.get(pci)
