@@ -20,6 +20,14 @@ from pyroute2.netlink.exceptions import NetlinkError
 from sriov_dra.errors import NetnsNotFound, SriovDraError
 
 
+def _not_found(path: str) -> NetnsNotFound:
+    return NetnsNotFound(
+        f"network namespace {path} does not exist",
+        field="netns",
+        fix="the pod's sandbox is gone; the runtime will retry with a new one",
+    )
+
+
 def netns_id(path: str) -> tuple[int, int]:
     """(device, inode) of a netns file: tells a reused ``/proc/<pid>`` path apart.
 
@@ -28,11 +36,7 @@ def netns_id(path: str) -> tuple[int, int]:
     try:
         st = os.stat(path)
     except FileNotFoundError as exc:
-        raise NetnsNotFound(
-            f"network namespace {path} does not exist",
-            field="netns",
-            fix="the pod's sandbox is gone; the runtime will retry with a new one",
-        ) from exc
+        raise _not_found(path) from exc
     return st.st_dev, st.st_ino
 
 
@@ -55,11 +59,7 @@ def netns_socket(path: str) -> IPRoute:
     try:
         return IPRoute(netns=path, flags=0)
     except FileNotFoundError as exc:
-        raise NetnsNotFound(
-            f"network namespace {path} does not exist",
-            field="netns",
-            fix="the pod's sandbox is gone; the runtime will retry with a new one",
-        ) from exc
+        raise _not_found(path) from exc
 
 
 @contextlib.contextmanager
