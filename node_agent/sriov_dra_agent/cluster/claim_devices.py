@@ -22,6 +22,7 @@ from sriov_dra import allocation_record
 from sriov_dra.constants import ALLOCATION_ANNOTATION, NODE_LABEL
 from sriov_dra.errors import InvalidVfConfig
 from sriov_dra.naming import claim_ref, pci_address
+from sriov_dra.node_selector import pinned_nodes
 from sriov_dra.vfconfig import (
     CONFIG_FIELD,
     VfConfig,
@@ -74,25 +75,10 @@ def labelled_for(claim: Mapping[str, Any], node: str) -> bool:
     return (meta(claim).get("labels") or {}).get(NODE_LABEL) == node
 
 
-def _selector_nodes(allocation: Mapping[str, Any]) -> set[str] | None:
-    """Node names an allocation's nodeSelector pins it to; None = no metadata.name pin."""
-    selector = allocation.get("nodeSelector")
-    if not selector:
-        return None
-    names: set[str] = set()
-    pinned = False
-    for term in selector.get("nodeSelectorTerms") or []:
-        for field in term.get("matchFields") or []:
-            if field.get("key") == "metadata.name" and field.get("operator") == "In":
-                pinned = True
-                names.update(field.get("values") or [])
-    return names if pinned else None
-
-
 def our_results(claim: Mapping[str, Any], *, node: str, driver: str) -> list[Mapping[str, Any]]:
     """Allocation results of ``driver`` in this node's pool (adminAccess ones excluded)."""
     allocation = (claim.get("status") or {}).get("allocation") or {}
-    nodes = _selector_nodes(allocation)
+    nodes = pinned_nodes(allocation)
     if nodes is not None and node not in nodes:
         return []
     results = (allocation.get("devices") or {}).get("results") or []

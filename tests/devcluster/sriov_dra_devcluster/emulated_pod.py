@@ -35,21 +35,18 @@ class PrepareFailed(SriovDraError):
     """A claim could not be prepared (not reserved, not allocated, plugin error)."""
 
     reason = REASON_PREPARE
-    retryable = True
 
 
 class UnprepareFailed(SriovDraError):
     """NodeUnprepareResources failed; the pod stays Terminating until it succeeds."""
 
     reason = REASON_UNPREPARE
-    retryable = True
 
 
 class SandboxFailed(SriovDraError):
     """The netns, its process or a CDI createRuntime hook failed."""
 
     reason = REASON_SANDBOX
-    retryable = True
 
 
 def api_time_now() -> str:

@@ -22,7 +22,6 @@ class ComponentFailed(SriovDraError):
     """
 
     reason = "ComponentFailed"
-    retryable = True
 
     def __init__(self, component: str, problem: str, log_file: Path, log_tail: str) -> None:
         self.component = component

@@ -9,7 +9,7 @@ ServiceAccount through the TokenRequest API and hands each process a kubeconfig
 with that token. The RBAC rules in ``manifests/`` are therefore what allows or
 refuses every call they make.
 
-Per simulated node: a simulated SR-IOV NIC (``sriov_dra_agent.simulated_nic``,
+Per simulated node: a simulated SR-IOV NIC (``sriov_dra_agent.vf.backends.simulated_nic``,
 one PF with ``vfs_per_node`` VFs), an agent with that node's directories
 (``node_layout``), and one node emulator for all nodes. Logs go to the dev
 cluster's log directory (``operator.log``, ``agent-<node>.log``,
@@ -68,7 +68,6 @@ class StackFailed(SriovDraError):
     """A stack process did not start or did not become ready; carries its log tail."""
 
     reason = "StackFailed"
-    retryable = True
 
     def __init__(self, component: str, problem: str, log_file: Path | None = None) -> None:
         self.component = component
