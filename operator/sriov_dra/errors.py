@@ -126,3 +126,9 @@ class WatchFailed(SriovDraError):
     ) -> None:
         self.status = status
         super().__init__(message, field=field, fix=fix)
+
+
+class InvalidSetting(SriovDraError):
+    """A command-line flag (or its environment variable) has a value we cannot run with."""
+
+    reason = "InvalidSetting"
