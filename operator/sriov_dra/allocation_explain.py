@@ -4,7 +4,8 @@ The first request that fits no node even alone is named, with how many VFs
 match it and how many of those are free; when every request fits somewhere
 alone, the combination (and its ``matchAttribute`` constraints) is at fault.
 Pools skipped as incomplete are named, and the fix then says the wait is
-transient.
+transient. Devices the request's selectors match but that are not offered
+(``Pool.refused``: no node agent could prepare them) are named with why and the fix.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from typing import Final
 
-from sriov_dra.allocation_search import CompiledRequest, Constraint, Search
-from sriov_dra.device_pools import Device, DeviceKey, Pool
-from sriov_dra.errors import NoDeviceAvailable
+from sriov_dra.allocation_search import CompiledAlternative, CompiledRequest, Constraint, Search
+from sriov_dra.device_pools import REFUSAL_FIX, Device, DeviceKey, Pool
+from sriov_dra.errors import NoDeviceAvailable, SelectorError
 
 _FIX_BUSY: Final = (
     "delete a claim that holds a matching VF, publish more VFs, or relax the request's selectors"
@@ -44,6 +45,33 @@ def _incomplete_note(incomplete: Sequence[Pool]) -> str:
     if more:
         named.append(f"{more} more pool{'s' if more > 1 else ''} likewise")
     return "; not counted until complete: " + ", ".join(named)
+
+
+def _selected(alternative: CompiledAlternative, device: Device) -> bool:
+    try:
+        return all(selector.test(device) for selector in alternative.selectors)
+    except SelectorError:
+        return False
+
+
+def _refused_note(request: CompiledRequest, nodes: Mapping[str, Sequence[Pool]]) -> str:
+    """``; not offered: device p/d (why), ...`` for refused devices the request selects, or ''."""
+    refused = [
+        device
+        for pools in nodes.values()
+        for pool in pools
+        for device in pool.refused
+        if any(_selected(alternative, device) for alternative in request.alternatives)
+    ]
+    if not refused:
+        return ""
+    named = [
+        f"device {d.key.pool}/{d.key.device} ({d.refusal})" for d in refused[:_NAMED_INCOMPLETE]
+    ]
+    more = len(refused) - len(named)
+    if more:
+        named.append(f"{more} more device{'s' if more > 1 else ''} likewise")
+    return "; not offered: " + ", ".join(named)
 
 
 def explain(
@@ -88,10 +116,13 @@ def explain(
             detail = "; All needs every matching VF of a node free"
         elif len(request.alternatives) == 1 and first.count > 1 and free >= first.count:
             detail = f"; {first.count} are needed on one node"
+        refused = _refused_note(request, nodes)
         return NoDeviceAvailable(
-            f'no free VF matches request "{request.name}": {counts}{detail}{note}',
+            f'no free VF matches request "{request.name}": {counts}{detail}{refused}{note}',
             field=f"spec.devices.requests[{request.index}]",
-            fix=(_FIX_NONE if total == 0 else _FIX_BUSY) + transient,
+            fix=(_FIX_NONE if total == 0 else _FIX_BUSY)
+            + (f"; for the devices not offered: {REFUSAL_FIX}" if refused else "")
+            + transient,
         )
     attributes = ", ".join(c.attribute for c in constraints)
     why = f" with matchAttribute {attributes}" if attributes else ""

@@ -14,6 +14,12 @@ change. Pools with duplicate device names are unusable (``Pool.problem``). Only
 node-local slices (``spec.nodeName``) count: slices for ``nodeSelector``/``allNodes``
 cannot be pinned to one node.
 
+**Devices not offered** (``Pool.refused``): the node agent finds an allocated VF
+by the PCI address its device name is made from (:func:`~sriov_dra.naming.device_name`).
+A device named otherwise (in a slice our agent did not publish) could be allocated
+but never prepared, so it is kept out of the pool, and
+:class:`~sriov_dra.errors.NoDeviceAvailable` names it with the fix.
+
 **Taken devices**: every device in any claim's ``status.allocation`` (whoever wrote
 it, :func:`held_devices`), except ``adminAccess`` results. :class:`DeviceUsage`
 keeps them with per-pool counts.
@@ -31,7 +37,9 @@ from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
 from sriov_dra.cel_selectors import CompiledSelector, DeviceInput
+from sriov_dra.constants import ATTR_PCI_ADDRESS
 from sriov_dra.errors import SelectorError
+from sriov_dra.naming import is_device_name
 
 
 class DeviceKey(NamedTuple):
@@ -52,6 +60,11 @@ class Device:
     """The ResourceSlice device dict."""
     input: DeviceInput
     memo: dict[str, bool | SelectorError] = field(default_factory=dict)
+    refusal: str = field(init=False)
+    """Why the device is not offered (empty when it is): see :func:`refusal`."""
+
+    def __post_init__(self) -> None:
+        self.refusal = refusal(self)
 
     def attribute(self, qualified: str) -> tuple[str, Any] | None:
         """``(type, value)`` of a fully qualified attribute, or None."""
@@ -81,7 +94,9 @@ class Pool:
     expected_slices: int
     """``resourceSliceCount`` of that generation."""
     devices: tuple[Device, ...]
-    """Sorted by device name."""
+    """The devices offered, sorted by name."""
+    refused: tuple[Device, ...] = ()
+    """Devices published but not offered (``Device.refusal`` says why), sorted by name."""
     problem: str = ""
     """Why the pool cannot be used (empty when it can)."""
     _matching: dict[tuple[str, ...], tuple[Device, ...]] = field(default_factory=dict)
@@ -140,6 +155,27 @@ class Selector:
                 fix=outcome.fix,
             )
         return outcome
+
+
+REFUSAL_FIX: Final = (
+    "name the device after its VF's PCI address (0000-08-00-2 for 0000:08:00.2) and publish "
+    f"that address as attribute {ATTR_PCI_ADDRESS}, as the sriov-dra node agent does; "
+    "or let the node agent publish the node's slices"
+)
+"""How to make a refused device allocatable (the fix of the NoDeviceAvailable naming it)."""
+
+
+def refusal(device: Device) -> str:
+    """Why ``device`` cannot be offered, or ``""`` when it can.
+
+    The node agent finds an allocated VF by the PCI address its device name is made
+    from; a device named otherwise could be allocated but never prepared.
+    """
+    if is_device_name(device.key.device):
+        return ""
+    if device.attribute(ATTR_PCI_ADDRESS) is None:
+        return f"it has no {ATTR_PCI_ADDRESS} attribute and its name is not made from a PCI address"
+    return "its name is not made from a PCI address, and the node agent finds the VF by its name"
 
 
 _DEVICE_CACHE: dict[tuple[str, str, str], tuple[Device, ...]] = {}
@@ -218,7 +254,8 @@ def pools_from_slices(slices: Iterable[Mapping[str, Any]], *, driver: str) -> li
                 node=node,
                 slices=len(group),
                 expected_slices=expected,
-                devices=tuple(devices),
+                devices=tuple(d for d in devices if not d.refusal),
+                refused=tuple(d for d in devices if d.refusal),
                 problem=problem,
             )
         )

@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 from typing import Final
 
-_PCI_ADDRESS: Final = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
+_PCI_ADDRESS: Final = re.compile(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]")
 
 
 def is_pci_address(value: str) -> bool:
     """True for a full lower-case PCI address such as ``0000:08:00.2``."""
-    return bool(_PCI_ADDRESS.match(value))
+    return bool(_PCI_ADDRESS.fullmatch(value))
 
 
 def device_name(pci_address: str) -> str:
@@ -24,15 +24,21 @@ def device_name(pci_address: str) -> str:
     return address.replace(":", "-").replace(".", "-")
 
 
-def pci_address(device: str) -> str:
-    """Inverse of :func:`device_name`."""
+def _address_of(device: str) -> str:
     parts = device.split("-")
-    if len(parts) != 4:
+    return f"{parts[0]}:{parts[1]}:{parts[2]}.{parts[3]}" if len(parts) == 4 else ""
+
+
+def is_device_name(device: str) -> bool:
+    """True for a device name made from a PCI address by :func:`device_name`."""
+    return is_pci_address(_address_of(device))
+
+
+def pci_address(device: str) -> str:
+    """Inverse of :func:`device_name`; raises ``ValueError`` for any other name."""
+    if not is_device_name(device):
         raise ValueError(f"not a device name made from a PCI address: {device!r}")
-    address = f"{parts[0]}:{parts[1]}:{parts[2]}.{parts[3]}"
-    if not is_pci_address(address):
-        raise ValueError(f"not a device name made from a PCI address: {device!r}")
-    return address
+    return _address_of(device)
 
 
 def claim_ref(namespace: str, name: str) -> str:

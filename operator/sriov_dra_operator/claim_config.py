@@ -74,6 +74,20 @@ def effective_configs(
     return result
 
 
+def _pci_of(key: DeviceKey, device: PublishedDevice | None) -> str:
+    """The VF's PCI address: published, else from its name, else '' (a name of someone else's)."""
+    published = device.attribute(ATTR_PCI_ADDRESS) if device else None
+    if isinstance(published, str) and published:
+        return published
+    return naming.pci_address(key.device) if naming.is_device_name(key.device) else ""
+
+
+def _vf_index(device: PublishedDevice | None) -> int:
+    """The published VF index; 0 when it is missing or not an int."""
+    index = device.attribute(ATTR_VF_ID) if device else None
+    return index if isinstance(index, int) and not isinstance(index, bool) else 0
+
+
 def allocation_records(
     results: Sequence[Mapping[str, Any]],
     node: str,
@@ -81,7 +95,11 @@ def allocation_records(
     devices: Mapping[DeviceKey, PublishedDevice],
     nad_refs: Mapping[str, Ref | None],
 ) -> list[allocation_record.AllocatedVf]:
-    """The annotation records for an allocation's results, in result order."""
+    """The annotation records for an allocation's results, in result order.
+
+    Never fails on what a slice publishes: a device the scheduler allocated from
+    someone else's slice gets what can be read of it (the allocator offers none).
+    """
     names = assign_interface_names(
         [(str(r["request"]), configs[str(r["request"])]) for r in results]
     )
@@ -89,7 +107,6 @@ def allocation_records(
     for result, if_name in zip(results, names, strict=True):
         key = DeviceKey(str(result["driver"]), str(result["pool"]), str(result["device"]))
         device = devices.get(key)
-        pci = device.attribute(ATTR_PCI_ADDRESS) if device else None
         nad = nad_refs.get(str(result["request"]))
         records.append(
             allocation_record.AllocatedVf(
@@ -98,8 +115,8 @@ def allocation_records(
                 device=key.device,
                 node=node,
                 pf=str((device.attribute(ATTR_PF_NAME) if device else None) or ""),
-                pciAddress=str(pci or naming.pci_address(key.device)),
-                vfIndex=int((device.attribute(ATTR_VF_ID) if device else None) or 0),
+                pciAddress=_pci_of(key, device),
+                vfIndex=_vf_index(device),
                 ifName=if_name,
                 nad=f"{nad[0]}/{nad[1]}" if nad else "",
             )

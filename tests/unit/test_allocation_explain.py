@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 from allocator_inputs import D, claim, node_vfs, request, run, slice_, vf
-from sriov_dra.device_pools import DeviceKey, DeviceUsage
+from sriov_dra.device_pools import REFUSAL_FIX, DeviceKey, DeviceUsage
 from sriov_dra.errors import NoDeviceAvailable
 
 FIX_BUSY = (
@@ -133,6 +133,41 @@ BAD = [
         f'spec.devices.requests[0]: no free VF matches request "vf": 0 VFs match, 0 free; '
         f"fix: {FIX_NONE}",
         id="invalid-pool-skipped",
+    ),
+    pytest.param(
+        claim(),
+        [slice_("node-a", [{"name": "eth-vf-a", "attributes": {}}])],
+        frozenset(),
+        'spec.devices.requests[0]: no free VF matches request "vf": 0 VFs match, 0 free; '
+        f"not offered: device node-a/eth-vf-a (it has no {D}/pciAddress attribute and its "
+        f"name is not made from a PCI address); fix: {FIX_NONE}; for the devices not offered: "
+        f"{REFUSAL_FIX}",
+        id="device-named-not-after-a-pci-address-is-not-offered",
+    ),
+    pytest.param(
+        claim(request(selectors=['device.attributes["dra.net"].numaNode == 1'])),
+        [
+            slice_(
+                "node-a",
+                [
+                    vf(0, 0),
+                    {"name": "x-1", "attributes": {"dra.net/numaNode": {"int": 0}}},
+                    {"name": "x-2", "attributes": {"pciAddress": {"string": "0000:09:00.2"}}},
+                    *(
+                        {"name": f"y-{n}", "attributes": {"dra.net/numaNode": {"int": 1}}}
+                        for n in range(4)
+                    ),
+                ],
+            )
+        ],
+        frozenset(),
+        'spec.devices.requests[0]: no free VF matches request "vf": 0 VFs match, 0 free; '
+        f"not offered: device node-a/y-0 (it has no {D}/pciAddress attribute and its name is "
+        f"not made from a PCI address), device node-a/y-1 (it has no {D}/pciAddress attribute "
+        f"and its name is not made from a PCI address), device node-a/y-2 (it has no "
+        f"{D}/pciAddress attribute and its name is not made from a PCI address), 1 more device "
+        f"likewise; fix: {FIX_NONE}; for the devices not offered: {REFUSAL_FIX}",
+        id="only-refused-devices-the-request-selects-are-named",
     ),
 ]
 

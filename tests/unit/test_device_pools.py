@@ -44,6 +44,32 @@ def test_pool_problems() -> None:
     ]
 
 
+def test_a_device_no_agent_could_find_is_not_offered() -> None:
+    devices = [
+        vf(0, 0),
+        {"name": "vf-a", "attributes": {}},
+        {"name": "vf-b", "attributes": {f"{D}/pciAddress": {"string": "0000:01:00.4"}}},
+        {"name": "0000-01-00-9", "attributes": {}},
+    ]
+    (pool,) = pools_from_slices([slice_("node-a", devices)], driver=D)
+    assert [d.key.device for d in pool.devices] == ["0000-01-00-2"]
+    assert [(d.key.device, d.refusal) for d in pool.refused] == [
+        (
+            "0000-01-00-9",
+            f"it has no {D}/pciAddress attribute and its name is not made from a PCI address",
+        ),
+        (
+            "vf-a",
+            f"it has no {D}/pciAddress attribute and its name is not made from a PCI address",
+        ),
+        (
+            "vf-b",
+            "its name is not made from a PCI address, and the node agent finds the VF by its name",
+        ),
+    ]
+    assert pool.problem == ""
+
+
 def result(device: str, driver: str = D, **extra: Any) -> dict[str, Any]:
     return {"request": "vf", "driver": driver, "pool": "p", "device": device, **extra}
 

@@ -111,3 +111,13 @@ def test_records_carry_pf_vf_ifname_and_nad() -> None:
         ("ens1", "0000:08:00.2", 2, "net1", "ns/net"),
         ("", "0000:08:00.3", 0, "net2", "ns/net"),
     ]
+
+
+def test_records_of_a_device_from_someone_elses_slice_never_fail() -> None:
+    """The scheduler may allocate such a device; adopting the claim must still write records."""
+    odd = DeviceKey(DRIVER, "n1", "eth-vf-a")
+    devices = {odd: PublishedDevice(odd, "n1", {"vfID": {"string": "seven"}})}
+    configs = effective_configs(claim([]), CLASSES, driver=DRIVER)
+    results = [{"request": "a", "driver": DRIVER, "pool": "n1", "device": "eth-vf-a"}]
+    (record,) = allocation_records(results, "n1", configs, devices, {"a": None})
+    assert (record.device, record.pci_address, record.vf_index) == ("eth-vf-a", "", 0)
