@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from kubernetes_asyncio import client
+from sriov_dra_kube.workqueue import WorkQueue
 
 from .cache import ClusterCache, ref_of, uid_of
 from .claims import ClaimReconciler
@@ -27,7 +28,6 @@ from .nodes import NodeLookup
 from .settings import OperatorSettings
 from .slices import vf_counts
 from .status_writer import ClaimWriter
-from .workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from sriov_dra_operator.workqueue import WorkQueue
+from sriov_dra_kube.workqueue import WorkQueue
 
 
 async def test_duplicates_collapse_and_a_key_added_while_running_runs_again() -> None:

@@ -1,9 +1,11 @@
-"""A de-duplicating work queue of claim uids, like client-go's.
+"""A de-duplicating work queue of keys (claim uids), like client-go's.
 
-A uid is processed by at most one worker at a time; adding it while it is being
+A key is processed by at most one worker at a time; adding it while it is being
 processed marks it dirty and it is processed once more afterwards. So watch
 events, NAD changes and freed devices can all "kick" a claim freely without
-piling up work or racing two reconciles of one claim.
+piling up work or racing two reconciles of one claim. The operator's claim
+workers and the agent's claim watcher both run on it; a delayed add
+(:meth:`WorkQueue.add_after`) is how either retries a key after a back-off.
 """
 
 from __future__ import annotations
@@ -40,6 +42,12 @@ class WorkQueue:
             return
         loop = asyncio.get_running_loop()
         self._timers[key] = loop.call_later(delay, self._fire, key)
+
+    def cancel_after(self, key: str) -> None:
+        """Drop a pending delayed add of ``key`` (it went away: nothing to retry)."""
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
 
     def _fire(self, key: str) -> None:
         self._timers.pop(key, None)
