@@ -84,3 +84,14 @@ def awaiting_release(uid: str, node: str, devices: str) -> str:
         f"{node} is gone for good, delete its Node object (kubectl delete node {node}) and "
         "the operator releases the claim without the agent"
     )
+
+
+def reconcile_failed(error: Exception, retry_first: float, retry_cap: float) -> str:
+    """``ReconcileFailed``: an error nobody expected; the claim is retried with backoff."""
+    return (
+        f"the operator failed on this claim with {type(error).__name__}: {error}; it is "
+        f"retried after {retry_first:g} s, then at growing intervals up to every {retry_cap:g} s; "
+        "fix: check what the claim names (DeviceClass, VfConfig, NAD, the ResourceSlices of "
+        "its devices) for a value the operator does not expect, and report the operator's "
+        "log line 'reconcile failed' as a bug"
+    )

@@ -241,10 +241,31 @@ class ClaimReconciler:
                 )
                 self.metrics.failures.labels("AllocationRejected").inc()
             self.requeue.add_after(uid, delay)
+        except Exception as exc:
+            await self._surprise(claim, exc)
         else:
             self.backoff.reset(uid)
         finally:
             self.metrics.reconcile_seconds.observe(time.perf_counter() - started)
+
+    async def _surprise(self, claim: Body, error: Exception) -> None:
+        """An error nobody expected: say so on the claim and count it; retry with backoff.
+
+        One claim's surprise must not stop the others, nor be retried at a fixed
+        pace unseen: the Warning is posted once while the error stays the same.
+        """
+        uid = str(_meta(claim).get("uid"))
+        delay = self.backoff.next_delay(uid)
+        kind = type(error).__name__
+        self.metrics.reconcile_errors.labels(kind).inc()
+        log.error(
+            "reconcile failed",
+            exc_info=error,
+            extra=_log_extra(claim, error=kind, retry_in=delay),
+        )
+        message = claim_messages.reconcile_failed(error, self.backoff.base, self.backoff.cap)
+        await self.events.post(claim, warning=True, reason="ReconcileFailed", message=message)
+        self.requeue.add_after(uid, delay)
 
     async def _refresh(self, claim: Mapping[str, Any]) -> None:
         fresh = await self.writer.read(claim)

@@ -32,6 +32,13 @@ class OperatorMetrics:
             namespace=NAMESPACE,
             registry=self.registry,
         )
+        self.reconcile_errors = Counter(
+            "reconcile_errors",
+            "Reconciles that raised an unexpected error (then retried with backoff), by its type.",
+            ["exception"],
+            namespace=NAMESPACE,
+            registry=self.registry,
+        )
         self.releases = Counter(
             "releases",
             "Allocations cleared after the claim was deleted and its VFs released.",

@@ -481,3 +481,47 @@ async def test_two_claims_sharing_another_drivers_device_are_left_alone(world: W
     assert world.events.posted == []
     assert world.writer.status_writes == []
     assert [devices_of(world.stored(n)) for n in ("gpu-a", "gpu-b")] == [["gpu0"], ["gpu0"]]
+
+
+# -- an error nobody expected is told on the claim, counted, and retried with backoff ---------
+
+
+def _reconcile_errors(world: World, exception: str) -> float:
+    value = world.metrics.registry.get_sample_value(
+        "sriov_dra_operator_reconcile_errors_total", {"exception": exception}
+    )
+    return float(value or 0)
+
+
+async def test_an_unexpected_error_is_a_warning_a_metric_and_a_retry_with_backoff(
+    world: World,
+) -> None:
+    world.create(claim_body("mine"))
+    world.create(claim_body("other"))
+
+    def fail() -> None:
+        raise RuntimeError("the disk is on fire")
+
+    for expected_delay in (10.0, 20.0):
+        world.writer.before_status_write = fail
+        await world.reconcile("mine")
+        assert world.queue.delayed[-1] == ("uid-mine", expected_delay)
+    assert _reconcile_errors(world, "RuntimeError") == 2
+    # Told once while the error stays the same, not at every retry.
+    [(_, kind, reason, message)] = world.events.posted
+    assert (kind, reason) == ("Warning", "ReconcileFailed")
+    assert message == (
+        "the operator failed on this claim with RuntimeError: the disk is on fire; it is "
+        "retried after 10 s, then at growing intervals up to every 300 s; fix: check what the "
+        "claim names (DeviceClass, VfConfig, NAD, the ResourceSlices of its devices) for a "
+        "value the operator does not expect, and report the operator's log line 'reconcile "
+        "failed' as a bug"
+    )
+    # The operator keeps serving the others, and the failed claim once the error is gone,
+    # after which its backoff starts over.
+    await world.reconcile("other")
+    await world.reconcile("mine")
+    assert devices_of(world.stored("other")) == [VF0]
+    assert devices_of(world.stored("mine")) == [VF1]
+    assert world.reasons("mine") == ["ReconcileFailed", "Allocated"]
+    assert world.reconciler.backoff.next_delay("uid-mine") == 10.0
