@@ -34,12 +34,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "operator"), str(ROOT / "node_agent")]
 
 from pyroute2 import IPRoute  # noqa: E402
+from sriov_dra.claim_ref import ClaimRef  # noqa: E402
 from sriov_dra_agent.attach import ipam  # noqa: E402
 from sriov_dra_agent.attach.pod_network import PodNetwork  # noqa: E402
 from sriov_dra_agent.vf.backends.simulated import SimulatedBackend  # noqa: E402
 from sriov_dra_agent.vf.backends.simulated_nic import SimPf, SimulatedNic  # noqa: E402
 from sriov_dra_agent.vf.lifecycle import VfLifecycle  # noqa: E402
-from sriov_dra_agent.vf.records import ClaimRef  # noqa: E402
 
 
 def _netconf(data_dir: Path) -> dict[str, object]:

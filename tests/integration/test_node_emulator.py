@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import pytest
 import pytest_asyncio
+from sriov_dra.claim_ref import ClaimRef
 from sriov_dra.constants import DRIVER_NAME
 from sriov_dra.errors import AttachError, DeviceBusy
 from sriov_dra_agent.attach.attach_socket import AttachRequest, AttachResult, AttachServer
@@ -37,7 +38,6 @@ from sriov_dra_agent.kubelet.cdi import (
     write_claim_spec,
 )
 from sriov_dra_agent.kubelet.plugin import (
-    ClaimRef,
     KubeletPlugin,
     KubeletPluginConfig,
     PreparedDevice,

@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 from netns_helpers import Pod, held_ips, netconf
 from pyroute2 import IPRoute
+from sriov_dra.claim_ref import ClaimRef
 from sriov_dra.errors import DeviceBusy, IpamError, NetnsNotFound
 from sriov_dra.nad import parse_nad_config
 from sriov_dra_agent.attach import ipam, netns, netns_attach
 from sriov_dra_agent.vf.backends.simulated import SimulatedBackend
 from sriov_dra_agent.vf.backends.simulated_nic import SimulatedNic
 from sriov_dra_agent.vf.lifecycle import VfLifecycle
-from sriov_dra_agent.vf.records import ClaimRef
 from sriov_dra_agent.vf.vf_settings import VfSettings, settings_from_netconf
 
 pytestmark = pytest.mark.netns

@@ -7,9 +7,10 @@ from collections.abc import Callable
 
 import pytest
 from netns_helpers import Pod
+from sriov_dra.claim_ref import ClaimRef
 from sriov_dra.errors import AttachError, VfProgrammingError
 from sriov_dra_agent.vf.lifecycle import VfLifecycle
-from sriov_dra_agent.vf.records import ClaimRef, VfRecord
+from sriov_dra_agent.vf.records import VfRecord
 from sriov_dra_agent.vf.vf_settings import VfSettings
 
 pytestmark = pytest.mark.netns

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from sriov_dra.claim_ref import ClaimRef
 from sriov_dra.constants import ALLOCATION_ANNOTATION, RELEASED_ANNOTATION
 from sriov_dra.errors import SriovDraError
 from sriov_dra.naming import pci_address
@@ -39,7 +40,6 @@ from sriov_dra_agent.kubelet import cdi
 from sriov_dra_agent.kubelet.prepared_claims import PreparedClaims
 from sriov_dra_agent.metrics import AgentMetrics
 from sriov_dra_agent.vf.lifecycle import VfLifecycle
-from sriov_dra_agent.vf.records import ClaimRef as RecordClaim
 from sriov_dra_agent.vf.records import VfRecord
 from sriov_dra_agent.vf.vf_settings import VfSettings, settings_from_netconf
 
@@ -118,7 +118,7 @@ class ClaimManager:
     ) -> dict[str, SriovDraError]:
         """Program every device; returns the errors by device name (also kept for status)."""
         uid = claim_devices.uid(claim)
-        owner = RecordClaim(
+        owner = ClaimRef(
             uid=uid,
             namespace=str(claim_devices.meta(claim)["namespace"]),
             name=str(claim_devices.meta(claim)["name"]),

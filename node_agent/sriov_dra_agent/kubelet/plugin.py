@@ -27,9 +27,9 @@ from types import ModuleType
 from typing import Any, Final, Protocol, TypeVar
 
 import grpc
+from sriov_dra.claim_ref import ClaimRef
 from sriov_dra.constants import DRIVER_NAME
 from sriov_dra.errors import SriovDraError
-from sriov_dra.naming import claim_ref
 
 from sriov_dra_agent.cluster.claim_locks import ClaimLocks
 from sriov_dra_agent.kubelet.protos import (
@@ -52,18 +52,6 @@ SUPPORTED_VERSIONS: Final = ("v1.DRAPlugin", "v1beta1.DRAPlugin")
 """In preference order; the kubelet takes the first one it supports."""
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class ClaimRef:
-    """A claim as the kubelet names it in a request."""
-
-    namespace: str
-    name: str
-    uid: str
-
-    def __str__(self) -> str:
-        return f"{claim_ref(self.namespace, self.name)} ({self.uid})"
 
 
 @dataclass(frozen=True)
@@ -243,7 +231,7 @@ class _DraService:
 
     def _log_context(self, claim: ClaimRef) -> dict[str, str]:
         return {
-            "claim": claim_ref(claim.namespace, claim.name),
+            "claim": claim.ref(),
             "uid": claim.uid,
             "api": self._version,
         }

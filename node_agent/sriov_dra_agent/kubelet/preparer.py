@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from sriov_dra.claim_ref import ClaimRef
 from sriov_dra.errors import DeviceBusy, SriovDraError
 from sriov_dra.naming import claim_ref
 
@@ -26,7 +27,7 @@ from sriov_dra_agent.cluster.claim_status import ClaimStatus
 from sriov_dra_agent.cluster.kube_api import KubeApi
 from sriov_dra_agent.kubelet import cdi
 from sriov_dra_agent.kubelet.checkpoint import ClaimRecord, DeviceRecord
-from sriov_dra_agent.kubelet.plugin import ClaimRef, PreparedDevice
+from sriov_dra_agent.kubelet.plugin import PreparedDevice
 from sriov_dra_agent.kubelet.prepared_claims import PreparedClaims
 from sriov_dra_agent.metrics import AgentMetrics
 from sriov_dra_agent.vf.lifecycle import VfLifecycle

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field
+from sriov_dra.claim_ref import ClaimRef
 from sriov_dra.errors import AttachError, DeviceBusy, SriovDraError
 
 from sriov_dra_agent.attach import ipam
@@ -29,7 +30,6 @@ from sriov_dra_agent.vf.backends.base import KERNEL_DEFAULT, USERSPACE_DRIVERS, 
 from sriov_dra_agent.vf.inventory import Inventory, VfInfo
 from sriov_dra_agent.vf.records import (
     Attachment,
-    ClaimRef,
     NetworkData,
     RecordStore,
     VfRecord,

@@ -16,23 +16,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from sriov_dra.claim_ref import ClaimRef
 
 from sriov_dra_agent.vf.backends.base import USERSPACE_DRIVERS
 from sriov_dra_agent.vf.vf_settings import ApplyResult, VfSettings
-
-
-class ClaimRef(BaseModel):
-    """The claim a VF belongs to."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    uid: str
-    namespace: str
-    name: str
-
-    def ref(self) -> str:
-        """``namespace/name``, as logs and Events name a claim."""
-        return f"{self.namespace}/{self.name}"
 
 
 @dataclass(frozen=True)

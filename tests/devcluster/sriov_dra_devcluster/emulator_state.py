@@ -19,13 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from sriov_dra.claim_ref import ClaimRef
+
 from sriov_dra_devcluster import pod_sandbox
 from sriov_dra_devcluster.emulated_pod import SandboxFailed
-from sriov_dra_devcluster.kubelet_plugins import (
-    ClaimRef,
-    PluginWatcher,
-    PreparedDevice,
-)
+from sriov_dra_devcluster.kubelet_plugins import PluginWatcher, PreparedDevice
 from sriov_dra_devcluster.node_layout import NodeLayout
 
 CHECKPOINT: Final = "checkpoint.json"

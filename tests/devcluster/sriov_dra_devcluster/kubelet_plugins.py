@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import grpc
+from sriov_dra.claim_ref import ClaimRef
 from sriov_dra_agent.kubelet.protos import (
     dra_v1_pb2,
     dra_v1_pb2_grpc,
@@ -46,15 +47,6 @@ class PluginNotRegistered(Exception):
     def __init__(self, driver: str) -> None:
         super().__init__(f"DRA driver {driver} is not registered")
         self.driver = driver
-
-
-@dataclass(frozen=True)
-class ClaimRef:
-    """A claim as the DRA API names it."""
-
-    namespace: str
-    name: str
-    uid: str
 
 
 @dataclass(frozen=True)

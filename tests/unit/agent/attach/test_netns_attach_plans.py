@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sriov_dra.claim_ref import ClaimRef
 from sriov_dra.errors import AttachError, DeviceBusy, IpamError
 from sriov_dra_agent.attach.ipam import container_id, find_plugin, parse_error, parse_result
 from sriov_dra_agent.attach.netns_attach import LinkView, Step, plan_back_to_host, plan_into_pod
-from sriov_dra_agent.vf.records import Attachment, ClaimRef, RecordStore, VfRecord
+from sriov_dra_agent.vf.records import Attachment, RecordStore, VfRecord
 from sriov_dra_agent.vf.vf_settings import VfSettings
 
 HOST = LinkView(index=9, name="ens1f0v1", mac="02:00:00:00:00:01", mtu=1500, up=False)

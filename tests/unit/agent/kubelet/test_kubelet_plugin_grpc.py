@@ -13,9 +13,9 @@ from typing import Any
 
 import grpc
 import pytest
+from sriov_dra.claim_ref import ClaimRef
 from sriov_dra.errors import DeviceBusy
 from sriov_dra_agent.kubelet.plugin import (
-    ClaimRef,
     KubeletPlugin,
     KubeletPluginConfig,
     PreparedDevice,
