@@ -24,6 +24,8 @@ from typing import Final
 
 from sriov_dra.errors import SriovDraError
 
+from sriov_dra_agent.atomic_file import write_atomically
+
 SCRIPT_MODE: Final = 0o755
 
 
@@ -79,13 +81,7 @@ def install_host_hook(path: Path, *, executable: str) -> str:
         start = process_start_time(Path(f"/proc/{pid}/stat").read_text())
         script = render_host_hook(agent_pid=pid, agent_start_time=start, executable=executable)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{pid}.tmp")
-        try:
-            tmp.write_text(script)
-            tmp.chmod(SCRIPT_MODE)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_atomically(path, script.encode(), mode=SCRIPT_MODE)
     except OSError as exc:
         raise HostHookError(
             f"cannot write the host hook {path}: {exc}",

@@ -26,7 +26,7 @@ from typing import Any, Final
 from sriov_dra.constants import DRIVER_NAME
 from sriov_dra.errors import SriovDraError
 
-from sriov_dra_agent.kubelet.atomic_file import remove_durably, write_atomically
+from sriov_dra_agent.atomic_file import remove_durably, write_atomically
 
 CDI_VENDOR: Final = DRIVER_NAME
 CDI_CLASS: Final = "vf"

@@ -19,7 +19,7 @@ from typing import Any, Final
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
 from sriov_dra.errors import SriovDraError
 
-from sriov_dra_agent.kubelet.atomic_file import write_atomically
+from sriov_dra_agent.atomic_file import write_atomically
 
 CHECKPOINT_VERSION: Final = 1
 CHECKPOINT_FILE_NAME: Final = "checkpoint.json"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from sriov_dra.claim_ref import ClaimRef
 
+from sriov_dra_agent.atomic_file import write_atomically
 from sriov_dra_agent.vf.backends.base import USERSPACE_DRIVERS
 from sriov_dra_agent.vf.vf_settings import ApplyResult, VfSettings
 
@@ -129,19 +129,9 @@ class RecordStore:
             return None
 
     def put(self, record: VfRecord) -> None:
-        """Write atomically and durably (tmp file, fsync, rename)."""
+        """Write atomically and durably (see :func:`write_atomically`)."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".json")
-        try:
-            with os.fdopen(fd, "w") as out:
-                out.write(record.model_dump_json())
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, self._path(record.pci_address))
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        write_atomically(self._path(record.pci_address), record.model_dump_json().encode())
 
     def delete(self, pci: str) -> None:
         with contextlib.suppress(FileNotFoundError):

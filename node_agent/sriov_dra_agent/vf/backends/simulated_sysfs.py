@@ -17,6 +17,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Final
 
+from sriov_dra_agent.atomic_file import write_atomically
+
 MARKER: Final = "sriov_dra_simulated"
 VENDOR: Final = "8086"
 PF_DEVICE: Final = "1592"
@@ -132,9 +134,9 @@ class SimulatedSysfs:
         """Change the device's saved data (atomically); returns it."""
         marker = self.read_marker(pci)
         marker.update(changes)
-        tmp = self._devices() / pci / f".{MARKER}.tmp"
-        tmp.write_text(json.dumps(marker, sort_keys=True))
-        os.replace(tmp, self._devices() / pci / MARKER)
+        write_atomically(
+            self._devices() / pci / MARKER, json.dumps(marker, sort_keys=True).encode(), mode=0o644
+        )
         return marker
 
     def pfs(self) -> list[dict[str, Any]]:

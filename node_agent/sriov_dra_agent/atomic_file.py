@@ -1,8 +1,10 @@
-"""Crash-safe file replacement for the agent's state on disk (checkpoint, CDI specs).
+"""Crash-safe file replacement for every file the agent writes.
 
-A reader (the agent after a restart, a container runtime's CDI cache) must see
-either the old content or the new, never a torn file, even if the agent dies or
-the disk fills up mid-write.
+The kubelet checkpoint, CDI specs, VF records, the host hook script and the
+simulated NIC's markers all go through :func:`write_atomically`. A reader (the
+agent after a restart, a container runtime's CDI cache, a runtime executing the
+hook) must see either the old content or the new, never a torn file, even if the
+agent dies or the disk fills up mid-write.
 """
 
 from __future__ import annotations
