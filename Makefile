@@ -10,6 +10,7 @@ setup:
 lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	lint-imports
 
 typecheck: setup
 	$(PY) -m mypy operator/sriov_dra operator/sriov_dra_operator node_agent/sriov_dra_agent tests/devcluster/sriov_dra_devcluster
