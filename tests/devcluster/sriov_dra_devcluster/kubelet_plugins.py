@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import grpc
-from sriov_dra.claim_ref import ClaimRef
+from sriov_dra.claim_ref import ClaimRef as ClaimRef  # re-exported: node_emulator imports it
 from sriov_dra_agent.kubelet.protos import (
     dra_v1_pb2,
     dra_v1_pb2_grpc,
@@ -219,6 +219,21 @@ def _endpoint_target(endpoint: str) -> str:
     return endpoint if endpoint.startswith("unix:") else f"unix://{endpoint}"
 
 
+async def _call(plugin: Plugin, method: str, claims: Sequence[ClaimRef]) -> Any:
+    """``method`` (NodePrepareResources or NodeUnprepareResources) for ``claims``; the reply."""
+    pb2, pb2_grpc = _modules(plugin.version)
+    request = getattr(pb2, f"{method}Request")(
+        claims=[pb2.Claim(namespace=c.namespace, name=c.name, uid=c.uid) for c in claims]
+    )
+    async with grpc.aio.insecure_channel(_endpoint_target(plugin.endpoint)) as channel:
+        stub = pb2_grpc.DRAPluginStub(channel)
+        return await getattr(stub, method)(request, timeout=CALL_TIMEOUT)
+
+
+def _no_entry(claim: ClaimRef) -> str:
+    return f"the plugin's response has no entry for claim {claim.uid}"
+
+
 async def node_prepare_resources(
     plugin: Plugin, claims: Sequence[ClaimRef]
 ) -> dict[str, PrepareResult]:
@@ -227,21 +242,12 @@ async def node_prepare_resources(
     A claim missing from the plugin's answer gets an error result, as the
     kubelet treats it ("NodePrepareResources will be called again").
     """
-    pb2, pb2_grpc = _modules(plugin.version)
-    request = pb2.NodePrepareResourcesRequest(
-        claims=[pb2.Claim(namespace=c.namespace, name=c.name, uid=c.uid) for c in claims]
-    )
-    async with grpc.aio.insecure_channel(_endpoint_target(plugin.endpoint)) as channel:
-        response = await pb2_grpc.DRAPluginStub(channel).NodePrepareResources(
-            request, timeout=CALL_TIMEOUT
-        )
+    response = await _call(plugin, "NodePrepareResources", claims)
     results: dict[str, PrepareResult] = {}
     for claim in claims:
         answer = response.claims.get(claim.uid)
         if answer is None:
-            results[claim.uid] = PrepareResult(
-                error=f"the plugin's response has no entry for claim {claim.uid}"
-            )
+            results[claim.uid] = PrepareResult(error=_no_entry(claim))
             continue
         devices = tuple(
             PreparedDevice(
@@ -255,20 +261,9 @@ async def node_prepare_resources(
 
 async def node_unprepare_resources(plugin: Plugin, claims: Sequence[ClaimRef]) -> dict[str, str]:
     """NodeUnprepareResources for ``claims``; claim UID -> error ("" when done)."""
-    pb2, pb2_grpc = _modules(plugin.version)
-    request = pb2.NodeUnprepareResourcesRequest(
-        claims=[pb2.Claim(namespace=c.namespace, name=c.name, uid=c.uid) for c in claims]
-    )
-    async with grpc.aio.insecure_channel(_endpoint_target(plugin.endpoint)) as channel:
-        response = await pb2_grpc.DRAPluginStub(channel).NodeUnprepareResources(
-            request, timeout=CALL_TIMEOUT
-        )
+    response = await _call(plugin, "NodeUnprepareResources", claims)
     errors: dict[str, str] = {}
     for claim in claims:
         answer = response.claims.get(claim.uid)
-        errors[claim.uid] = (
-            f"the plugin's response has no entry for claim {claim.uid}"
-            if answer is None
-            else answer.error
-        )
+        errors[claim.uid] = _no_entry(claim) if answer is None else answer.error
     return errors
