@@ -28,6 +28,7 @@ from typing import Any
 
 from sriov_dra import jsonlog
 from sriov_dra.errors import SriovDraError
+from sriov_dra_kube.client import KubeApi
 
 from sriov_dra_agent.attach.attach_socket import AttachServer
 from sriov_dra_agent.attach.attacher import ClaimAttacher
@@ -40,7 +41,6 @@ from sriov_dra_agent.cluster.claim_status import ClaimStatus
 from sriov_dra_agent.cluster.claim_watcher import ClaimWatcher
 from sriov_dra_agent.cluster.device_status import DeviceStatusWriter
 from sriov_dra_agent.cluster.events import EventRecorder
-from sriov_dra_agent.cluster.kube_api import KubeApi
 from sriov_dra_agent.cluster.nad_cache import NadCache
 from sriov_dra_agent.cluster.slice_publisher import SlicePublisher
 from sriov_dra_agent.kubelet.cdi import CdiHook

@@ -11,9 +11,9 @@ import pytest
 import pytest_asyncio
 from kubernetes_asyncio import client as k8s_client
 from sriov_dra import constants
-from sriov_dra_agent.cluster.kube_api import KubeApi
 from sriov_dra_agent.cluster.slice_publisher import SlicePublisher
 from sriov_dra_agent.vf.inventory import Inventory, PfInfo, VfInfo
+from sriov_dra_kube.client import KubeApi
 
 pytestmark = pytest.mark.integration
 

@@ -1,5 +1,6 @@
-"""The source-root layout must never shadow the standard library."""
+"""The source-root layout must never shadow the standard library; the core stays pure."""
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -26,9 +27,26 @@ def test_no_top_level_package_named_operator() -> None:
 
 
 def test_our_packages_import_from_the_source_roots() -> None:
-    code = "import sriov_dra, sriov_dra_operator, sriov_dra_agent, sriov_dra_devcluster, operator;"
+    code = "import sriov_dra, sriov_dra_kube, sriov_dra_operator, sriov_dra_agent;"
+    code += "import sriov_dra_devcluster, operator;"
     code += "assert hasattr(operator, 'itemgetter')"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def test_the_core_never_imports_the_kubernetes_layer_or_its_libraries() -> None:
+    shells = {"kubernetes_asyncio", "kopf", "aiohttp", "sriov_dra_kube"}
+    found = {}
+    for path in (ROOT / "operator" / "sriov_dra").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            for name in names:
+                if name.split(".")[0] in shells:
+                    found[path.name] = name
+    assert found == {}
 
 
 def test_cli_lists_its_commands() -> None:

@@ -37,7 +37,7 @@ def _product_imports() -> set[str]:
 
 def test_the_wheel_holds_the_product_packages_and_no_test_world() -> None:
     packages = {p.split(".")[0] for root in PRODUCT_ROOTS for p in find_packages(ROOT / root)}
-    assert packages == {"sriov_dra", "sriov_dra_operator", "sriov_dra_agent"}
+    assert packages == {"sriov_dra", "sriov_dra_kube", "sriov_dra_operator", "sriov_dra_agent"}
 
 
 def test_the_image_build_context_holds_only_the_product() -> None:
@@ -64,7 +64,7 @@ def test_every_product_import_is_declared_and_every_dependency_imported() -> Non
         for dep in PYPROJECT["project"]["dependencies"]
     }
     declared_imports = {IMPORT_NAMES.get(name, name) for name in declared}
-    ours = {"sriov_dra", "sriov_dra_operator", "sriov_dra_agent"}
+    ours = {"sriov_dra", "sriov_dra_kube", "sriov_dra_operator", "sriov_dra_agent"}
     third_party = {
         name
         for name in _product_imports() - ours

@@ -26,11 +26,11 @@ from typing import Any
 
 from sriov_dra.backoff import Backoff
 from sriov_dra.constants import NODE_LABEL
+from sriov_dra_kube.client import ApiException, KubeApi
 
 from sriov_dra_agent.cluster import claim_devices
 from sriov_dra_agent.cluster.claim_locks import ClaimLocks
 from sriov_dra_agent.cluster.claim_manager import ClaimManager
-from sriov_dra_agent.cluster.kube_api import ApiException, KubeApi
 from sriov_dra_agent.cluster.nad_cache import NadCache
 
 logger = logging.getLogger(__name__)

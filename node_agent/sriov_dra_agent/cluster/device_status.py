@@ -18,8 +18,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from sriov_dra_kube.client import ApiException, KubeApi
+
 from sriov_dra_agent.cluster.claim_devices import ClaimDevice, meta, ref
-from sriov_dra_agent.cluster.kube_api import ApiException, KubeApi
 from sriov_dra_agent.vf.records import NetworkData
 
 logger = logging.getLogger(__name__)

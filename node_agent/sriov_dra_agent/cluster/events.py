@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from sriov_dra.naming import claim_ref
-
-from sriov_dra_agent.cluster.kube_api import KubeApi, is_status
+from sriov_dra_kube.client import KubeApi, is_status
 
 logger = logging.getLogger(__name__)
 

@@ -23,8 +23,7 @@ from typing import Any
 
 from sriov_dra.errors import NadNotFound
 from sriov_dra.nad import SriovNetConf, parse_nad_config
-
-from sriov_dra_agent.cluster.kube_api import ApiException, KubeApi
+from sriov_dra_kube.client import ApiException, KubeApi
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from sriov_dra_agent.cluster.kube_api import ApiException, KubeApi
+from sriov_dra_kube.client import ApiException, KubeApi
+
 from sriov_dra_agent.cluster.slices import build_slices, next_generation
 from sriov_dra_agent.vf.inventory import Inventory
 

@@ -19,12 +19,12 @@ from typing import Any
 from sriov_dra.claim_ref import ClaimRef
 from sriov_dra.errors import DeviceBusy, SriovDraError
 from sriov_dra.naming import claim_ref
+from sriov_dra_kube.client import KubeApi
 
 from sriov_dra_agent.cluster import claim_devices
 from sriov_dra_agent.cluster.claim_devices import NodeScope, log_context
 from sriov_dra_agent.cluster.claim_manager import ClaimManager
 from sriov_dra_agent.cluster.claim_status import ClaimStatus
-from sriov_dra_agent.cluster.kube_api import KubeApi
 from sriov_dra_agent.kubelet import cdi
 from sriov_dra_agent.kubelet.checkpoint import ClaimRecord, DeviceRecord
 from sriov_dra_agent.kubelet.plugin import PreparedDevice

@@ -14,7 +14,7 @@ from typing import Any
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 from sriov_dra.watch_events import WatchEvent
-from sriov_dra_agent.cluster.kube_api import watch_events
+from sriov_dra_kube.client import watch_events
 
 __all__ = ["ApiException", "KubeClient"]
 

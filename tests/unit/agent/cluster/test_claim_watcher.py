@@ -19,8 +19,8 @@ from sriov_dra.jsonlog import JsonFormatter
 from sriov_dra_agent.cluster.claim_locks import ClaimLocks
 from sriov_dra_agent.cluster.claim_manager import ClaimManager
 from sriov_dra_agent.cluster.claim_watcher import ClaimWatcher
-from sriov_dra_agent.cluster.kube_api import KubeApi
 from sriov_dra_agent.cluster.nad_cache import NadCache
+from sriov_dra_kube.client import KubeApi
 
 NODE = "node-a"
 DRIVER = "sriovnetwork.k8snetworkplumbingwg.io"

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from kubernetes_asyncio.client.exceptions import ApiException
-from sriov_dra_agent.cluster.kube_api import WatchEvent, watch_events
+from sriov_dra_kube.client import WatchEvent, watch_events
 
 
 async def _lines(items: list[bytes]) -> AsyncIterator[bytes]:

@@ -1,8 +1,10 @@
-"""The agent's view of the API server: the few calls it makes, in plain dicts.
+"""The API server in plain dicts: the client, the answers' decoding, the calls we make.
 
 A thin layer over kubernetes_asyncio that returns objects exactly as the API
 server sends them (camelCase JSON), so that the pure modules can work on them
-without generated models.
+without generated models. The agent makes its calls through :class:`KubeApi`,
+the operator posts its Events through it, and the test world's node emulator
+extends it with the pod calls a kubelet makes.
 """
 
 from __future__ import annotations
@@ -11,14 +13,22 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Self
 
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 from sriov_dra.errors import WatchFailed
 from sriov_dra.watch_events import WatchEvent, decode_watch_stream
 
-__all__ = ["ApiException", "KubeApi", "WatchEvent", "load_api_client", "watch_events"]
+__all__ = [
+    "ApiException",
+    "KubeApi",
+    "WatchEvent",
+    "decode",
+    "is_status",
+    "load_api_client",
+    "watch_events",
+]
 
 Body = dict[str, Any]
 
@@ -40,8 +50,8 @@ async def load_api_client(kubeconfig: str | None) -> client.ApiClient:
     return client.ApiClient(configuration)
 
 
-async def _decode(response: Any) -> Any:
-    """The JSON body; ApiException for a non-2xx answer.
+async def decode(response: Any) -> Any:
+    """The JSON body of a raw (``_preload_content=False``) answer; ApiException for a non-2xx.
 
     With ``_preload_content=False`` kubernetes_asyncio hands back error answers
     (404, 409, 422...) as plain responses instead of raising: check here.
@@ -115,7 +125,8 @@ class KubeApi:
         self.custom: Any = client.CustomObjectsApi(api_client)
 
     @classmethod
-    async def from_kubeconfig(cls, kubeconfig: str | Path | None) -> KubeApi:
+    async def from_kubeconfig(cls, kubeconfig: str | Path | None) -> Self:
+        """A client from ``kubeconfig`` (see :func:`load_api_client` for the fallbacks)."""
         return cls(await load_api_client(str(kubeconfig) if kubeconfig else None))
 
     async def close(self) -> None:
@@ -125,7 +136,7 @@ class KubeApi:
 
     async def get_node(self, name: str) -> Body | None:
         try:
-            data: Body = await _decode(await self.core.read_node(name, _preload_content=False))
+            data: Body = await decode(await self.core.read_node(name, _preload_content=False))
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -135,7 +146,7 @@ class KubeApi:
     # -- resource slices --------------------------------------------------------------------
 
     async def list_slices(self, *, node: str, driver: str) -> list[Body]:
-        data = await _decode(
+        data = await decode(
             await self.resource.list_resource_slice(
                 field_selector=f"spec.nodeName={node},spec.driver={driver}",
                 _preload_content=False,
@@ -145,20 +156,20 @@ class KubeApi:
         return items
 
     async def create_slice(self, body: Mapping[str, Any]) -> Body:
-        data: Body = await _decode(
+        data: Body = await decode(
             await self.resource.create_resource_slice(dict(body), _preload_content=False)
         )
         return data
 
     async def replace_slice(self, name: str, body: Mapping[str, Any]) -> Body:
-        data: Body = await _decode(
+        data: Body = await decode(
             await self.resource.replace_resource_slice(name, dict(body), _preload_content=False)
         )
         return data
 
     async def delete_slice(self, name: str) -> None:
         try:
-            await _decode(await self.resource.delete_resource_slice(name, _preload_content=False))
+            await decode(await self.resource.delete_resource_slice(name, _preload_content=False))
         except ApiException as exc:
             if exc.status != 404:
                 raise
@@ -167,7 +178,7 @@ class KubeApi:
 
     async def get_claim(self, namespace: str, name: str) -> Body | None:
         try:
-            data: Body = await _decode(
+            data: Body = await decode(
                 await self.resource.read_namespaced_resource_claim(
                     name, namespace, _preload_content=False
                 )
@@ -180,7 +191,7 @@ class KubeApi:
 
     async def list_claims(self, *, label_selector: str = "") -> tuple[list[Body], str]:
         """All claims (optionally by label) and the list's resourceVersion."""
-        data = await _decode(
+        data = await decode(
             await self.resource.list_resource_claim_for_all_namespaces(
                 label_selector=label_selector or None, _preload_content=False
             )
@@ -202,7 +213,7 @@ class KubeApi:
         self, namespace: str, name: str, body: Mapping[str, Any], *, field_manager: str
     ) -> Body:
         """Server-side apply on ``resourceclaims/status`` under ``field_manager``."""
-        data: Body = await _decode(
+        data: Body = await decode(
             await self.resource.patch_namespaced_resource_claim_status(
                 name,
                 namespace,
@@ -219,7 +230,7 @@ class KubeApi:
         self, namespace: str, name: str, metadata: Mapping[str, Any]
     ) -> Body:
         """Merge-patch a claim's metadata (annotations, labels)."""
-        data: Body = await _decode(
+        data: Body = await decode(
             await self.resource.patch_namespaced_resource_claim(
                 name,
                 namespace,
@@ -234,7 +245,7 @@ class KubeApi:
 
     async def get_nad(self, namespace: str, name: str) -> Body | None:
         try:
-            data: Body = await _decode(
+            data: Body = await decode(
                 await self.custom.get_namespaced_custom_object(
                     NAD_GROUP, NAD_VERSION, namespace, NAD_PLURAL, name, _preload_content=False
                 )
@@ -247,7 +258,7 @@ class KubeApi:
 
     async def list_nads(self) -> tuple[list[Body], str]:
         """Every NAD of the cluster and the list's resourceVersion."""
-        data = await _decode(
+        data = await decode(
             await self.custom.list_cluster_custom_object(
                 NAD_GROUP, NAD_VERSION, NAD_PLURAL, _preload_content=False
             )
@@ -270,14 +281,14 @@ class KubeApi:
     # -- events -----------------------------------------------------------------------------
 
     async def create_event(self, namespace: str, body: Mapping[str, Any]) -> Body:
-        data: Body = await _decode(
+        data: Body = await decode(
             await self.core.create_namespaced_event(namespace, dict(body), _preload_content=False)
         )
         return data
 
     async def patch_event(self, namespace: str, name: str, patch: Mapping[str, Any]) -> Body:
         """Merge-patch an Event (``count``/``lastTimestamp`` of a repeat)."""
-        data: Body = await _decode(
+        data: Body = await decode(
             await self.core.patch_namespaced_event(
                 name,
                 namespace,
