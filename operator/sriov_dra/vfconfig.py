@@ -63,7 +63,7 @@ MAX_IF_NAME: Final = 15
 """IFNAMSIZ - 1: the kernel's limit on interface-name length in bytes."""
 
 _FIELDS: Final = ("driver", "ifName", "netAttachDefName", "netAttachDefNamespace", "addVhostMount")
-_DNS_LABEL: Final = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_LABEL: Final = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 CONFIG_FIELD: Final = "status.allocation.devices.config"
 
 
@@ -110,7 +110,7 @@ def dns_subdomain_problem(value: str) -> str:
     """Why ``value`` is not a DNS-1123 subdomain, or ``""``."""
     if len(value) > 253:
         return f"is {len(value)} characters long, at most 253 allowed"
-    if not all(_DNS_LABEL.match(part) for part in value.split(".")):
+    if not all(_DNS_LABEL.fullmatch(part) for part in value.split(".")):
         return (
             "must be a DNS-1123 subdomain: lower-case letters, digits, '-' and '.', "
             "starting and ending with a letter or digit"
@@ -122,7 +122,7 @@ def dns_label_problem(value: str) -> str:
     """Why ``value`` is not a DNS-1123 label, or ``""``."""
     if len(value) > 63:
         return f"is {len(value)} characters long, at most 63 allowed"
-    if not _DNS_LABEL.match(value):
+    if not _DNS_LABEL.fullmatch(value):
         return (
             "must be a DNS-1123 label: lower-case letters, digits and '-', "
             "starting and ending with a letter or digit"
@@ -325,6 +325,9 @@ def _next_free(base: str, start: int, taken: set[str]) -> str:
     number = start
     while (name := _numbered(base, number)) in taken:
         number += 1
+    if len(name) > MAX_IF_NAME:
+        # The number alone outgrew the kernel's limit (ifName 999999999999999, twice).
+        return _next_free(DEFAULT_IF_PREFIX, 0, taken)
     return name
 
 
@@ -337,7 +340,7 @@ def assign_interface_names(devices: Sequence[tuple[str, VfConfig]]) -> list[str]
     2. A later device asking for the same ``ifName`` gets the next free number: a
        trailing number is incremented (``net1`` -> ``net2``, ``net3``...), otherwise
        one is appended starting at 1 (``data`` -> ``data1``); the base is cut so
-       the name stays within 15 bytes.
+       the name stays within 15 bytes (a number that alone is longer gives rule 3).
     3. A device without ``ifName`` gets the lowest free ``vfnet<N>`` (N from 0).
 
     Names of rule 1 are reserved first, so a generated name never takes a name
