@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sriov_dra.errors import InvalidNad
 
 DEFAULT_CNI_VERSION: Final = "1.0.0"
-_MAC: Final = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+_MAC: Final = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 _FIX_TYPE: Final = (
     'make the first plugin {"type": "sriov", ...}, or point netAttachDefName at a NAD of type sriov'
 )
@@ -123,18 +123,21 @@ def parse_nad_config(config: str, *, nad: str) -> SriovNetConf:
     """
     try:
         top = json.loads(config)
-    except (json.JSONDecodeError, TypeError) as exc:
-        detail = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
-        where = (
-            f" at line {exc.lineno} column {exc.colno}"
-            if isinstance(exc, json.JSONDecodeError)
-            else ""
-        )
+    except json.JSONDecodeError as exc:
         raise _fail(
             nad,
             "spec.config",
-            f"is not valid JSON: {detail}{where}",
+            f"is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
             "write spec.config as a JSON object string",
+        ) from exc
+    except (ValueError, RecursionError) as exc:
+        # Valid JSON that Python will not read: an integer of more than 4300 digits
+        # (ValueError), arrays or objects nested about a thousand deep (RecursionError).
+        raise _fail(
+            nad,
+            "spec.config",
+            "cannot be read: it has an integer of thousands of digits or is nested too deeply",
+            "write spec.config as a plain sriov CNI config object",
         ) from exc
     if not isinstance(top, dict):
         raise _fail(
@@ -259,7 +262,7 @@ def parse_nad_config(config: str, *, nad: str) -> SriovNetConf:
     if "mac" in conf:
         raw_mac = conf["mac"]
         mac = raw_mac.lower() if isinstance(raw_mac, str) else None
-        if mac is None or not _MAC.match(mac):
+        if mac is None or not _MAC.fullmatch(mac):
             raise _fail(
                 nad,
                 f"{path}.mac",
