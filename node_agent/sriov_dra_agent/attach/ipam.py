@@ -87,10 +87,12 @@ def parse_error(stdout: str, *, plugin: str, returncode: int, stderr: str) -> Ip
     """The :class:`IpamError` for a failed plugin run (CNI error JSON on stdout if any)."""
     try:
         data = json.loads(stdout)
-    except ValueError:
+    except (ValueError, RecursionError):
         data = None
     if isinstance(data, dict) and "msg" in data:
-        code = int(data.get("code") or 0)
+        code = data.get("code")
+        # The CNI spec says uint; a plugin that answers otherwise still gets its message told.
+        code = code if isinstance(code, int) and not isinstance(code, bool) else 0
         message = str(data["msg"])
         if data.get("details"):
             message += f" ({data['details']})"
