@@ -19,8 +19,8 @@ the node agent reports in that claim's ``status.devices`` entry for the device:
 - ``attached``: the agent reports ``networkData`` (it does only while the VF is in
   a pod's netns: ``net1``, its IPs and MAC) or ``NetworkReady`` is ``True``;
 - ``releasing``: the holding claim is deleted (``deletionTimestamp``); the
-  allocation, and so the VF, stays until the agent detached and reset it and set
-  :data:`~sriov_dra.constants.RELEASED_ANNOTATION`, then the operator clears it.
+  allocation, and so the VF, stays until the node agent reported the VF detached
+  and reset, then the operator clears it.
 
 The NAD and ifName come from the agent's ``status.devices[].data`` (derived
 from ``status.allocation``), else from the operator's allocation annotation
