@@ -25,6 +25,7 @@ from sriov_dra.constants import PREFIX
 
 from . import settings as settings_module
 from .controller import Controller
+from .http_server import OperatorHttp
 from .metrics import OperatorMetrics
 from .nodes import may_watch_nodes
 from .settings import OperatorSettings
@@ -163,12 +164,15 @@ def operator_identity() -> Identity:
 async def operate(settings: OperatorSettings, *, stop_flag: asyncio.Event | None = None) -> None:
     """Run until signalled (or ``stop_flag`` is set)."""
     metrics = OperatorMetrics()
+    http = OperatorHttp(metrics, address=settings.bind_address, port=settings.metrics_port)
     if settings.metrics_port:
-        metrics.serve(settings.metrics_port, settings.bind_address)
+        await http.start()
     api = await _load_client(settings)
     try:
         watch_nodes = await may_watch_nodes(api)
         controller = Controller(settings, api, metrics, watch_nodes=watch_nodes)
+        # The inventory page reads this controller's cache (503 until it is listed).
+        http.owner = controller
         await kopf.operator(
             registry=build_registry(api.configuration, watch_nodes=watch_nodes),
             settings=kopf_settings(),
@@ -180,6 +184,7 @@ async def operate(settings: OperatorSettings, *, stop_flag: asyncio.Event | None
             identity=operator_identity(),
         )
     finally:
+        await http.stop()
         await api.close()
 
 

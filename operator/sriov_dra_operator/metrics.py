@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 NAMESPACE = "sriov_dra_operator"
 
@@ -96,6 +96,6 @@ class OperatorMetrics:
             self.vfs_allocated.labels(node).set(allocated)
         self._nodes |= counts.keys()
 
-    def serve(self, port: int, address: str) -> None:
-        """Serve ``/metrics`` on ``address:port`` from a daemon thread."""
-        start_http_server(port, addr=address, registry=self.registry)
+    def render(self) -> bytes:
+        """The exposition text of ``/metrics`` (served by :mod:`.http_server`)."""
+        return generate_latest(self.registry)
