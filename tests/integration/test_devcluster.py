@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 from kubernetes_asyncio import client as k8s_client
 from sriov_dra_devcluster.binaries import BIN_ENV, REQUIRED
-from sriov_dra_devcluster.cluster import DevCluster, node_is_ready
+from sriov_dra_devcluster.cluster import DevCluster
 from sriov_dra_devcluster.components import START_ORDER
 from sriov_dra_devcluster.errors import ComponentFailed, KubectlFailed
+from sriov_dra_devcluster.kwok_nodes import node_is_ready
 from sriov_dra_devcluster.processes import port_in_use, process_start_ticks
 from sriov_dra_devcluster.waiting import wait_until
 

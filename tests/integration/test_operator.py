@@ -59,7 +59,8 @@ from sriov_dra.constants import (
 from sriov_dra.device_pools import pools_from_slices
 from sriov_dra.errors import NoDeviceAvailable
 from sriov_dra.nad import parse_nad_config, unrun_plugins_warning
-from sriov_dra_devcluster.cluster import DevCluster, node_manifest
+from sriov_dra_devcluster.cluster import DevCluster
+from sriov_dra_devcluster.kwok_nodes import node_manifest
 from sriov_dra_devcluster.waiting import wait_until
 
 pytestmark = pytest.mark.integration

@@ -15,8 +15,8 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from sriov_dra_devcluster import certs, components, kubeconfigs, processes
 from sriov_dra_devcluster.binaries import BIN_ENV, find_bin_dir
-from sriov_dra_devcluster.cluster import node_is_ready, node_manifest, node_names_for
 from sriov_dra_devcluster.errors import BinariesMissing, ComponentFailed
+from sriov_dra_devcluster.kwok_nodes import node_is_ready, node_manifest, node_names_for
 from sriov_dra_devcluster.waiting import WaitTimeout, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]

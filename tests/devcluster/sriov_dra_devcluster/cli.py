@@ -8,8 +8,9 @@ from pathlib import Path
 
 from sriov_dra.errors import SriovDraError
 
-from sriov_dra_devcluster.cluster import DevCluster, default_state_dir
+from sriov_dra_devcluster.cluster import DevCluster
 from sriov_dra_devcluster.errors import ComponentFailed
+from sriov_dra_devcluster.state_dir import default_state_dir
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:

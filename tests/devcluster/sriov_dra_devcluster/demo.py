@@ -28,9 +28,10 @@ from typing import TextIO
 
 from sriov_dra.errors import SriovDraError
 
-from sriov_dra_devcluster.cluster import DevCluster, default_state_dir
+from sriov_dra_devcluster.cluster import DevCluster
 from sriov_dra_devcluster.demo_scenario import DemoFailed
 from sriov_dra_devcluster.deployment import DriverDeployment
+from sriov_dra_devcluster.state_dir import default_state_dir
 from sriov_dra_devcluster.walkthrough import Walkthrough
 
 # --- the command --------------------------------------------------------------------------

@@ -37,10 +37,11 @@ from sriov_dra.errors import SriovDraError
 from sriov_dra_agent.vf.backends.simulated_nic import SimPf, SimulatedNic
 
 from sriov_dra_devcluster import emulator_state, processes
-from sriov_dra_devcluster.cluster import DevCluster, default_state_dir
+from sriov_dra_devcluster.cluster import DevCluster
 from sriov_dra_devcluster.node_layout import NodeLayout, runtime_root
 from sriov_dra_devcluster.paths import BASE_MANIFESTS, CRDS
 from sriov_dra_devcluster.processes import ComponentSpec, RunningComponent
+from sriov_dra_devcluster.state_dir import default_state_dir
 
 MANIFESTS: Final = BASE_MANIFESTS
 SYSTEM_NAMESPACE: Final = "sriov-dra"
