@@ -35,6 +35,7 @@ NODE_REQUIRED: Final = (
     "crane",
 )
 NODE_BUILD_SCRIPT: Final = CI / "build-node-binaries"
+HELM_BUILD_SCRIPT: Final = CI / "build-helm"
 IMAGES_SCRIPT: Final = CI / "build-images"
 
 
@@ -121,6 +122,17 @@ def find_node_bin_dir() -> Path:
             fix=f"delete {bin_dir} and run `bash {NODE_BUILD_SCRIPT}`",
         )
     return bin_dir
+
+
+def find_helm() -> Path:
+    """The helm binary ``.ci/build-helm`` built (for the chart's tests); never builds."""
+    helm = _cached_dir(HELM_BUILD_SCRIPT, "helm binaries", build=False, timeout=60) / "helm"
+    if not os.access(helm, os.X_OK):
+        raise BinariesMissing(
+            f"no helm in {helm.parent}",
+            fix=f"delete {helm.parent} and run `bash {HELM_BUILD_SCRIPT}`",
+        )
+    return helm
 
 
 def images_dir() -> Path:
