@@ -8,6 +8,10 @@ values are tagged lists (``[SEMVER_TAG, major, minor, patch, pre]``,
 ``[QUANTITY_TAG, numerator, denominator]``), so ``==`` works on them and ``<`` is
 an error, as in Kubernetes. :data:`UNSUPPORTED` lists the functions of Kubernetes'
 environment this evaluator refuses at compile time.
+
+``find``/``findAll`` run on RE2, as Kubernetes' do: linear in the text, so no
+pattern in a claim can stall the allocator (Python's backtracking ``re`` took 15 s
+for ``(a+)+$`` on 26 characters, and doubled with each more).
 """
 
 from __future__ import annotations
@@ -21,18 +25,21 @@ from typing import Any, Final
 
 import cel
 import cel.stdlib
+import re2
 
 SEMVER_TAG: Final = "@kubernetes.Semver"
 QUANTITY_TAG: Final = "@kubernetes.Quantity"
 
 _SEMVER: Final = re.compile(
-    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+    r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
     r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
-    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
+    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?",
+    re.ASCII,
 )
 _QUANTITY: Final = re.compile(
-    r"^([+-]?)(\d+(?:\.\d*)?|\.\d+)"
-    r"(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?\d+)?$"
+    r"([+-]?)(\d+(?:\.\d*)?|\.\d+)"
+    r"(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?\d+)?",
+    re.ASCII,
 )
 _BINARY: Final = {"Ki": 10, "Mi": 20, "Gi": 30, "Ti": 40, "Pi": 50, "Ei": 60}
 _DECIMAL: Final = {"n": -9, "u": -6, "m": -3, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
@@ -85,7 +92,7 @@ def parse_semver(text: str, normalize: bool = False) -> list[Any] | None:
                 return None
             parts += ["0"] * (3 - len(parts))
         text = ".".join(parts)
-    match = _SEMVER.match(text)
+    match = _SEMVER.fullmatch(text)
     if not match:
         return None
     major, minor, patch, pre, _build = match.groups()
@@ -127,19 +134,37 @@ def _semver_part(index: int, name: str) -> Callable[[Any], int]:
 # --- quantity -----------------------------------------------------------------------
 
 
+_MAX_EXPONENT: Final = 1000
+"""Largest ``e<N>`` exponent read (beyond, 10**N alone takes seconds: ``1e10000000`` 23 s).
+Kubernetes clamps quantities to int64 anyway; no device publishes such a value."""
+_MAX_DIGITS: Final = 1000
+"""Longest number read (Python refuses integers of more than 4300 digits)."""
+
+
 def parse_quantity(text: str) -> Fraction | None:
-    """The exact value of a Kubernetes quantity (``1Gi``, ``500m``), None when not one."""
-    match = _QUANTITY.match(text)
+    """The exact value of a Kubernetes quantity (``1Gi``, ``500m``), None when not one.
+
+    Also None for exponents beyond :data:`_MAX_EXPONENT` and numbers of more than
+    :data:`_MAX_DIGITS` digits, which no device publishes and which would stall the
+    evaluator.
+    """
+    match = _QUANTITY.fullmatch(text)
     if not match:
         return None
     sign, number, suffix = match.groups()
+    digits = suffix[1:].lstrip("+-").lstrip("0") if suffix and suffix[0] in "eE" else ""
+    if len(number) > _MAX_DIGITS or len(digits) > len(str(_MAX_EXPONENT)):
+        return None
+    exponent = int(suffix[1:]) if digits else 0
+    if abs(exponent) > _MAX_EXPONENT:
+        return None
     value = Fraction(number)
     if suffix in _BINARY:
         value *= 2 ** _BINARY[suffix]
     elif suffix in _DECIMAL:
         value *= Fraction(10) ** _DECIMAL[suffix]
-    elif suffix:
-        value *= Fraction(10) ** int(suffix[1:])
+    elif exponent:
+        value *= Fraction(10) ** exponent
     return -value if sign == "-" else value
 
 
@@ -191,10 +216,20 @@ def _as_integer(value: Any) -> int:
     return number.numerator
 
 
+_RE2_OPTIONS: Final = re2.Options()
+_RE2_OPTIONS.log_errors = False  # a bad pattern is the claim's error, not a line on stderr
+
+
 def _find_all(text: Any, pattern: Any, limit: Any = -1) -> list[str]:
     if not isinstance(text, str) or not isinstance(pattern, str):
         raise _fail("findAll() wants a string and a regular expression")
-    found = [m.group(0) for m in re.finditer(pattern, text)]
+    try:
+        compiled = re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else ""
+        detail = reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason)
+        raise _fail(f"findAll(): {pattern!r} is not an RE2 regular expression: {detail}") from exc
+    found: list[str] = [str(m.group(0)) for m in compiled.finditer(text)]
     return found if limit < 0 else found[:limit]
 
 

@@ -62,6 +62,13 @@ ERRORS = [
         id="semver-less-than-operator",
     ),
     pytest.param(
+        'findAll("ab", "(?<=a)b") == []',
+        "cel.expression: device 0000-08-00-2: CEL runtime error: findAll(): '(?<=a)b' is not "
+        "an RE2 regular expression: invalid perl operator: (?<=; fix: pass the function a "
+        "value of the right type and format",
+        id="find-all-lookbehind-is-not-re2",
+    ),
+    pytest.param(
         'semver("one") == semver("1.0.0")',
         "cel.expression: device 0000-08-00-2: CEL runtime error: semver('one'): not a "
         "semantic version (want e.g. 1.2.3); fix: pass the function a value of the right "
@@ -96,3 +103,23 @@ def test_values_are_tagged_and_exact() -> None:
     assert parse_quantity("500m") == Fraction(1, 2)
     assert parse_quantity("1e3") == Fraction(1000)
     assert parse_quantity("1GB") is None
+
+
+def test_no_pattern_or_quantity_in_a_claim_stalls_the_evaluator() -> None:
+    """Each took seconds to hours before (the allocator, and every claim, waited): a regex
+    that backtracks exponentially on Python's re, and 10**N of a huge exponent."""
+    stalls = compile_selector(
+        'findAll("' + "a" * 5000 + '!", "(a+)+$") == [] && !isQuantity("1e10000000") '
+        '&& !isQuantity("1e' + "9" * 5000 + '") && !isQuantity("' + "1" * 5000 + '")'
+    )
+    assert stalls.matches(DEVICE, driver=D)
+
+
+@pytest.mark.parametrize("text", ["1.2.3\n", "\u0661.\u0662.\u0663"])
+def test_a_semantic_version_is_the_whole_ascii_string(text: str) -> None:
+    assert parse_semver(text) is None
+
+
+@pytest.mark.parametrize("text", ["1Gi\n", "\u0661Gi", "1e1001"])
+def test_a_quantity_is_the_whole_ascii_string_with_a_bounded_exponent(text: str) -> None:
+    assert parse_quantity(text) is None

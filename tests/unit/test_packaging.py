@@ -17,6 +17,7 @@ PRODUCT_ROOTS = PYPROJECT["tool"]["setuptools"]["packages"]["find"]["where"]
 IMPORT_NAMES = {
     "kubernetes-asyncio": "kubernetes_asyncio",
     "common-expression-language": "cel",
+    "google-re2": "re2",
     "prometheus-client": "prometheus_client",
     "grpcio": "grpc",
     "protobuf": "google",
