@@ -161,6 +161,17 @@ def _runtime_problem(exc: BaseException) -> tuple[str, str]:
     return text.split(". CEL does not coerce")[0], "compare values of the same type"
 
 
+def _shown(value: Any) -> str:
+    """``value`` for a message, maps in key order: the ``cel`` package returns them in
+    any order, and a message that changes with it would be a new Event on every retry."""
+    if isinstance(value, Mapping):
+        items = sorted(f"{_shown(k)}: {_shown(v)}" for k, v in value.items())
+        return "{" + ", ".join(items) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_shown(v) for v in value) + "]"
+    return repr(value)
+
+
 @dataclass(frozen=True, eq=False)
 class CompiledSelector:
     """A compiled device selector; evaluate with :meth:`matches` or :meth:`evaluate`."""
@@ -186,7 +197,7 @@ class CompiledSelector:
         if not isinstance(result, bool):
             raise SelectorError(
                 f"device {device.name}: must evaluate to bool, got "
-                f"{type(result).__name__} {result!r}",
+                f"{type(result).__name__} {_shown(result)}",
                 field="cel.expression",
                 fix="make the expression a condition, e.g. compare with ==",
             )
