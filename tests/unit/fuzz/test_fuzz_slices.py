@@ -16,9 +16,10 @@ from sriov_dra.allocation_result import Allocation
 from sriov_dra.allocator import allocate
 from sriov_dra.cel_selectors import DeviceInput, compile_selector
 from sriov_dra.device_pools import DeviceKey, DeviceUsage, Pool, pools_from_slices
-from sriov_dra.errors import NoDeviceAvailable, SelectorError
+from sriov_dra.errors import InvalidVfConfig, NoDeviceAvailable, SelectorError
 from sriov_dra.naming import is_device_name
 from sriov_dra.node_selector import allocation_node
+from sriov_dra.vfconfig import if_name_problem
 from sriov_dra_operator.claim_config import allocation_records, effective_configs
 from sriov_dra_operator.slices import published_devices
 
@@ -92,6 +93,24 @@ EXACTLY = st.fixed_dictionaries(
     },
 )
 
+VFCONFIG = {"apiVersion": f"{D}/v1alpha1", "kind": "VfConfig"}
+CONFIG = st.fixed_dictionaries(
+    {
+        "opaque": st.fixed_dictionaries(
+            {
+                "driver": st.sampled_from([D, D, "gpu.example.com"]),
+                "parameters": st.dictionaries(
+                    st.sampled_from(["ifName", "netAttachDefName", "driver", "addVhostMount", "x"]),
+                    st.sampled_from(["net1", "eth0", "", "vfio-pci", "Bad_Name", True, 7]),
+                    max_size=3,
+                ).map(lambda fields: {**VFCONFIG, **fields}),
+            }
+        )
+    },
+    optional={"requests": st.lists(st.sampled_from(["r0", "r1", "r0/s0"]), max_size=2)},
+)
+"""Claim config entries: VfConfigs of our driver, valid or not, and another driver's."""
+
 
 @st.composite
 def claims(draw: st.DrawFn, name: str = "c") -> dict[str, Any]:
@@ -121,6 +140,9 @@ def claims(draw: st.DrawFn, name: str = "c") -> dict[str, Any]:
     )
     if constraints:
         devices["constraints"] = constraints
+    config = draw(st.lists(CONFIG, max_size=2))
+    if config:
+        devices["config"] = config
     return {
         "metadata": {"namespace": "ns", "name": name, "uid": f"uid-{name}"},
         "spec": {"devices": devices},
@@ -192,6 +214,8 @@ def _check(
         allocation.results, allocation.node, configs, published_devices(slices, driver=D), {}
     )
     assert [(r.pool, r.device) for r in records] == [(k.pool, k.device) for k in keys]
+    names = [r.if_name for r in records]
+    assert len(set(names)) == len(names) and not any(map(if_name_problem, names))
 
 
 def _slice(device: dict[str, Any]) -> dict[str, Any]:
@@ -226,6 +250,13 @@ def test_one_claim_gets_a_lawful_allocation_or_a_typed_error(
     pools = pools_from_slices(slices, driver=D)
     taken = {DeviceKey(D, pool, name) for pool in ("node-a", "node-b") for name in held}
     try:
+        # As the operator: the claim's config is validated first, then it is allocated.
+        effective_configs(claim, CLASSES, driver=D)
+    except InvalidVfConfig as error:
+        event("InvalidVfConfig")
+        assert error.field.startswith("spec.devices.config[") and error.fix
+        return
+    try:
         allocation = allocate(claim, device_classes=CLASSES, pools=pools, in_use=taken, driver=D)
     except NoDeviceAvailable as error:
         event("NoDeviceAvailable")
@@ -247,6 +278,7 @@ def test_claims_allocated_one_after_another_never_share_a_device(
     usage = DeviceUsage()
     for index, claim in enumerate(batch):
         claim["metadata"]["name"] = f"c{index}"
+        claim["spec"]["devices"].pop("config", None)
         try:
             allocation = allocate(
                 claim, device_classes=CLASSES, pools=pools, in_use=usage, driver=D
