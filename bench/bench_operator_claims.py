@@ -41,9 +41,9 @@ from sriov_dra.constants import (  # noqa: E402
     ATTR_VF_ID,
     DRIVER_NAME,
     PREFIX,
-    RELEASED_ANNOTATION,
 )
 from sriov_dra.node_selector import node_selector  # noqa: E402
+from sriov_dra_agent.cluster.device_status import released_entries  # noqa: E402
 
 GROUP, VERSION = "resource.k8s.io", "v1"
 MERGE = "application/merge-patch+json"
@@ -248,7 +248,7 @@ async def measure_operator(
 
 
 async def cleanup_claims(api: client.ApiClient, ns: str, concurrency: int) -> None:
-    """Play the agent (released annotation), delete, wait until the operator let them go."""
+    """Play the agent (condition Released), delete, wait until the operator let them go."""
     objects: Any = client.CustomObjectsApi(api)
     items = (await objects.list_namespaced_custom_object(GROUP, VERSION, ns, "resourceclaims"))[
         "items"
@@ -256,10 +256,14 @@ async def cleanup_claims(api: client.ApiClient, ns: str, concurrency: int) -> No
 
     async def release(body: dict[str, Any]) -> None:
         name = body["metadata"]["name"]
-        patch = {"metadata": {"annotations": {RELEASED_ANNOTATION: body["metadata"]["uid"]}}}
-        await objects.patch_namespaced_custom_object(
-            GROUP, VERSION, ns, "resourceclaims", name, patch, _content_type=MERGE
-        )
+        allocation = (body.get("status") or {}).get("allocation")
+        if allocation:
+            ours = [r for r in allocation["devices"]["results"] if r["driver"] == DRIVER_NAME]
+            entries = released_entries(body, ours, driver=DRIVER_NAME, node=ours[0]["pool"])
+            await objects.patch_namespaced_custom_object_status(
+                GROUP, VERSION, ns, "resourceclaims", name, {"status": {"devices": entries}},
+                _content_type=MERGE,
+            )  # fmt: skip
         await objects.delete_namespaced_custom_object(GROUP, VERSION, ns, "resourceclaims", name)
 
     await gather_limited(concurrency, [release(b) for b in items])

@@ -22,8 +22,10 @@ ALLOCATION_ANNOTATION: Final = f"{PREFIX}/allocation"
 """JSON list of allocated VFs (node, PF, VF PCI address, ifName, NAD) written by the operator;
 informational, the agent acts on ``status.allocation`` (:mod:`sriov_dra.allocation_record`)."""
 
-RELEASED_ANNOTATION: Final = f"{PREFIX}/released"
-"""Set by the agent to the claim UID once every VF of a claim is detached and reset."""
+RELEASED_CONDITION: Final = "Released"
+"""Condition the node agent sets True on its ``status.devices`` entry of a deleted claim's
+VF once the VF is detached and reset; the operator hands the VF on only then
+(:mod:`sriov_dra.release_signal`)."""
 
 FINALIZER: Final = f"{PREFIX}/vf-protection"
 """Our finalizer on allocated claims: the VF stays held until the agent released it."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from sriov_dra.allocation_record import AllocatedVf
-from sriov_dra.constants import FINALIZER, KUBE_DELETE_PROTECTION, RELEASED_ANNOTATION
+from sriov_dra.constants import FINALIZER, KUBE_DELETE_PROTECTION, RELEASED_CONDITION
 from sriov_dra.device_pools import DeviceKey
 from sriov_dra.errors import NadNotFound
 
@@ -77,12 +77,12 @@ def awaiting_release(uid: str, node: str, devices: str) -> str:
     """``AwaitingRelease``: the deleted claim waits for its node agent, and how to unblock it."""
     return (
         f"the claim is deleted; {devices} stays allocated until the "
-        f"sriov-dra agent on node {node} has detached and reset it and set annotation "
-        f"{RELEASED_ANNOTATION}={uid} on this claim; then the allocation and finalizer "
-        f"{FINALIZER} go; fix: check the agent pod on node {node} (kubectl -n sriov-dra "
-        f"get pods -o wide --field-selector spec.nodeName={node}) and its log; if node "
-        f"{node} is gone for good, delete its Node object (kubectl delete node {node}) and "
-        "the operator releases the claim without the agent"
+        f"sriov-dra agent on node {node} has detached and reset it and set condition "
+        f"{RELEASED_CONDITION} on its status.devices entries of claim {uid}; then the "
+        f"allocation and finalizer {FINALIZER} go; fix: check the agent pod on node {node} "
+        f"(kubectl -n sriov-dra get pods -o wide --field-selector spec.nodeName={node}) and "
+        f"its log; if node {node} is gone for good, delete its Node object (kubectl delete "
+        f"node {node}) and the operator releases the claim without the agent"
     )
 
 

@@ -19,8 +19,9 @@ Life of a static claim of ours:
    it the claim controller would deallocate the claim when its pod goes, and a
    static claim keeps its VF across pods.
 4. *Deleting* -- the allocation stays until ``reservedFor`` is empty and the
-   node agent set :data:`~sriov_dra.constants.RELEASED_ANNOTATION` to the claim's
-   uid; then the allocation is cleared and our finalizer removed. A wait longer
+   node agent reported every VF released in ``status.devices``
+   (:mod:`sriov_dra.release_signal`: a signal only that agent can write, unlike an
+   annotation); then the allocation is cleared and our finalizer removed. A wait longer
    than :data:`RELEASE_NOTICE_AFTER` is explained in an Event (``AwaitingRelease``).
    If the claim's Node no longer exists (removed from the cluster, confirmed by
    the apiserver, not only by the watch), nobody will ever release the VF, which
@@ -51,11 +52,12 @@ from sriov_dra.allocation_result import Allocation
 from sriov_dra.allocator import allocate
 from sriov_dra.backoff import Backoff
 from sriov_dra.claim_requests import request_classes
-from sriov_dra.constants import FINALIZER, KUBE_DELETE_PROTECTION, NODE_LABEL, RELEASED_ANNOTATION
+from sriov_dra.constants import FINALIZER, KUBE_DELETE_PROTECTION, NODE_LABEL
 from sriov_dra.device_pools import DeviceKey, Pool, pools_from_slices
 from sriov_dra.errors import SriovDraError
 from sriov_dra.nad import parse_nad_config, unrun_plugins_warning
 from sriov_dra.node_selector import allocation_node
+from sriov_dra.release_signal import released_by_agent, released_vfs
 from sriov_dra.vfconfig import VfConfig, nad_reference
 
 from . import claim_messages
@@ -540,8 +542,7 @@ class ClaimReconciler:
                     "deleted claim still reserved by a pod; keeping its VF", extra=_log_extra(claim)
                 )
                 return
-            released = (_meta(claim).get("annotations") or {}).get(RELEASED_ANNOTATION)
-            if released != uid:
+            if not released_by_agent(claim):
                 node = self._node_of(claim)
                 if not await self._node_gone(node):
                     await self._await_release(claim, node)
@@ -586,7 +587,7 @@ class ClaimReconciler:
             extra=_log_extra(
                 claim,
                 node=node,
-                released=(_meta(claim).get("annotations") or {}).get(RELEASED_ANNOTATION),
+                released=sorted("/".join(vf) for vf in released_vfs(claim)),
             ),
         )
         if remaining > 0:

@@ -2,7 +2,8 @@
 real process, simulated VFs as real ResourceSlices, claims and their Events.
 
 The test plays the node agent: it publishes ResourceSlices for the simulated
-nodes and sets the released annotation when a deleted claim's VF is "detached".
+nodes and reports a deleted claim's VF released (condition Released in
+``status.devices``, as the agent writes it) when it is "detached".
 """
 
 from __future__ import annotations
@@ -30,11 +31,11 @@ from sriov_dra.constants import (
     ATTR_VF_ID,
     DRIVER_NAME,
     PREFIX,
-    RELEASED_ANNOTATION,
     VFCONFIG_API_VERSION,
     VFCONFIG_KIND,
 )
 from sriov_dra.naming import device_name
+from sriov_dra_agent.cluster.device_status import released_entries
 from sriov_dra_devcluster.cluster import DevCluster
 from sriov_dra_devcluster.waiting import wait_until
 
@@ -345,11 +346,22 @@ def wait_allocated(
     return wait_until(probe, timeout=timeout, what=f"allocation of {namespace}/{name}")
 
 
+def release_patch(body: dict[str, Any]) -> dict[str, Any]:
+    """Merge patch of ``status``: the agent's entries saying each allocated VF is released
+    (our pools are named after their node)."""
+    results = body["status"]["allocation"]["devices"]["results"]
+    ours = [r for r in results if r["driver"] == DRIVER_NAME]
+    entries = released_entries(body, ours, driver=DRIVER_NAME, node=ours[0]["pool"])
+    return {"status": {"devices": entries}}
+
+
 def release(cluster: DevCluster, namespace: str, body: dict[str, Any]) -> None:
-    """Play the node agent: mark the claim's VFs as detached and reset."""
+    """Play the node agent: report the claim's VFs detached and reset."""
+    if not allocated_devices(body):
+        return
     cluster.kubectl(
-        "annotate", "resourceclaim", body["metadata"]["name"], "-n", namespace, "--overwrite",
-        f"{RELEASED_ANNOTATION}={body['metadata']['uid']}",
+        "patch", "resourceclaim", body["metadata"]["name"], "-n", namespace,
+        "--subresource=status", "--type=merge", "-p", json.dumps(release_patch(body)),
     )  # fmt: skip
 
 

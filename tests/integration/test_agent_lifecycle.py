@@ -3,7 +3,7 @@
 Path under test: slices published -> claim allocated (written here as the
 operator would) -> VF programmed and reported in status.devices -> prepare over
 gRPC -> attach through the CDI hook -> detach by unprepare -> claim deleted ->
-VF restored and released annotation set. Then the agent is SIGKILLed at each
+VF restored and reported released (condition Released). Then the agent is SIGKILLed at each
 step of attach and detach and restarted: no VF, IP or interface may leak.
 """
 
@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from agent_harness import DRIVER, AgentProcess, Pod, allocation_patch, wait_for
 from pyroute2 import netns as pyroute2_netns
-from sriov_dra import constants
+from sriov_dra import constants, release_signal
 from sriov_dra.naming import device_name
 from sriov_dra_agent.kubelet.cdi import VHOST_DEVICE_NODES
 from sriov_dra_agent.vf.backends.simulated import SimulatedBackend
@@ -297,15 +297,11 @@ class Scenario:
         )
         released: dict[str, Any] = wait_for(
             lambda: (
-                (
-                    (self.claim()["metadata"].get("annotations") or {}).get(
-                        constants.RELEASED_ANNOTATION
-                    )
-                    == uid
-                )
-                and self.claim()
+                (body := self.claim())["metadata"]["uid"] == uid
+                and release_signal.released_by_agent(body)
+                and body
             ),
-            what="the released annotation",
+            what="condition Released on the agent's status.devices entries",
         )
         # The operator's part: drop our finalizer once released.
         self.cluster.kubectl(
@@ -411,7 +407,7 @@ def test_claim_life_from_allocation_to_release(
     # The claim keeps the VF programmed for the next pod.
     assert nic.vf_vlan(vf.pci_address) == VLAN
 
-    # Claim deleted: VF restored, then the released annotation.
+    # Claim deleted: VF restored, then condition Released in status.devices.
     scenario.delete_and_release()
     assert nic.vf_vlan(vf.pci_address) == 0
     assert agent.record(vf.pci_address) is None

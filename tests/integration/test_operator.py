@@ -54,7 +54,7 @@ from sriov_dra.constants import (
     FINALIZER,
     KUBE_DELETE_PROTECTION,
     NODE_LABEL,
-    RELEASED_ANNOTATION,
+    RELEASED_CONDITION,
 )
 from sriov_dra.device_pools import pools_from_slices
 from sriov_dra.errors import NoDeviceAvailable
@@ -714,12 +714,12 @@ def _allocated_on_a_removed_node(
 
     expect_event(cluster, namespace, "orphan", "AwaitingRelease", warning=False, message=(
         f"the claim is deleted; device {pool}/{device} stays allocated until the sriov-dra "
-        f"agent on node {node} has detached and reset it and set annotation "
-        f"{RELEASED_ANNOTATION}={uid} on this claim; then the allocation and finalizer "
-        f"{FINALIZER} go; fix: check the agent pod on node {node} (kubectl -n sriov-dra get "
-        f"pods -o wide --field-selector spec.nodeName={node}) and its log; if node {node} is "
-        f"gone for good, delete its Node object (kubectl delete node {node}) and the "
-        "operator releases the claim without the agent"
+        f"agent on node {node} has detached and reset it and set condition "
+        f"{RELEASED_CONDITION} on its status.devices entries of claim {uid}; then the "
+        f"allocation and finalizer {FINALIZER} go; fix: check the agent pod on node {node} "
+        f"(kubectl -n sriov-dra get pods -o wide --field-selector spec.nodeName={node}) and "
+        f"its log; if node {node} is gone for good, delete its Node object (kubectl delete "
+        f"node {node}) and the operator releases the claim without the agent"
     ))  # fmt: skip
     still = claim(cluster, namespace, "orphan")
     assert still is not None and allocated_devices(still) == [(DRIVER_NAME, pool, device)]

@@ -11,8 +11,9 @@ too, and the watcher's resync :meth:`detach_dead`.
 VF state lives in the VF records (:mod:`sriov_dra_agent.vf.records`); which claims
 are prepared lives in the checkpoint with the CDI specs
 (:mod:`sriov_dra_agent.kubelet.prepared_claims`). The API server learns the outcome
-through ``status.devices`` conditions, Events and, at the end of a claim's life,
-the released annotation.
+through ``status.devices`` conditions and Events; at the end of a claim's life,
+condition Released on its ``status.devices`` entries tells the operator the VFs
+can go to the next claim.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ from pathlib import Path
 from typing import Any, Final
 
 from sriov_dra.claim_ref import ClaimRef
-from sriov_dra.constants import ALLOCATION_ANNOTATION, RELEASED_ANNOTATION
+from sriov_dra.constants import ALLOCATION_ANNOTATION
 from sriov_dra.errors import SriovDraError
 from sriov_dra.naming import pci_address
+from sriov_dra.release_signal import released_vfs
 from sriov_dra_kube.client import KubeApi
 
 from sriov_dra_agent.attach.netns import netns_alive
@@ -206,8 +208,8 @@ class ClaimManager:
         if held or prepared:
             await self.release(claim, held)
         allocated_here = self.scope.results(claim)
-        if claim_devices.is_deleting(claim) and (allocated_here or held):
-            await self._mark_released(claim)
+        if claim_devices.is_deleting(claim) and allocated_here:
+            await self._report_released(claim, allocated_here)
 
     async def release(self, claim: Mapping[str, Any], held: Sequence[VfRecord]) -> None:
         """Detach and restore every VF of the claim, forget its preparation."""
@@ -237,22 +239,13 @@ class ClaimManager:
                 f"node {self.scope.node} restored " + ", ".join(r.pci_address for r in held),
             )
 
-    async def _mark_released(self, claim: Mapping[str, Any]) -> None:
-        uid = claim_devices.uid(claim)
-        annotations = claim_devices.meta(claim).get("annotations") or {}
-        if annotations.get(RELEASED_ANNOTATION) == uid:
+    async def _report_released(
+        self, claim: Mapping[str, Any], results: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Condition Released on this node's entries: the operator may hand the VFs on."""
+        if {(str(r["pool"]), str(r["device"])) for r in results} <= released_vfs(claim):
             return
-        meta = claim_devices.meta(claim)
-        try:
-            await self.api.patch_claim_metadata(
-                str(meta["namespace"]),
-                str(meta["name"]),
-                {"annotations": {RELEASED_ANNOTATION: uid}},
-            )
-        except Exception as exc:
-            if getattr(exc, "status", None) == 404:
-                return
-            raise
+        await self.status.released(claim, results)
         logger.info("claim released", extra=log_context(claim))
 
     async def claim_gone(self, uid: str, namespace: str, name: str) -> None:

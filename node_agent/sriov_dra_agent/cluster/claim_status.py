@@ -15,7 +15,11 @@ from typing import Any
 from sriov_dra.errors import SriovDraError
 
 from sriov_dra_agent.cluster.claim_devices import ClaimDevice, NodeScope, log_context, uid
-from sriov_dra_agent.cluster.device_status import DeviceState, DeviceStatusWriter
+from sriov_dra_agent.cluster.device_status import (
+    DeviceState,
+    DeviceStatusWriter,
+    released_entries,
+)
 from sriov_dra_agent.vf.lifecycle import VfLifecycle
 
 logger = logging.getLogger(__name__)
@@ -95,3 +99,13 @@ class ClaimStatus:
             await self.writer.write(claim, self._states(claim, devices))
         except Exception as exc:
             logger.warning("could not write status.devices: %s", exc, extra=log_context(claim))
+
+    async def released(
+        self, claim: Mapping[str, Any], results: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Report the VFs of ``results`` detached and reset (the operator's hand-over signal).
+
+        Not best effort: a failed write raises, so the claim watcher retries it.
+        """
+        entries = released_entries(claim, results, driver=self.writer.driver, node=self.scope.node)
+        await self.writer.apply(claim, entries)

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from sriov_dra.constants import RELEASED_CONDITION
 from sriov_dra_kube.client import ApiException, KubeApi
 
 from sriov_dra_agent.cluster.claim_devices import ClaimDevice, meta, ref
@@ -124,6 +125,25 @@ def build_entries(
     return entries
 
 
+def released_entries(
+    claim: Mapping[str, Any], results: Sequence[Mapping[str, Any]], *, driver: str, node: str
+) -> list[dict[str, Any]]:
+    """Our entries saying each VF of ``results`` is detached and reset: condition
+    :data:`~sriov_dra.constants.RELEASED_CONDITION` True, on which the operator hands the
+    VF on (:mod:`sriov_dra.release_signal`), and ``Ready`` False."""
+    entries = []
+    for result in results:
+        pool, device = str(result["pool"]), str(result["device"])
+        previous = _previous_conditions(claim, driver=driver, pool=pool, device=device)
+        message = f"node {node} detached {device} and restored its settings"
+        conditions = [
+            _condition(RELEASED_CONDITION, True, "Released", message, previous),
+            _condition("Ready", False, "Released", message, previous),
+        ]
+        entries.append({"driver": driver, "pool": pool, "device": device, "conditions": conditions})
+    return entries
+
+
 def apply_body(claim: Mapping[str, Any], entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The server-side apply body: just our entries (an empty list drops all of ours)."""
     return {
@@ -159,7 +179,12 @@ class DeviceStatusWriter:
         self, claim: Mapping[str, Any], states: Sequence[DeviceState]
     ) -> dict[str, Any] | None:
         """Apply ``states``; returns the updated claim, None when skipped or the claim is gone."""
-        entries = build_entries(claim, states, driver=self.driver)
+        return await self.apply(claim, build_entries(claim, states, driver=self.driver))
+
+    async def apply(
+        self, claim: Mapping[str, Any], entries: Sequence[Mapping[str, Any]]
+    ) -> dict[str, Any] | None:
+        """Apply ``entries`` as all of ours; None when unchanged since the last call or gone."""
         key = str(meta(claim).get("uid", ""))
         fingerprint = _comparable(entries)
         if self._last.get(key) == fingerprint:

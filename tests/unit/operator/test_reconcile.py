@@ -22,7 +22,8 @@ from sriov_dra.constants import (
     DRIVER_NAME,
     FINALIZER,
     NODE_LABEL,
-    RELEASED_ANNOTATION,
+    PREFIX,
+    RELEASED_CONDITION,
     VFCONFIG_API_VERSION,
     VFCONFIG_KIND,
 )
@@ -414,8 +415,9 @@ async def test_a_deleted_claim_explains_its_wait_for_the_agent(world: World) -> 
     assert (kind, reason) == ("Normal", "AwaitingRelease")
     assert message == (
         f"the claim is deleted; device node-a/{VF0} stays allocated until the sriov-dra agent on "
-        f"node node-a has detached and reset it and set annotation {RELEASED_ANNOTATION}=uid-gone "
-        f"on this claim; then the allocation and finalizer {FINALIZER} go; fix: check the agent "
+        f"node node-a has detached and reset it and set condition {RELEASED_CONDITION} on its "
+        "status.devices entries of claim uid-gone; then the allocation and finalizer "
+        f"{FINALIZER} go; fix: check the agent "
         "pod on node node-a (kubectl -n sriov-dra get pods -o wide --field-selector "
         "spec.nodeName=node-a) and its log; if node node-a is gone for good, delete its Node "
         "object (kubectl delete node node-a) and the operator releases the claim without the "
@@ -423,6 +425,33 @@ async def test_a_deleted_claim_explains_its_wait_for_the_agent(world: World) -> 
     )
     assert devices_of(world.stored("gone")) == [VF0]
     assert world.nodes.asked == []
+
+
+def _released_entry(device: str, status: str = "True") -> dict[str, Any]:
+    condition = {"type": RELEASED_CONDITION, "status": status, "reason": "Released"}
+    return {"driver": DRIVER_NAME, "pool": "node-a", "device": device, "conditions": [condition]}
+
+
+@pytest.mark.parametrize(
+    ("annotations", "devices", "handed_on"),
+    [
+        pytest.param({f"{PREFIX}/released": "uid-gone"}, [], False, id="tenant-annotation"),
+        pytest.param({}, [_released_entry(VF0, status="False")], False, id="not-yet"),
+        pytest.param({}, [_released_entry(VF0)], True, id="agent-condition"),
+    ],
+)
+async def test_a_deleted_claims_vf_is_handed_on_only_on_the_agents_released_condition(
+    world: World, annotations: dict[str, str], devices: list[dict[str, Any]], handed_on: bool
+) -> None:
+    world.cache.nodes = {"node-a"}
+    body = copy.deepcopy(await _allocated_then_deleted(world, "gone"))
+    body["metadata"].setdefault("annotations", {}).update(annotations)
+    body["status"]["devices"] = devices
+    world.write(body)
+    await world.reconcile("gone")
+    stored = world.stored("gone")
+    assert devices_of(stored) == ([] if handed_on else [VF0])
+    assert (FINALIZER in (stored["metadata"].get("finalizers") or [])) is not handed_on
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""status.devices entries: conditions, networkData, data limit, apply body."""
+"""status.devices entries: conditions, networkData, data limit, apply body, Released."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from sriov_dra import constants
+from sriov_dra import constants, release_signal
 from sriov_dra_agent.cluster.claim_devices import ClaimDevice
 from sriov_dra_agent.cluster.device_status import (
     MAX_DATA_BYTES,
@@ -14,6 +14,7 @@ from sriov_dra_agent.cluster.device_status import (
     NetworkData,
     apply_body,
     build_entries,
+    released_entries,
     small_data,
 )
 from sriov_dra_agent.cluster.events import event_body
@@ -103,3 +104,17 @@ def test_event_names_the_claim_and_node() -> None:
     }  # fmt: skip
     assert event["reportingInstance"] == "node-a"
     assert len(event["message"]) == 1024
+
+
+def test_released_entries_are_what_the_operator_hands_the_vf_on_for() -> None:
+    results = [{"driver": DRIVER, "pool": "node-a", "device": "0000-3b-02-0", "request": "vf"}]
+    claim = {**CLAIM, "status": {"allocation": {"devices": {"results": results}}}}
+    assert not release_signal.released_by_agent(claim)
+    (entry,) = released_entries(claim, results, driver=DRIVER, node="node-a")
+    assert conditions(entry) == {
+        constants.RELEASED_CONDITION: ("True", "Released"),
+        "Ready": ("False", "Released"),
+    }
+    assert "networkData" not in entry
+    released = {**claim, "status": {**claim["status"], "devices": [entry]}}
+    assert release_signal.released_by_agent(released)
