@@ -42,6 +42,12 @@ def test_kustomization_applies_with_server_side_dry_run(
         "namespace/sriov-dra",
         "serviceaccount/sriov-dra-agent",
         "serviceaccount/sriov-dra-operator",
+        "validatingadmissionpolicy.admissionregistration.k8s.io/sriov-dra-agent-own-node-claims",
+        "validatingadmissionpolicy.admissionregistration.k8s.io/sriov-dra-agent-own-node-slices",
+        "validatingadmissionpolicybinding.admissionregistration.k8s.io/"
+        "sriov-dra-agent-own-node-claims",
+        "validatingadmissionpolicybinding.admissionregistration.k8s.io/"
+        "sriov-dra-agent-own-node-slices",
     ]
 
 

@@ -115,3 +115,27 @@ def test_operator_and_agents_allow_the_same_nad_namespaces() -> None:
     operator_env = {e["name"]: e.get("value") for e in operator.get("env", [])}
     agent_env = {e["name"]: e.get("value") for e in agent_container().get("env", [])}
     assert operator_env["SRIOV_DRA_OPERATOR_NAD_NAMESPACES"] == agent_env["NAD_NAMESPACES"]
+
+
+def test_the_confinement_policies_match_the_agents_service_account() -> None:
+    # A renamed ServiceAccount or namespace would silently unconfine the agents.
+    base = ROOT / "manifests" / "base"
+    (account,) = [
+        d
+        for d in yaml.safe_load_all((base / "serviceaccounts.yaml").read_text())
+        if d["metadata"]["name"] == daemonset()["spec"]["template"]["spec"]["serviceAccountName"]
+    ]
+    username = (
+        f"system:serviceaccount:{account['metadata']['namespace']}:{account['metadata']['name']}"
+    )
+    docs = list(yaml.safe_load_all((base / "policy-agent-confinement.yaml").read_text()))
+    policies = [d for d in docs if d["kind"] == "ValidatingAdmissionPolicy"]
+    bound = {
+        d["spec"]["policyName"] for d in docs if d["kind"] == "ValidatingAdmissionPolicyBinding"
+    }
+    assert bound == {p["metadata"]["name"] for p in policies} and len(policies) == 2
+    for policy in policies:
+        (condition,) = policy["spec"]["matchConditions"]
+        assert condition["expression"] == f"request.userInfo.username == '{username}'"
+    kustomization = yaml.safe_load((base / "kustomization.yaml").read_text())
+    assert "policy-agent-confinement.yaml" in kustomization["resources"]
