@@ -226,21 +226,6 @@ class KubeApi:
         )
         return data
 
-    async def patch_claim_metadata(
-        self, namespace: str, name: str, metadata: Mapping[str, Any]
-    ) -> Body:
-        """Merge-patch a claim's metadata (annotations, labels)."""
-        data: Body = await decode(
-            await self.resource.patch_namespaced_resource_claim(
-                name,
-                namespace,
-                {"metadata": dict(metadata)},
-                _content_type="application/merge-patch+json",
-                _preload_content=False,
-            )
-        )
-        return data
-
     # -- network attachment definitions -----------------------------------------------------
 
     async def get_nad(self, namespace: str, name: str) -> Body | None:
