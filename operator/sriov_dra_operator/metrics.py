@@ -77,6 +77,12 @@ class OperatorMetrics:
             namespace=NAMESPACE,
             registry=self.registry,
         )
+        self.leader = Gauge(
+            "leader",
+            "1 while this replica holds the leader-election Lease and acts, else 0.",
+            namespace=NAMESPACE,
+            registry=self.registry,
+        )
         self.reconcile_seconds = Histogram(
             "reconcile_duration_seconds",
             "Time to reconcile one claim (read, decide, write).",

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 
 from sriov_dra.constants import DRIVER_NAME
+from sriov_dra.leader_election import ElectionTiming
 from sriov_dra.vfconfig import parse_nad_namespaces
 
 ENV_PREFIX = "SRIOV_DRA_OPERATOR_"
@@ -39,6 +40,11 @@ class OperatorSettings:
     yield_seconds: float = 30.0
     """How long to leave a claim alone after someone else cleared our allocation."""
     log_level: str = "INFO"
+    leader_elect: bool = False
+    """Take part in leader election: act only while holding the Lease (several replicas)."""
+    lease_namespace: str = "sriov-dra"
+    lease_name: str = "sriov-dra-operator"
+    election: ElectionTiming = field(default_factory=ElectionTiming)
 
     @property
     def liveness_endpoint(self) -> str | None:
@@ -100,6 +106,41 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="back-off after the scheduler cleared one of our allocations (default %(default)s)",
     )
     parser.add_argument(
+        "--leader-elect",
+        action=argparse.BooleanOptionalAction,
+        default=_env("LEADER_ELECT", "false").lower() in ("1", "true", "yes"),
+        help="act only while holding a coordination.k8s.io Lease, so several replicas can run "
+        f"(env {ENV_PREFIX}LEADER_ELECT; default %(default)s)",
+    )
+    parser.add_argument(
+        "--lease-namespace",
+        default=_env("LEASE_NAMESPACE", os.environ.get("POD_NAMESPACE", "sriov-dra")),
+        help="namespace of the leader-election Lease (env POD_NAMESPACE; default %(default)s)",
+    )
+    parser.add_argument(
+        "--lease-name",
+        default=_env("LEASE_NAME", "sriov-dra-operator"),
+        help="name of the leader-election Lease (default %(default)s)",
+    )
+    parser.add_argument(
+        "--lease-duration",
+        type=float,
+        default=float(_env("LEASE_DURATION", "15")),
+        help="seconds a standby waits after the leader's last renewal (default %(default)s)",
+    )
+    parser.add_argument(
+        "--renew-deadline",
+        type=float,
+        default=float(_env("RENEW_DEADLINE", "10")),
+        help="seconds the leader keeps acting without renewing (default %(default)s)",
+    )
+    parser.add_argument(
+        "--retry-period",
+        type=float,
+        default=float(_env("RETRY_PERIOD", "2")),
+        help="seconds between lease attempts and renewals (default %(default)s)",
+    )
+    parser.add_argument(
         "--log-level",
         default=_env("LOG_LEVEL", "INFO"),
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -124,4 +165,12 @@ def from_args(args: argparse.Namespace) -> OperatorSettings:
         workers=args.workers,
         yield_seconds=args.yield_seconds,
         log_level=args.log_level,
+        leader_elect=args.leader_elect,
+        lease_namespace=args.lease_namespace,
+        lease_name=args.lease_name,
+        election=ElectionTiming(
+            lease_duration=args.lease_duration,
+            renew_deadline=args.renew_deadline,
+            retry_period=args.retry_period,
+        ),
     )

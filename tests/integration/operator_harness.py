@@ -62,8 +62,8 @@ class OperatorProcess:
         self.health_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 60) -> OperatorProcess:
-        """Start and wait until the state is listed and workers run."""
+    def start(self, timeout: float = 60, until: str = "state listed") -> OperatorProcess:
+        """Start and wait for the log line ``until`` (default: the state is listed, workers run)."""
         command = [
             str(Path(sys.executable).parent / "sriov-dra"),
             "operator",
@@ -85,9 +85,9 @@ class OperatorProcess:
                 )
             with self.log_path.open("rb") as f:
                 f.seek(offset)
-                return b'"message": "state listed"' in f.read()
+                return f'"message": "{until}"'.encode() in f.read()
 
-        wait_until(ready, timeout=timeout, what="the operator to list the cluster state")
+        wait_until(ready, timeout=timeout, what=f"the operator's log line {until!r}")
         return self
 
     def log_tail(self, lines: int = 40) -> str:
