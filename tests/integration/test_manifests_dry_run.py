@@ -40,6 +40,8 @@ def test_kustomization_applies_with_server_side_dry_run(
         "deployment.apps/sriov-dra-operator",
         "deviceclass.resource.k8s.io/sriovnetwork.k8snetworkplumbingwg.io",
         "namespace/sriov-dra",
+        "role.rbac.authorization.k8s.io/sriov-dra-operator-leader-election",
+        "rolebinding.rbac.authorization.k8s.io/sriov-dra-operator-leader-election",
         "serviceaccount/sriov-dra-agent",
         "serviceaccount/sriov-dra-operator",
         "validatingadmissionpolicy.admissionregistration.k8s.io/sriov-dra-agent-own-node-claims",
