@@ -25,6 +25,10 @@ SUBCOMMANDS: Final[dict[str, tuple[str, str]]] = {
         "sriov_dra_agent.attach.hook",
         "OCI createRuntime hook: attach a claim's VFs to a pod",
     ),
+    "inventory": (
+        "sriov_dra_operator.inventory_command",
+        "where every VF is: nodes, PFs, VFs, claims, pods, IPs (read from the API server)",
+    ),
 }
 PLUGIN_GROUP: Final = "sriov_dra.commands"
 

@@ -25,9 +25,8 @@ from sriov_dra.inventory import (
 )
 
 from .cache import ClusterCache
-from .claims import ClaimReconciler
 from .inventory_page import render_error, render_inventory
-from .inventory_source import cluster_inventory
+from .inventory_source import Reconciler, cached_inventory
 from .metrics import OperatorMetrics
 
 log = logging.getLogger(__name__)
@@ -42,9 +41,17 @@ PAGE_SOURCE = (
 class CacheOwner(Protocol):
     """What the server reads: the controller's cache and reconciler, once listed."""
 
-    cache: ClusterCache
-    reconciler: ClaimReconciler
-    primed: bool
+    @property
+    def cache(self) -> ClusterCache:
+        """The cache the watches keep."""
+
+    @property
+    def reconciler(self) -> Reconciler:
+        """The claim reconciler (pools, settings, the Events it posted)."""
+
+    @property
+    def primed(self) -> bool:
+        """The whole state has been listed."""
 
 
 class NotReady(Exception):
@@ -92,19 +99,7 @@ class OperatorHttp:
         node, page, per_page = parse_query(request.query.items())
         if page is None and not node:
             page = default_page
-        cache = owner.cache
-        reconciler = owner.reconciler
-        last_events = {
-            uid: said for uid in cache.claims if (said := reconciler.events.last(uid)) is not None
-        }
-        inventory = cluster_inventory(
-            pools=reconciler.pools()[0],
-            claims=cache.claims.values(),
-            classes=cache.classes,
-            nodes=cache.nodes,
-            last_events=last_events,
-            driver=reconciler.settings.driver,
-        )
+        inventory = cached_inventory(owner.cache, owner.reconciler)
         return select(inventory, node=node, page=page, per_page=per_page)
 
     async def _metrics(self, _request: web.Request) -> web.Response:

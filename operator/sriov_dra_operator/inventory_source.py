@@ -1,19 +1,44 @@
-"""The inventory of a cluster from its objects, by the operator's own rules.
+"""The inventory of a cluster from the operator's cache, by the operator's own rules.
 
-One function for both readers: the operator's page (from its cache, no API call)
-and ``sriov-dra inventory`` (from what it lists with the user's kubeconfig). Both
-pass the same kinds of plain dicts, so their JSON is equal for the same state.
+One path for both readers: the operator's page reads the cache its watches keep
+(no API call per request); ``sriov-dra inventory`` fills a cache the way a
+starting operator does (:meth:`.controller.Controller.prime`, with the user's
+kubeconfig) and reads it the same way, so their JSON is equal for the same state.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from sriov_dra.device_pools import Pool
 from sriov_dra.inventory import Inventory, build_inventory
 
+from .cache import ClusterCache
 from .ownership import Verdict, class_not_found, verdict
+from .settings import OperatorSettings
+
+
+class LastEvents(Protocol):
+    """The operator's memory of the Event it last posted on each claim."""
+
+    def last(self, uid: str) -> tuple[str, str] | None:
+        """(reason, message) last posted on claim ``uid``."""
+
+
+class Reconciler(Protocol):
+    """What the inventory reads of the claim reconciler."""
+
+    @property
+    def settings(self) -> OperatorSettings:
+        """The operator's settings (the driver)."""
+
+    @property
+    def events(self) -> LastEvents:
+        """The Events last posted per claim."""
+
+    def pools(self) -> tuple[list[Pool], Any]:
+        """Our driver's pools from the cached slices (recomputed when they change)."""
 
 
 def is_ours(
@@ -47,4 +72,19 @@ def cluster_inventory(
         last_events=last_events,
         ours=lambda claim: is_ours(claim, classes, driver),
         driver=driver,
+    )
+
+
+def cached_inventory(cache: ClusterCache, reconciler: Reconciler) -> Inventory:
+    """The inventory of what ``cache`` holds, with the Events ``reconciler`` last posted."""
+    last_events = {
+        uid: said for uid in cache.claims if (said := reconciler.events.last(uid)) is not None
+    }
+    return cluster_inventory(
+        pools=reconciler.pools()[0],
+        claims=cache.claims.values(),
+        classes=cache.classes,
+        nodes=cache.nodes,
+        last_events=last_events,
+        driver=reconciler.settings.driver,
     )

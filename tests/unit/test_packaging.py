@@ -53,7 +53,7 @@ def test_the_image_build_context_holds_only_the_product() -> None:
 
 
 def test_the_test_world_adds_its_commands_through_entry_points() -> None:
-    assert set(cli.SUBCOMMANDS) == {"operator", "agent", "hook"}
+    assert set(cli.SUBCOMMANDS) == {"operator", "agent", "hook", "inventory"}
     available = cli.commands()
     assert available["devcluster"][0] == "sriov_dra_devcluster.cli"
     assert available["node-emulator"][0] == "sriov_dra_devcluster.node_emulator"

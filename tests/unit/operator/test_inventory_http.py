@@ -63,7 +63,7 @@ def controller(nodes: int = 2) -> StubController:
 @pytest.fixture
 async def served() -> AsyncIterator[tuple[TestClient[Any, Any], OperatorHttp]]:
     http = OperatorHttp(OperatorMetrics(), address="127.0.0.1", port=0)
-    http.owner = controller()  # type: ignore[assignment]
+    http.owner = controller()
     async with TestClient(TestServer(http.app())) as client:
         yield client, http
 
