@@ -29,7 +29,7 @@ class OperatorSettings:
     nad_namespaces: frozenset[str] = field(default_factory=frozenset)
     """Namespaces other than the claim's own from which a VfConfig may name a NAD."""
     metrics_port: int = 9090
-    """Prometheus endpoint port; 0 disables it."""
+    """Port of ``/metrics`` and the inventory page (``/``, ``/inventory.json``); 0 disables it."""
     health_port: int = 8080
     """Liveness endpoint port (``/healthz``); 0 disables it."""
     bind_address: str = "0.0.0.0"
@@ -73,8 +73,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--metrics-port",
         type=int,
         default=int(_env("METRICS_PORT", "9090")),
-        help=f"Prometheus /metrics port, 0 disables (env {ENV_PREFIX}METRICS_PORT; "
-        "default %(default)s)",
+        help="port of Prometheus /metrics and the inventory page / and /inventory.json, "
+        f"0 disables (env {ENV_PREFIX}METRICS_PORT; default %(default)s)",
     )
     parser.add_argument(
         "--health-port",
