@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sriov_dra.claim_requests import request_classes
+from sriov_dra.claim_requests import listed, request_classes
 from sriov_dra.device_pools import DeviceKey
 from sriov_dra.node_selector import node_selector
 
@@ -58,10 +58,9 @@ class Allocation:
                     config.append(
                         {"source": "FromClass", "requests": [request], "opaque": entry["opaque"]}
                     )
-        names = set(allocated) | {r.split("/", 1)[0] for r in allocated}
         for entry in spec.get("config") or ():
             requests = list(entry.get("requests") or ())
-            if not entry.get("opaque") or (requests and not names & set(requests)):
+            if not entry.get("opaque") or not any(listed(requests, r) for r in allocated):
                 continue
             item: dict[str, Any] = {"source": "FromClaim", "opaque": entry["opaque"]}
             if requests:

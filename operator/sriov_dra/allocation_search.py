@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sriov_dra.cel_selectors import compile_selector
-from sriov_dra.claim_requests import Alternative, claim_requests
+from sriov_dra.claim_requests import Alternative, claim_requests, listed
 from sriov_dra.device_pools import Device, DeviceKey, Pool, Selector
 from sriov_dra.errors import NoDeviceAvailable, SelectorError
 
@@ -65,9 +65,7 @@ class Constraint:
 
     def applies(self, alternative: str) -> bool:
         """The constraint covers result request ``alternative`` (``req`` or ``req/sub``)."""
-        return not self.requests or bool(
-            {alternative, alternative.split("/", 1)[0]} & self.requests
-        )
+        return listed(self.requests, alternative)
 
 
 def _selectors(raw: Iterable[Mapping[str, Any]], path: str) -> list[Selector]:

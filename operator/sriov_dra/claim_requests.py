@@ -7,11 +7,14 @@ request with neither reads here as an ``exactly`` without a class. Everything
 that asks which DeviceClass a request uses (the ownership rule, config per
 request, the allocator, the class config copied into ``status.allocation``)
 reads it through this walk, so they cannot disagree.
+
+Which request a ``requests`` list names (of a config entry, a constraint, or
+``status.allocation.devices.config``) is decided by :func:`listed` alone.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,3 +73,18 @@ def alternatives(claim: Mapping[str, Any]) -> Iterator[Alternative]:
 def request_classes(claim: Mapping[str, Any]) -> dict[str, str]:
     """Request (``req`` or ``req/sub``) -> DeviceClass name."""
     return {alternative.name: alternative.class_name for alternative in alternatives(claim)}
+
+
+def parent_request(name: str) -> str:
+    """The request a result name belongs to: ``req`` for both ``req`` and ``req/sub``."""
+    return name.split("/", 1)[0]
+
+
+def listed(requests: Collection[str], name: str) -> bool:
+    """A ``requests`` list covers result name ``name`` (``req`` or ``req/sub``).
+
+    As Kubernetes reads ``config[].requests`` and ``constraints[].requests``: an
+    empty list covers every request, ``req`` covers the request and each of its
+    subrequests, ``req/sub`` covers that subrequest only.
+    """
+    return not requests or name in requests or parent_request(name) in requests

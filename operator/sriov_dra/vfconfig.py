@@ -31,6 +31,7 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sriov_dra.claim_requests import listed
 from sriov_dra.constants import VFCONFIG_API_VERSION, VFCONFIG_KIND
 from sriov_dra.errors import InvalidVfConfig
 
@@ -222,13 +223,6 @@ def parse_vfconfig(parameters: Mapping[str, Any], *, field: str) -> VfConfig:
     )
 
 
-def _applies(entry_requests: Sequence[str], request: str) -> bool:
-    if not entry_requests:
-        return True
-    parent = request.split("/", 1)[0]
-    return request in entry_requests or parent in entry_requests
-
-
 def effective_vfconfig(
     config_entries: Sequence[Mapping[str, Any]],
     request: str,
@@ -258,7 +252,7 @@ def effective_vfconfig(
         opaque = entry.get("opaque") or {}
         if opaque.get("driver") != driver:
             continue
-        if not _applies(entry.get("requests") or (), request):
+        if not listed(entry.get("requests") or (), request):
             continue
         parameters = opaque.get("parameters") or {}
         cfg = parse_vfconfig(parameters, field=f"{field}[{index}].opaque.parameters")

@@ -51,6 +51,7 @@ def test_status_allocation_subrequest_config() -> None:
         config=[
             {"requests": ["vf/one"], "opaque": {"driver": D, "parameters": VFCONFIG}},
             {"requests": ["vf/two"], "opaque": {"driver": D, "parameters": VFCONFIG}},
+            {"requests": ["vf"], "opaque": {"driver": D, "parameters": VFCONFIG}},
         ],
     )
     allocation = run(c, [node_vfs("node-a")])
@@ -58,6 +59,11 @@ def test_status_allocation_subrequest_config() -> None:
         {
             "source": "FromClaim",
             "requests": ["vf/one"],
+            "opaque": {"driver": D, "parameters": VFCONFIG},
+        },
+        {
+            "source": "FromClaim",
+            "requests": ["vf"],
             "opaque": {"driver": D, "parameters": VFCONFIG},
         },
     ]

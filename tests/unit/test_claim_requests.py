@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from sriov_dra.claim_requests import alternatives, claim_requests, request_classes
+import pytest
+from sriov_dra.claim_requests import (
+    alternatives,
+    claim_requests,
+    listed,
+    parent_request,
+    request_classes,
+)
 
 
 def claim(*requests: dict[str, Any]) -> dict[str, Any]:
@@ -53,3 +60,27 @@ def test_a_request_without_exactly_or_first_available_names_no_class() -> None:
 
 def test_no_spec_no_requests() -> None:
     assert claim_requests({"metadata": {"name": "c"}}) == []
+
+
+@pytest.mark.parametrize(
+    ("requests", "name", "covered"),
+    [
+        ((), "net", True),
+        ((), "net/fast", True),
+        (("net",), "net", True),
+        (("net",), "net/fast", True),
+        (("net/fast",), "net/fast", True),
+        (("net/fast",), "net/slow", False),
+        (("net/fast",), "net", False),
+        (("other",), "net/fast", False),
+        (("net",), "network", False),
+    ],
+)
+def test_listed_reads_requests_as_kubernetes_does(
+    requests: tuple[str, ...], name: str, covered: bool
+) -> None:
+    assert listed(requests, name) is covered
+
+
+def test_parent_request_of_a_subrequest_and_of_a_request() -> None:
+    assert (parent_request("net/fast"), parent_request("net")) == ("net", "net")

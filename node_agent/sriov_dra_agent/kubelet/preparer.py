@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sriov_dra.claim_ref import ClaimRef
+from sriov_dra.claim_requests import parent_request
 from sriov_dra.errors import DeviceBusy, SriovDraError
 from sriov_dra.naming import claim_ref
 from sriov_dra_kube.client import KubeApi
@@ -149,7 +150,7 @@ class Preparer:
                     DeviceRecord(
                         pool_name=d.pool,
                         device_name=d.device,
-                        request_names=(d.request.split("/", 1)[0],),
+                        request_names=(parent_request(d.request),),
                         cdi_device_ids=(cdi_id,),
                         pci_address=d.pci_address,
                         if_name=d.if_name,
@@ -163,7 +164,7 @@ class Preparer:
             )
         return [
             PreparedDevice(
-                request_names=(d.request.split("/", 1)[0],),
+                request_names=(parent_request(d.request),),
                 pool_name=d.pool,
                 device_name=d.device,
                 cdi_device_ids=(cdi_id,),

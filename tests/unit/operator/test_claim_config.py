@@ -63,6 +63,21 @@ def test_class_config_applies_only_to_its_requests_and_claim_config_wins() -> No
     assert (configs["b/y"].if_name, configs["b/y"].net_attach_def_name) == ("cls0", "net")
 
 
+def test_empty_requests_apply_to_all_and_a_subrequest_entry_to_itself_only() -> None:
+    body = claim(
+        [
+            {"requests": [], "opaque": opaque(netAttachDefName="everyone")},
+            {"requests": ["b/y"], "opaque": opaque(ifName="why")},
+        ]
+    )
+    configs = effective_configs(body, CLASSES, driver=DRIVER)
+    assert {r: (c.if_name, c.net_attach_def_name) for r, c in configs.items()} == {
+        "a": ("cls0", "everyone"),
+        "b/x": ("", "everyone"),
+        "b/y": ("why", "everyone"),
+    }
+
+
 @pytest.mark.parametrize(
     ("classes", "config", "field"),
     [

@@ -313,3 +313,23 @@ def test_add_vhost_mount_reaches_the_device(parameters: dict[str, Any], expected
     )
     (device,) = claim_devices(body, node="node-a", driver=DRIVER)
     assert device.vhost is expected
+
+
+def test_a_subrequest_result_finds_its_parent_requests_config() -> None:
+    """The scheduler chose ``net/fast``: entries naming ``net``, ``net/fast`` or no
+    request apply to it; one naming the unchosen ``net/slow`` does not."""
+    body = claim(
+        [result("0000-3b-02-0", request="net/fast")],
+        config=[
+            entry("FromClass", ["net/fast"], driver="vfio-pci"),
+            entry("FromClaim", ["net"], netAttachDefName="net-a"),
+            entry("FromClaim", ["net/slow"], ifName="slow0", netAttachDefName="net-b"),
+            entry("FromClaim", (), ifName="fast0"),
+        ],
+    )
+    assert claim_devices(body, node="node-a", driver=DRIVER) == [
+        ClaimDevice(
+            "net/fast", "node-a", "0000-3b-02-0", "0000:3b:02.0", "fast0", "vfio-pci",
+            ("ns", "net-a"),
+        )
+    ]  # fmt: skip
