@@ -17,7 +17,6 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,6 @@ from operator_harness import (
     apply,
     claim_manifest,
     load_seed,
-    operator_kubeconfig,
     release_all,
     simulated_vfs,
     vfconfig,
@@ -46,19 +44,6 @@ IP, MAC = "10.0.3.7/24", "02:5a:00:00:00:07"
 NET1 = {"interfaceName": "net1", "ips": [IP], "hardwareAddress": MAC}
 SCREENSHOT_ENV = "SRIOV_DRA_INVENTORY_SCREENSHOT"
 """When set, the browser's screenshot is also copied there (docs/inventory.png is made so)."""
-
-
-@pytest.fixture(scope="module")
-def operator(
-    cluster: DevCluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[OperatorProcess]:
-    log = tmp_path_factory.mktemp("operator") / "operator.log"
-    process = OperatorProcess(operator_kubeconfig(cluster), log).start()
-    try:
-        yield process
-    finally:
-        process.stop()
-        print(f"\noperator log: {log}")
 
 
 def page_json(operator: OperatorProcess, query: str = "") -> dict[str, Any]:
