@@ -20,7 +20,8 @@ the node agent reports in that claim's ``status.devices`` entry for the device:
   a pod's netns: ``net1``, its IPs and MAC) or ``NetworkReady`` is ``True``;
 - ``releasing``: the holding claim is deleted (``deletionTimestamp``); the
   allocation, and so the VF, stays until the node agent reported the VF detached
-  and reset, then the operator clears it.
+  and reset (:mod:`sriov_dra.release_signal`; ``detail`` says whether it did), then
+  the operator clears it.
 
 The NAD and ifName come from the agent's ``status.devices[].data`` (derived
 from ``status.allocation``), else from the operator's allocation annotation
@@ -57,6 +58,7 @@ from sriov_dra.constants import (
 from sriov_dra.device_pools import Device, DeviceKey, Pool, held_devices
 from sriov_dra.errors import SriovDraError
 from sriov_dra.naming import claim_ref, pci_address
+from sriov_dra.release_signal import released_vfs
 
 VfState = Literal["free", "allocated", "configured", "attached", "releasing"]
 VF_STATES: Final[tuple[VfState, ...]] = ("free", "allocated", "configured", "attached", "releasing")
@@ -224,7 +226,9 @@ def _annotation_records(claim: Mapping[str, Any]) -> dict[tuple[str, str], Any]:
 def vf_state(claim: Mapping[str, Any], key: DeviceKey) -> tuple[VfState, str]:
     """The state of a VF held by ``claim`` and its detail (see the module docstring)."""
     if _meta(claim).get("deletionTimestamp"):
-        return "releasing", "the claim is deleted; the agent detaches and resets the VF"
+        if (key.pool, key.device) in released_vfs(claim):
+            return "releasing", "the agent reset it; the operator hands it on"
+        return "releasing", "the claim is deleted; the node agent detaches and resets the VF"
     entry = _device_entry(claim, key)
     network = entry.get("networkData") or {}
     if network.get("interfaceName") or _condition(entry, "NetworkReady").get("status") == "True":

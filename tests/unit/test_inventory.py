@@ -125,6 +125,24 @@ def test_a_deleted_claim_releases_its_vf_and_waits_for_the_release() -> None:
     )  # fmt: skip
 
 
+def test_a_vf_the_agent_reported_released_says_the_operator_hands_it_on() -> None:
+    released = {
+        "driver": D, "pool": "node-a", "device": "0000-01-00-2",
+        "conditions": [{"type": "Released", "status": "True", "reason": "Released", "message": ""}],
+    }  # fmt: skip
+    inv = inventory(
+        [
+            claim("gone", "0000-01-00-2", deleting=True, status_devices=[released]),
+            claim("going", "0000-01-00-3", deleting=True),
+        ]
+    )
+    details = {vf.claim: vf.detail for vf in inv.nodes[0].pfs[0].vfs}
+    assert details == {
+        "ns/gone": "the agent reset it; the operator hands it on",
+        "ns/going": "the claim is deleted; the node agent detaches and resets the VF",
+    }
+
+
 def test_unallocated_claims_of_ours_wait_with_the_operators_last_warning() -> None:
     inv = inventory(
         [claim("no-nad"), claim("gpu-claim"), claim("quiet"), claim("done", "0000-01-00-2")],
