@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import socket
 from typing import Any
 
@@ -22,10 +23,12 @@ from kopf._core.engines.peering import Identity
 from kubernetes_asyncio import client, config
 from sriov_dra import jsonlog
 from sriov_dra.constants import PREFIX
+from sriov_dra.errors import InvalidSetting
 
 from . import settings as settings_module
 from .controller import Controller
 from .http_server import OperatorHttp
+from .leader_election import LeaderElector, candidate_identity, standby_health
 from .metrics import OperatorMetrics
 from .nodes import may_watch_nodes
 from .settings import OperatorSettings
@@ -83,10 +86,18 @@ def build_registry(
         controller: Controller = memo.controller
         await controller.prime()
         controller.start()
+        elector: LeaderElector | None = memo.elector
+        if elector is not None:
+            _hand_over_on_sigterm(controller, elector, memo.stop_flag)
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         await memo.controller.stop()
+        # No worker runs any more, so nothing else will be decided or written: hand the
+        # Lease over now rather than after kopf's watchers wind down (seconds).
+        elector: LeaderElector | None = memo.elector
+        if elector is not None:
+            await elector.release()
 
     @kopf.on.probe(id="reconcile", registry=registry)
     def probe(memo: kopf.Memo, **_: Any) -> dict[str, Any]:
@@ -122,6 +133,31 @@ def build_registry(
             memo.controller.on_node(event.get("type"), event["object"])
 
     return registry
+
+
+def _hand_over_on_sigterm(
+    controller: Controller, elector: LeaderElector, stop_flag: asyncio.Event
+) -> None:
+    """On SIGTERM stop deciding and hand the Lease over first, then let kopf wind down.
+
+    kopf runs cleanup handlers only after its watchers have stopped, seconds later;
+    the standby need not wait for that. Replaces the SIGTERM handler kopf installed.
+    """
+    loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def hand_over() -> None:
+        await controller.stop()
+        await elector.release()
+        stop_flag.set()
+
+    def on_sigterm() -> None:
+        log.info("SIGTERM: stopping decisions and handing the lease over")
+        task = loop.create_task(hand_over())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
 
 
 def kopf_settings() -> kopf.OperatorSettings:
@@ -161,38 +197,87 @@ def operator_identity() -> Identity:
     return Identity(f"{socket.gethostname()}/{os.getpid()}")
 
 
-async def operate(settings: OperatorSettings, *, stop_flag: asyncio.Event | None = None) -> None:
-    """Run until signalled (or ``stop_flag`` is set)."""
+async def operate(settings: OperatorSettings, *, stop_flag: asyncio.Event | None = None) -> int:
+    """Run until signalled (or ``stop_flag`` is set); 1 when leadership was lost."""
     metrics = OperatorMetrics()
     http = OperatorHttp(metrics, address=settings.bind_address, port=settings.metrics_port)
     if settings.metrics_port:
         await http.start()
     api = await _load_client(settings)
     try:
-        watch_nodes = await may_watch_nodes(api)
-        controller = Controller(settings, api, metrics, watch_nodes=watch_nodes)
-        # The inventory page reads this controller's cache (503 until it is listed).
-        http.owner = controller
-        await kopf.operator(
-            registry=build_registry(api.configuration, watch_nodes=watch_nodes),
-            settings=kopf_settings(),
-            standalone=True,
-            clusterwide=True,
-            liveness_endpoint=settings.liveness_endpoint,
-            memo=kopf.Memo(controller=controller),
-            stop_flag=stop_flag,
-            identity=operator_identity(),
-        )
+        if not settings.leader_elect:
+            await _run_kopf(settings, api, http, stop_flag or asyncio.Event())
+            return 0
+        return await _lead(settings, api, http, stop_flag or asyncio.Event())
     finally:
         await http.stop()
         await api.close()
+
+
+async def _lead(
+    settings: OperatorSettings,
+    api: client.ApiClient,
+    http: OperatorHttp,
+    stop_flag: asyncio.Event,
+) -> int:
+    """Wait for the Lease, then operate while renewing it; hand it back on a clean stop.
+
+    Nothing is watched or written before the Lease is ours, so the new leader lists
+    the whole state (prime) before its first decision, as after any restart.
+    """
+    elector = LeaderElector(
+        api,
+        namespace=settings.lease_namespace,
+        name=settings.lease_name,
+        identity=candidate_identity(),
+        timing=settings.election,
+    )
+    metrics = http.metrics
+    async with standby_health(settings.bind_address, settings.health_port):
+        await elector.acquire()
+    metrics.leader.set(1)
+    holding = asyncio.create_task(elector.hold())
+    holding.add_done_callback(lambda _: stop_flag.set())
+    try:
+        await _run_kopf(settings, api, http, stop_flag, elector=elector)
+    finally:
+        metrics.leader.set(0)
+        lost = holding.done() and not holding.cancelled()
+        holding.cancel()
+        if not lost:
+            await elector.release()
+    return 1 if lost else 0
+
+
+async def _run_kopf(
+    settings: OperatorSettings,
+    api: client.ApiClient,
+    http: OperatorHttp,
+    stop_flag: asyncio.Event,
+    *,
+    elector: LeaderElector | None = None,
+) -> None:
+    watch_nodes = await may_watch_nodes(api)
+    controller = Controller(settings, api, http.metrics, watch_nodes=watch_nodes)
+    # The inventory page reads this controller's cache (503 until it is listed).
+    http.owner = controller
+    await kopf.operator(
+        registry=build_registry(api.configuration, watch_nodes=watch_nodes),
+        settings=kopf_settings(),
+        standalone=True,
+        clusterwide=True,
+        liveness_endpoint=settings.liveness_endpoint,
+        memo=kopf.Memo(controller=controller, elector=elector, stop_flag=stop_flag),
+        stop_flag=stop_flag,
+        identity=operator_identity(),
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``sriov-dra operator``."""
     try:
         settings = settings_module.from_args(args)
-    except ValueError as exc:
+    except (ValueError, InvalidSetting) as exc:
         print(f"sriov-dra operator: {exc}")
         return 2
     jsonlog.configure(settings.log_level)
@@ -208,5 +293,4 @@ def run(args: argparse.Namespace) -> int:
             "health_port": settings.health_port,
         },
     )
-    asyncio.run(operate(settings))
-    return 0
+    return asyncio.run(operate(settings))
