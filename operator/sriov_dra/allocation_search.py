@@ -13,6 +13,13 @@ type and value.
 **Order on a node**: devices are ordered by (pool name, device name); requests
 are filled in claim order, each alternative in order, each with the first
 devices that fit, backtracking when a later request or a constraint fails.
+
+**Results limit**: a claim gets at most :data:`MAX_ALLOCATION_RESULTS` results, as
+kube-scheduler allows. The alternatives are chosen jointly under it: an
+alternative is skipped when its devices, those already picked and the fewest the
+later requests can take on this node (each by its smallest alternative) together
+break the limit, so a larger ``firstAvailable`` subrequest falls back to a
+smaller one instead of leaving the claim unallocated.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from typing import Any
 
 from sriov_dra.cel_selectors import compile_selector
 from sriov_dra.claim_requests import Alternative, claim_requests, listed
+from sriov_dra.constants import MAX_ALLOCATION_RESULTS
 from sriov_dra.device_pools import Device, DeviceKey, Pool, Selector
 from sriov_dra.errors import NoDeviceAvailable, SelectorError
 
@@ -44,6 +52,11 @@ class CompiledAlternative:
     def need(self) -> int:
         """Fewest devices this alternative takes from the free ones."""
         return 0 if self.admin else (1 if self.all_mode else self.count)
+
+    @property
+    def fewest_results(self) -> int:
+        """Fewest results it adds on any node (``All``: at least one)."""
+        return 1 if self.all_mode else self.count
 
 
 @dataclass(frozen=True)
@@ -156,6 +169,7 @@ class Search:
         self.picked: list[tuple[CompiledAlternative, Device]] = []
         self.taken: set[int] = set()
         self.fixed: dict[int, tuple[str, Any]] = {}
+        self.later: list[int] = []
 
     def candidates(self, alternative: CompiledAlternative) -> list[Device] | None:
         """Devices the alternative may take here; None when it cannot be met here."""
@@ -171,8 +185,22 @@ class Search:
             return matching
         return [d for d in matching if d.key not in self.in_use]
 
+    def results_here(self, alternative: CompiledAlternative) -> int | None:
+        """How many results the alternative adds on this node; None when it cannot be met."""
+        devices = self.candidates(alternative)
+        if devices is None:
+            return None
+        return len(devices) if alternative.all_mode else alternative.count
+
     def run(self) -> list[tuple[CompiledAlternative, Device]] | None:
         """The (alternative, device) picks for every request, None when the claim does not fit."""
+        # later[i]: the fewest results requests i.. can add here, each by its smallest
+        # alternative; the limit check below looks ahead with it.
+        self.later = [0] * (len(self.requests) + 1)
+        for index in range(len(self.requests) - 1, -1, -1):
+            counts = [self.results_here(a) for a in self.requests[index].alternatives]
+            fewest = min((c for c in counts if c is not None), default=MAX_ALLOCATION_RESULTS + 1)
+            self.later[index] = self.later[index + 1] + fewest
         return list(self.picked) if self._request(0) else None
 
     def _request(self, index: int) -> bool:
@@ -182,8 +210,10 @@ class Search:
             devices = self.candidates(alternative)
             if devices is None:
                 continue
-            applicable = [i for i, c in enumerate(self.constraints) if c.applies(alternative.name)]
             needed = len(devices) if alternative.all_mode else alternative.count
+            if len(self.picked) + needed + self.later[index + 1] > MAX_ALLOCATION_RESULTS:
+                continue
+            applicable = [i for i, c in enumerate(self.constraints) if c.applies(alternative.name)]
             if self._slot(index, alternative, devices, applicable, needed, 0):
                 return True
         return False

@@ -11,6 +11,11 @@ is chosen; the parts are in their own modules: the pools and taken devices
 Nodes (of complete, sound pools) are tried in name order and the first node
 where the whole claim fits wins.
 
+**Results limit**: a claim whose requests need more than
+:data:`~sriov_dra.constants.MAX_ALLOCATION_RESULTS` devices even with their
+smallest alternatives is refused up front, as kube-scheduler refuses it; below
+that, the search chooses the alternatives jointly under the limit.
+
 **Speed**: pass a :class:`~sriov_dra.device_pools.DeviceUsage` as ``in_use`` to
 let :func:`allocate` skip full nodes without scanning them; selector results and
 matching devices are memoized on the pools.
@@ -24,7 +29,9 @@ from typing import Any
 from sriov_dra.allocation_explain import explain
 from sriov_dra.allocation_result import Allocation
 from sriov_dra.allocation_search import Search, claim_constraints, compile_requests
+from sriov_dra.constants import MAX_ALLOCATION_RESULTS
 from sriov_dra.device_pools import DeviceKey, DeviceUsage, Pool
+from sriov_dra.errors import NoDeviceAvailable
 
 _NODE_CACHE: dict[tuple[str, tuple[int, ...]], tuple[Sequence[Pool], dict[str, list[Pool]]]] = {}
 
@@ -63,6 +70,15 @@ def allocate(
     requests = compile_requests(claim, device_classes)
     if not requests:
         return Allocation(node="", results=[], devices=[])
+    fewest = sum(min(a.fewest_results for a in r.alternatives) for r in requests)
+    if fewest > MAX_ALLOCATION_RESULTS:
+        raise NoDeviceAvailable(
+            f"the requests need at least {fewest} devices together, and a claim gets at most "
+            f"{MAX_ALLOCATION_RESULTS} (resource.k8s.io AllocationResultsMaxSize)",
+            field="spec.devices.requests",
+            fix=f"lower the counts (or add smaller firstAvailable alternatives) to "
+            f"{MAX_ALLOCATION_RESULTS} devices in all, or split the requests over several claims",
+        )
     constraints = claim_constraints(claim)
     nodes = _nodes(pools, driver)
     need = sum(min(a.need for a in r.alternatives) for r in requests)

@@ -55,3 +55,6 @@ ATTR_SIMULATED: Final = f"{PREFIX}/simulated"
 ATTR_NODE_NAME: Final = f"{PREFIX}/nodeName"
 """Ours, beyond the Go driver's: CEL cannot see a device's pool or node, and a static
 claim is allocated before any pod picks a node, so this is how a claim asks for one."""
+
+MAX_ALLOCATION_RESULTS: Final = 32
+"""resource.k8s.io's ``AllocationResultsMaxSize``: at most this many results per claim."""
