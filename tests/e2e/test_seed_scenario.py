@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import re
-import secrets
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,8 +22,8 @@ from typing import Any
 
 import pytest
 from host_resources import HostResources
+from real_node_cluster import RealNodes
 from sriov_dra.constants import ALLOCATION_ANNOTATION
-from sriov_dra.errors import SriovDraError
 from sriov_dra_devcluster.cluster import DevCluster
 from sriov_dra_devcluster.demo_scenario import (
     NAMESPACE,
@@ -40,7 +37,6 @@ from sriov_dra_devcluster.walkthrough import Walkthrough
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns]
 
-STATE_ROOT = Path("/var/tmp/sriov-dra")
 IMAGE = "ghcr.io/sriov-dra/sriov-dra:0.1.0"
 
 
@@ -66,26 +62,14 @@ class Scenario:
 
 
 @pytest.fixture(scope="module")
-def scenario() -> Iterator[Scenario]:
-    """A dev cluster with two real nodes for this module; torn down at the end."""
-    if os.geteuid() != 0:
-        pytest.fail("the e2e test creates network namespaces: run it as root", pytrace=False)
-    STATE_ROOT.mkdir(parents=True, exist_ok=True)
-    state_dir = STATE_ROOT / f"e2e-{secrets.token_hex(3)}"
-    before = HostResources.snapshot(state_dir)
-    cluster = DevCluster(state_dir)
-    try:
-        cluster.up(nodes=0, real_nodes=2, log=lambda _msg: None, timeout=300)
-    except SriovDraError as exc:
-        cluster.down(log=lambda _msg: None)
-        pytest.fail(f"the e2e cluster did not start:\n{exc.describe()}", pytrace=False)
-    result = Scenario(cluster, DriverDeployment(cluster), before)
+def scenario(real_nodes: RealNodes) -> Iterator[Scenario]:
+    """The walkthrough on this module's cluster; prints its transcript at the end."""
+    cluster = real_nodes.cluster
+    result = Scenario(cluster, DriverDeployment(cluster), real_nodes.before)
     try:
         yield result
     finally:
-        cluster.down(log=lambda _msg: None)
         print("\n".join(["", "--- walkthrough transcript ---", *result.transcript]))
-        shutil.rmtree(state_dir, ignore_errors=True)
 
 
 def test_0_the_driver_runs_from_its_image_as_the_manifests_say(scenario: Scenario) -> None:
