@@ -17,7 +17,9 @@ reported by the operator (an Event on the claim) instead of failing on the node:
   set and ``max_tx_rate`` limits (> 0), ``min_tx_rate <= max_tx_rate``.
 - ``mac`` a unicast MAC ``aa:bb:cc:dd:ee:ff`` (stored lower-case).
 - ``ipam`` an object with a ``type``; ``{}`` means no IPAM (the CNI idiom).
-- ``deviceID`` must not be set: the agent fills in the allocated VF.
+- ``deviceID`` (a NAD written for the classic SR-IOV stack) is accepted as the Go
+  driver accepts it, when a string: the allocated VF's PCI address is used instead,
+  and :func:`device_id_replaced` says so, for the operator to tell the claim.
 
 Unknown keys are kept (CNI plugins ignore what they do not know).
 """
@@ -59,6 +61,8 @@ class SriovNetConf(BaseModel):
     max_tx_rate: int | None = None
     mac: str | None = None
     ipam: dict[str, Any] | None = None
+    device_id: str | None = Field(None, alias="deviceID")
+    """The ``deviceID`` written in the NAD: never used, the allocated VF is."""
     raw: dict[str, Any]
     """The sriov plugin's config object as written in the NAD."""
     chained: list[dict[str, Any]] = Field(default_factory=list)
@@ -176,15 +180,7 @@ def parse_nad_config(config: str, *, nad: str) -> SriovNetConf:
         got = "it is missing" if plugin_type is None else f"got {json.dumps(plugin_type)}"
         raise _fail(nad, f"{path}.type", f'must be "sriov", {got}', _FIX_TYPE)
 
-    if "deviceID" in conf:
-        raise _fail(
-            nad,
-            f"{path}.deviceID",
-            "must not be set: the allocated VF is filled in by the node agent",
-            "remove deviceID from the NAD",
-        )
-
-    for key in ("cniVersion", "name"):
+    for key in ("cniVersion", "name", "deviceID"):
         for source in (top, conf):
             if key in source and not isinstance(source[key], str):
                 where = "spec.config" if source is top else path
@@ -312,6 +308,7 @@ def parse_nad_config(config: str, *, nad: str) -> SriovNetConf:
         max_tx_rate=max_rate,
         mac=mac,
         ipam=ipam,
+        deviceID=conf.get("deviceID"),
         raw=conf,
         chained=chained,
     )
@@ -336,4 +333,17 @@ def unrun_plugins_warning(conf: SriovNetConf) -> str | None:
         "and its ipam are applied; fix: move what they set into the sriov plugin's config "
         "(e.g. mac, vlan, spoofchk, trust, link_state, min_tx_rate, max_tx_rate) or drop them "
         "from spec.config.plugins"
+    )
+
+
+def device_id_replaced(conf: SriovNetConf, request: str, pci_address: str) -> str | None:
+    """What a claim should be told when its NAD sets ``deviceID``: the allocated VF
+    ``pci_address`` (of ``request``) is used instead. None when the NAD sets none."""
+    if conf.device_id is None:
+        return None
+    return (
+        f"NetworkAttachmentDefinition {conf.nad} sets deviceID {conf.device_id!r} "
+        f"(spec.config), as written for the classic SR-IOV device plugin; request {request!r} "
+        f"uses its allocated VF {pci_address} instead; fix: nothing is needed, or remove "
+        "deviceID from the NAD, since with DRA the allocation chooses the VF"
     )

@@ -42,7 +42,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -54,8 +54,8 @@ from sriov_dra.backoff import Backoff
 from sriov_dra.claim_requests import request_classes
 from sriov_dra.constants import FINALIZER, KUBE_DELETE_PROTECTION, NODE_LABEL
 from sriov_dra.device_pools import DeviceKey, Pool, pools_from_slices
-from sriov_dra.errors import SriovDraError
-from sriov_dra.nad import parse_nad_config, unrun_plugins_warning
+from sriov_dra.errors import InvalidNad, SriovDraError
+from sriov_dra.nad import device_id_replaced, parse_nad_config, unrun_plugins_warning
 from sriov_dra.node_selector import allocation_node
 from sriov_dra.release_signal import released_by_agent, released_vfs
 from sriov_dra.vfconfig import VfConfig, nad_reference
@@ -437,6 +437,7 @@ class ClaimReconciler:
         message = claim_messages.allocated(records, allocation.node)
         # The allocation is done; the explanation need not hold up the next claim.
         self.events.post_later(written, warning=False, reason="Allocated", message=message)
+        self._tell_device_ids(written, records)
         for r in records:
             log.info(
                 "allocated",
@@ -450,6 +451,33 @@ class ClaimReconciler:
                     nad=r.nad,
                 ),
             )
+
+    def _tell_device_ids(
+        self, claim: Body, records: Sequence[allocation_record.AllocatedVf]
+    ) -> None:
+        """A Normal Event per VF whose NAD sets ``deviceID`` (written for the classic stack):
+        the allocated VF is used instead, and the claim is told which."""
+        for record in records:
+            namespace, _, name = record.nad.partition("/")
+            nad = self.cache.nads.get((namespace, name)) if name else None
+            if nad is None:
+                continue
+            try:
+                conf = parse_nad_config(
+                    str((nad.get("spec") or {}).get("config") or ""), nad=record.nad
+                )
+            except InvalidNad:
+                # Changed since it was checked; the agent reports it when it prepares.
+                continue
+            message = device_id_replaced(conf, record.request, record.pci_address)
+            if message is not None:
+                self.events.post_later(
+                    claim, warning=False, reason="NadDeviceIdReplaced", message=message
+                )
+                log.info(
+                    message,
+                    extra=_log_extra(claim, reason="NadDeviceIdReplaced", vf=record.pci_address),
+                )
 
     # -- allocated claims: adoption -------------------------------------------------------------
 
@@ -488,6 +516,7 @@ class ClaimReconciler:
         self.record(adopted)
         message = claim_messages.adopted(records, node)
         self.events.post_later(adopted, warning=False, reason="Adopted", message=message)
+        self._tell_device_ids(adopted, records)
         log.info(message, extra=_log_extra(adopted, node=node))
         return adopted
 

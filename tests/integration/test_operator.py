@@ -58,7 +58,8 @@ from sriov_dra.constants import (
 )
 from sriov_dra.device_pools import pools_from_slices
 from sriov_dra.errors import NoDeviceAvailable
-from sriov_dra.nad import parse_nad_config, unrun_plugins_warning
+from sriov_dra.nad import device_id_replaced, parse_nad_config, unrun_plugins_warning
+from sriov_dra.naming import pci_address
 from sriov_dra_devcluster.cluster import DevCluster
 from sriov_dra_devcluster.kwok_nodes import node_manifest
 from sriov_dra_devcluster.waiting import wait_until
@@ -598,6 +599,32 @@ def test_a_nad_whose_chained_plugins_never_run_is_warned_about_and_allocated(
                 for e in events_for(cluster, namespace, "chained")]  # fmt: skip
         assert ("Warning", "NadPluginsNotRun", warning) in said
         assert sorted(reason for _, reason, _ in said) == ["Allocated", "NadPluginsNotRun"]
+
+
+def test_a_classic_nad_with_a_device_id_is_accepted_and_the_claim_told_its_vf_is_used(
+    cluster: DevCluster, operator: OperatorProcess, clean_claims: str
+) -> None:
+    namespace = clean_claims
+    config = {**sriov_conf("classic", vlan=10), "deviceID": "0000:5e:00.9"}
+    with simulated_vfs(cluster, f"{namespace}-vfs", per_node=1) as device_class:
+        apply(
+            cluster,
+            nad_manifest("classic", namespace, config),
+            claim_manifest(
+                "classic", namespace, device_class, vfconfig(netAttachDefName="classic")
+            ),
+        )
+        ((_, _, device),) = allocated_devices(wait_allocated(cluster, namespace, "classic"))
+        wait_for_event(cluster, namespace, "classic", "NadDeviceIdReplaced")
+        told = device_id_replaced(
+            parse_nad_config(json.dumps(config), nad=f"{namespace}/classic"),
+            "vf",
+            pci_address(device),
+        )
+        said = [(e["type"], e["reason"], e["message"])
+                for e in events_for(cluster, namespace, "classic")]  # fmt: skip
+        assert ("Normal", "NadDeviceIdReplaced", told) in said
+        assert sorted(reason for _, reason, _ in said) == ["Allocated", "NadDeviceIdReplaced"]
 
 
 @pytest.mark.parametrize(

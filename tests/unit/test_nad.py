@@ -7,7 +7,12 @@ from typing import Any
 
 import pytest
 from sriov_dra.errors import InvalidNad
-from sriov_dra.nad import parse_nad_config, unrun_plugins, unrun_plugins_warning
+from sriov_dra.nad import (
+    device_id_replaced,
+    parse_nad_config,
+    unrun_plugins,
+    unrun_plugins_warning,
+)
 
 NAD = "vf-test7/vf-test1"
 F = f"NetworkAttachmentDefinition {NAD} spec.config"
@@ -60,6 +65,9 @@ GOOD = [
     pytest.param(conf(min_tx_rate=10, max_tx_rate=10), {"min_tx_rate": 10}, id="rate-equal"),
     pytest.param(conf(mac="02:AA:bb:00:00:01"), {"mac": "02:aa:bb:00:00:01"}, id="mac-lowered"),
     pytest.param(conf(ipam={}), {"ipam": None}, id="empty-ipam-means-none"),
+    pytest.param(
+        conf(deviceID="0000:08:00.2"), {"device_id": "0000:08:00.2"}, id="classic-device-id"
+    ),
     pytest.param(
         json.dumps(
             {
@@ -236,10 +244,9 @@ BAD = [
         id="ipam-no-type",
     ),
     pytest.param(
-        conf(deviceID="0000:08:00.2"),
-        f"{F}.deviceID: must not be set: the allocated VF is filled in by the node agent; "
-        "fix: remove deviceID from the NAD",
-        id="device-id",
+        conf(deviceID=8),
+        f'{F}.deviceID: must be a string, got 8; fix: quote it, e.g. "deviceID": "..."',
+        id="device-id-int",
     ),
     pytest.param(
         conf(name=5),
@@ -310,3 +317,15 @@ def test_plugins_after_sriov_are_named_as_not_run(
     parsed = parse_nad_config(config, nad=NAD)
     assert unrun_plugins(parsed) == types
     assert unrun_plugins_warning(parsed) == warning
+
+
+def test_a_classic_device_id_is_replaced_by_the_allocated_vf_and_said_so() -> None:
+    classic = parse_nad_config(conf(deviceID="0000:08:00.2", vlan=10), nad=NAD)
+    assert classic.vlan == 10
+    assert device_id_replaced(classic, "vf", "0000:3b:02.0") == (
+        f"NetworkAttachmentDefinition {NAD} sets deviceID '0000:08:00.2' (spec.config), as "
+        "written for the classic SR-IOV device plugin; request 'vf' uses its allocated VF "
+        "0000:3b:02.0 instead; fix: nothing is needed, or remove deviceID from the NAD, since "
+        "with DRA the allocation chooses the VF"
+    )
+    assert device_id_replaced(parse_nad_config(conf(), nad=NAD), "vf", "0000:3b:02.0") is None

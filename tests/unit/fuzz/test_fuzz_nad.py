@@ -64,7 +64,7 @@ def test_an_accepted_config_keeps_the_rules_and_parses_again_the_same(
     conf = _parse(json.dumps(config))
     if conf is None:
         return
-    assert conf.type == "sriov" and "deviceID" not in conf.raw
+    assert conf.type == "sriov" and conf.device_id == conf.raw.get("deviceID")
     assert conf.vlan is None or 0 <= conf.vlan <= 4094
     assert conf.vlan_qos is None or (conf.vlan is not None and 0 <= conf.vlan_qos <= 7)
     assert conf.vlan_proto in (None, "802.1q", "802.1ad")

@@ -27,7 +27,7 @@ from sriov_dra.constants import (
     VFCONFIG_API_VERSION,
     VFCONFIG_KIND,
 )
-from sriov_dra.nad import parse_nad_config, unrun_plugins_warning
+from sriov_dra.nad import device_id_replaced, parse_nad_config, unrun_plugins_warning
 from sriov_dra_operator.cache import ClusterCache
 from sriov_dra_operator.claims import ClaimReconciler
 from sriov_dra_operator.events import EventRecorder, every_posted, last_posted
@@ -554,3 +554,26 @@ async def test_an_unexpected_error_is_a_warning_a_metric_and_a_retry_with_backof
     assert devices_of(world.stored("mine")) == [VF1]
     assert world.reasons("mine") == ["ReconcileFailed", "Allocated"]
     assert world.reconciler.backoff.next_delay("uid-mine") == 10.0
+
+
+# -- a NAD written for the classic stack: deviceID -------------------------------------------
+
+
+CLASSIC = json.dumps(
+    {"cniVersion": "1.0.0", "name": "classic", "type": "sriov", "deviceID": "0000:5e:00.9"}
+)
+
+
+async def test_a_nad_with_a_device_id_is_accepted_and_the_claim_told_its_vf_is_used(
+    world: World,
+) -> None:
+    world.cache.upsert_nad(nad("classic", CLASSIC))
+    world.create(claim_body("classic", nad="classic"))
+    await world.reconcile("classic")
+    assert devices_of(world.stored("classic")) == [VF0]
+    told = [(kind, message) for name, kind, reason, message in world.events.posted
+            if reason == "NadDeviceIdReplaced"]  # fmt: skip
+    expected = device_id_replaced(parse_nad_config(CLASSIC, nad="ns/classic"), "vf", "0000:08:00.2")
+    assert told == [("Normal", expected)]
+    assert "0000:5e:00.9" in str(expected) and "0000:08:00.2" in str(expected)
+    assert world.reasons("classic") == ["Allocated", "NadDeviceIdReplaced"]
