@@ -1,19 +1,21 @@
 """Watches the ResourceClaims that concern this node and feeds them to the claim manager.
 
-Two watches: one filtered server-side by the operator's node label (the claims
-it allocated here), one over every claim filtered here (claims allocated by
-anyone else -- the scheduler -- with results for our driver in this node's pool,
-and claims this node still holds VFs for). Events are coalesced per claim UID and
+Two watches (each a :class:`~sriov_dra_kube.list_watch.ListWatch`): one filtered
+server-side by the operator's node label (the claims it allocated here), one over
+every claim filtered here (claims allocated by anyone else -- the scheduler -- with
+results for our driver in this node's pool, and claims this node still holds VFs
+for). Events are coalesced per claim UID in a
+:class:`~sriov_dra_kube.workqueue.WorkQueue` (one worker per claim at a time) and
 handled by a few workers, each claim under its lock, so a burst of updates
 becomes one reconcile of the newest object. A change to a NAD (seen by the
 NAD cache) re-queues the claims using it. A periodic resync re-lists,
 releases VFs of claims that vanished while the agent was down, and detaches VFs
 whose pod netns died. A reconcile that raises (the API failed, an unexpected
 error) is re-queued after a per-claim back-off (1 s doubling up to the resync
-interval) rather than waiting for the next resync; success, a newer object or
-the claim's deletion ends the wait. Errors the reconcile reports itself (a NAD
-missing, programming refused) are in the claim's status and Events and are
-retried at the resync, or at once when the NAD changes.
+interval; a delayed add to the queue) rather than waiting for the next resync;
+success, a newer object or the claim's deletion ends the wait. Errors the
+reconcile reports itself (a NAD missing, programming refused) are in the claim's
+status and Events and are retried at the resync, or at once when the NAD changes.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from typing import Any
 
 from sriov_dra.backoff import Backoff
 from sriov_dra.constants import NODE_LABEL
-from sriov_dra_kube.client import ApiException, KubeApi
+from sriov_dra_kube.client import KubeApi
+from sriov_dra_kube.list_watch import ListWatch
+from sriov_dra_kube.workqueue import WorkQueue
 
 from sriov_dra_agent.cluster import claim_devices
 from sriov_dra_agent.cluster.claim_locks import ClaimLocks
@@ -62,8 +66,11 @@ class ClaimWatcher:
         self.workers = workers
         self.resync_seconds = resync_seconds
         self._latest: dict[str, tuple[str, Body]] = {}
-        self._queue: asyncio.Queue[str] = asyncio.Queue()
-        self._queued: set[str] = set()
+        """The newest (kind, object) of each queued claim: what its next reconcile gets."""
+        self.queue = WorkQueue()
+        """Claim uids to reconcile; one worker per uid at a time, retries as delayed adds."""
+        self._failed: dict[str, tuple[str, Body]] = {}
+        """The (kind, object) whose reconcile raised, by uid, until its delayed retry."""
         self._seen: dict[str, Body] = {}
         """Newest object of every claim offered, to re-queue it when its NAD changes."""
         nads.subscribe(self.nad_changed)
@@ -73,8 +80,6 @@ class ClaimWatcher:
             base=retry_first_seconds, cap=max(resync_seconds, retry_first_seconds)
         )
         """Per-claim delay before re-queueing a claim whose reconcile raised."""
-        self._retries: dict[str, asyncio.TimerHandle] = {}
-        """Pending re-queues of failed claims, by uid."""
 
     # -- relevance -------------------------------------------------------------------------
 
@@ -90,16 +95,14 @@ class ClaimWatcher:
         uid = claim_devices.uid(claim)
         if not uid:
             return
-        # A newer object supersedes a pending retry of the one that failed.
-        self._cancel_retry(uid)
+        self._failed.pop(uid, None)
         self._latest[uid] = (kind, claim)
         if kind == "DELETED":
             self._seen.pop(uid, None)
         else:
             self._seen[uid] = claim
-        if uid not in self._queued:
-            self._queued.add(uid)
-            self._queue.put_nowait(uid)
+        # Supersedes a pending retry of an older object: the queue drops its delayed add.
+        self.queue.add(uid)
 
     def nad_changed(self, namespace: str, name: str) -> None:
         """Re-queue the claims programmed from NAD ``namespace/name``."""
@@ -125,21 +128,17 @@ class ClaimWatcher:
             else:
                 await self.manager.reconcile(claim)
 
-    async def _worker(self) -> None:
-        while True:
-            uid = await self._queue.get()
-            self._queued.discard(uid)
-            if uid not in self._latest:
-                continue
-            kind, claim = self._latest.pop(uid)
-            try:
-                await self._handle(kind, claim)
-            except Exception:
-                self._retry_later(uid, kind, claim)
-            else:
-                self.backoff.reset(uid)
-            finally:
-                self._queue.task_done()
+    async def _process(self, uid: str) -> None:
+        entry = self._latest.pop(uid, None) or self._failed.pop(uid, None)
+        if entry is None:
+            return
+        kind, claim = entry
+        try:
+            await self._handle(kind, claim)
+        except Exception:
+            self._retry_later(uid, kind, claim)
+        else:
+            self.backoff.reset(uid)
 
     def _retry_later(self, uid: str, kind: str, claim: Body) -> None:
         """Re-offer the object that failed after the claim's back-off, unless a newer one came."""
@@ -155,19 +154,8 @@ class ClaimWatcher:
             "claim reconcile failed; retrying after back-off",
             extra={"claim": claim_devices.ref(claim), "uid": uid, "retry_in_seconds": delay},
         )
-        self._cancel_retry(uid)
-        self._retries[uid] = asyncio.get_running_loop().call_later(
-            delay, self._retry_due, uid, kind, claim
-        )
-
-    def _retry_due(self, uid: str, kind: str, claim: Body) -> None:
-        self._retries.pop(uid, None)
-        self.offer(kind, claim)
-
-    def _cancel_retry(self, uid: str) -> None:
-        handle = self._retries.pop(uid, None)
-        if handle is not None:
-            handle.cancel()
+        self._failed[uid] = (kind, claim)
+        self.queue.add_after(uid, delay)
 
     # -- watches ---------------------------------------------------------------------------
 
@@ -181,9 +169,10 @@ class ClaimWatcher:
             for uid in self._seen.keys() - present:
                 del self._seen[uid]
             await self._gone_while_away(present)
-            for uid in self._retries.keys() - present:
+            for uid in self._failed.keys() - present:
                 # Gone, holding nothing here, and no DELETED reached us: nothing to retry.
-                self._cancel_retry(uid)
+                del self._failed[uid]
+                self.queue.cancel_after(uid)
                 self.backoff.reset(uid)
         return version
 
@@ -195,39 +184,28 @@ class ClaimWatcher:
                 )
 
     async def _watch(self, label_selector: str, stop: asyncio.Event) -> None:
-        version = ""
-        while not stop.is_set():
-            try:
-                if not version:
-                    version = await self._list(label_selector)
-                    if not label_selector:
-                        self.synced.set()
-                async for kind, claim in self.api.watch_claims(
-                    version, label_selector=label_selector, timeout_seconds=60
-                ):
-                    version = claim_devices.meta(claim).get("resourceVersion", version)
-                    if kind == "BOOKMARK":
-                        continue
-                    if label_selector:
-                        self.offer(kind, claim)
-                    elif not claim_devices.labelled_for(claim, self.node) and self.concerns_us(
-                        claim
-                    ):
-                        # Labelled claims arrive through the label watch already.
-                        self.offer(kind, claim)
-            except ApiException as exc:
-                if exc.status == 410:
-                    version = ""
-                    continue
-                logger.warning("claim watch failed: %s %s", exc.status, exc.reason)
-                version = ""
-                await asyncio.sleep(1)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                logger.warning("claim watch broke: %s", exc)
-                version = ""
-                await asyncio.sleep(1)
+        async def relist() -> str:
+            version = await self._list(label_selector)
+            if not label_selector:
+                self.synced.set()
+            return version
+
+        def on_event(kind: str, claim: Body) -> None:
+            if label_selector:
+                self.offer(kind, claim)
+            elif not claim_devices.labelled_for(claim, self.node) and self.concerns_us(claim):
+                # Labelled claims arrive through the label watch already.
+                self.offer(kind, claim)
+
+        await ListWatch(
+            what="claim",
+            relist=relist,
+            watch=lambda version, timeout: self.api.watch_claims(
+                version, label_selector=label_selector, timeout_seconds=timeout
+            ),
+            on_event=on_event,
+            timeout_seconds=60,
+        ).run(stop)
 
     async def _resync(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -247,7 +225,10 @@ class ClaimWatcher:
             asyncio.create_task(self._watch(f"{NODE_LABEL}={self.node}", stop)),
             asyncio.create_task(self._watch("", stop)),
             asyncio.create_task(self._resync(stop)),
-            *(asyncio.create_task(self._worker()) for _ in range(self.workers)),
+            *(
+                asyncio.create_task(self.queue.run_worker(self._process))
+                for _ in range(self.workers)
+            ),
         ]
         try:
             await stop.wait()
@@ -255,5 +236,4 @@ class ClaimWatcher:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            for uid in list(self._retries):
-                self._cancel_retry(uid)
+            self.queue.close()

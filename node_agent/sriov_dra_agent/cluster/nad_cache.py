@@ -15,7 +15,6 @@ NADs (an older ClusterRole) -- :meth:`NadCache.get` falls back to a GET.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import Any
 from sriov_dra.errors import NadNotFound
 from sriov_dra.nad import SriovNetConf, parse_nad_config
 from sriov_dra_kube.client import ApiException, KubeApi
+from sriov_dra_kube.list_watch import ListWatch
 
 logger = logging.getLogger(__name__)
 
@@ -134,44 +134,29 @@ class NadCache:
 
     async def run(self, stop: asyncio.Event) -> None:
         """List, then watch, until ``stop``; relist on 410 or a broken watch."""
+        watch = ListWatch(
+            what="NAD",
+            relist=self._relist,
+            watch=lambda version, timeout: self.api.watch_nads(version, timeout_seconds=timeout),
+            on_event=self._apply,
+            timeout_seconds=self.watch_timeout_seconds,
+            give_up=self._forbidden,
+        )
         # The watch blocks until the server ends it: cancel it on ``stop``.
-        task = asyncio.create_task(self._watch(stop))
+        task = asyncio.create_task(watch.run(stop))
         try:
             await stop.wait()
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
-    async def _watch(self, stop: asyncio.Event) -> None:
-        version = ""
-        while not stop.is_set():
-            try:
-                if not version:
-                    version = await self._relist()
-                async for kind, obj in self.api.watch_nads(
-                    version, timeout_seconds=self.watch_timeout_seconds
-                ):
-                    version = obj.get("metadata", {}).get("resourceVersion", version)
-                    if kind != "BOOKMARK":
-                        self._apply(kind, obj)
-            except ApiException as exc:
-                version = ""
-                if exc.status == 410:
-                    continue
-                if exc.status == 403:
-                    logger.warning(
-                        "may not list/watch NetworkAttachmentDefinitions: reading each by GET; "
-                        "grant list and watch on network-attachment-definitions to the agent",
-                    )
-                    self.direct = True
-                    return
-                logger.warning("NAD watch failed: %s %s", exc.status, exc.reason)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=1)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                logger.warning("NAD watch broke: %s", exc)
-                version = ""
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=1)
+    def _forbidden(self, exc: ApiException) -> bool:
+        """On a 403, read each NAD by GET from now on (and stop listing and watching)."""
+        if exc.status != 403:
+            return False
+        logger.warning(
+            "may not list/watch NetworkAttachmentDefinitions: reading each by GET; "
+            "grant list and watch on network-attachment-definitions to the agent",
+        )
+        self.direct = True
+        return True

@@ -44,13 +44,13 @@ import logging
 import secrets
 import shutil
 import signal
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from sriov_dra import jsonlog
 from sriov_dra.errors import SriovDraError
+from sriov_dra_kube.list_watch import ListWatch
 
 from sriov_dra_devcluster import cdi_runtime, pod_sandbox
 from sriov_dra_devcluster.emulated_pod import (
@@ -139,24 +139,19 @@ class NodeEmulator:
 
     async def _watch(self, stop: asyncio.Event) -> None:
         """List, then watch pods; relist on expiry or error; resync every RESYNC_SECONDS."""
-        while not stop.is_set():
-            try:
-                items, version = await self.kube.list_pods()
-                self._relist(items)
-                deadline = time.monotonic() + RESYNC_SECONDS
-                while time.monotonic() < deadline:
-                    timeout = max(1, int(deadline - time.monotonic()))
-                    async for kind, obj in self.kube.watch_pods(version, timeout):
-                        if kind == "BOOKMARK":
-                            version = obj["metadata"]["resourceVersion"]
-                            continue
-                        version = obj["metadata"]["resourceVersion"]
-                        self._observe(kind, obj)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("pod watch failed; relisting", extra={"error": str(exc)})
-                await asyncio.sleep(1)
+        await ListWatch(
+            what="pod",
+            relist=self._list,
+            watch=self.kube.watch_pods,
+            on_event=self._observe,
+            timeout_seconds=int(RESYNC_SECONDS),
+            relist_every=RESYNC_SECONDS,
+        ).run(stop)
+
+    async def _list(self) -> str:
+        items, version = await self.kube.list_pods()
+        self._relist(items)
+        return version
 
     def _ours(self, pod: Mapping[str, Any]) -> bool:
         return pod.get("spec", {}).get("nodeName") in self.nodes
