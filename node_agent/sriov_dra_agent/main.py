@@ -24,11 +24,12 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from sriov_dra import jsonlog
 from sriov_dra.errors import SriovDraError
 from sriov_dra_kube.client import KubeApi
+from sriov_dra_kube.events import EventRecorder
 
 from sriov_dra_agent.attach.attach_socket import AttachServer
 from sriov_dra_agent.attach.attacher import ClaimAttacher
@@ -40,7 +41,6 @@ from sriov_dra_agent.cluster.claim_manager import ClaimManager
 from sriov_dra_agent.cluster.claim_status import ClaimStatus
 from sriov_dra_agent.cluster.claim_watcher import ClaimWatcher
 from sriov_dra_agent.cluster.device_status import DeviceStatusWriter
-from sriov_dra_agent.cluster.events import EventRecorder
 from sriov_dra_agent.cluster.nad_cache import NadCache
 from sriov_dra_agent.cluster.slice_publisher import SlicePublisher
 from sriov_dra_agent.kubelet.cdi import CdiHook
@@ -54,6 +54,9 @@ from sriov_dra_agent.vf.backends import make_backend
 from sriov_dra_agent.vf.lifecycle import VfLifecycle
 
 logger = logging.getLogger("sriov_dra_agent")
+
+COMPONENT: Final = "sriov-dra-agent"
+"""The agent's name as the source of its Events."""
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -97,7 +100,9 @@ class Agent:
             ),
             self.vfs,
         )
-        events = EventRecorder(api, node=settings.node_name)
+        events = EventRecorder(
+            api, component=COMPONENT, instance=settings.node_name, host=settings.node_name
+        )
         self.manager = ClaimManager(
             scope,
             api=api,

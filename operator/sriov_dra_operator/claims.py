@@ -59,12 +59,12 @@ from sriov_dra.nad import device_id_replaced, parse_nad_config, unrun_plugins_wa
 from sriov_dra.node_selector import allocation_node
 from sriov_dra.release_signal import released_by_agent, released_vfs
 from sriov_dra.vfconfig import VfConfig, nad_reference
+from sriov_dra_kube.events import StateEvents
 
 from . import claim_messages
 from .cache import Body, ClaimChange, ClusterCache, Ref, ref_of, uid_of
 from .claim_config import allocation_records, effective_configs
 from .conflicts import in_use, resolve
-from .events import EventRecorder
 from .metrics import OperatorMetrics
 from .ownership import Verdict, class_not_found, verdict
 from .settings import OperatorSettings
@@ -123,7 +123,7 @@ class ClaimReconciler:
         settings: OperatorSettings,
         cache: ClusterCache,
         writer: ClaimWriter,
-        events: EventRecorder,
+        events: StateEvents,
         metrics: OperatorMetrics,
         requeue: Any,
         nodes: Any,

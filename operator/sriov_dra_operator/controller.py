@@ -18,11 +18,18 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from kubernetes_asyncio import client
+from sriov_dra_kube.client import KubeApi
+from sriov_dra_kube.events import (
+    EventRecorder,
+    StateEvents,
+    every_posted,
+    last_posted,
+    seed_field_selector,
+)
 from sriov_dra_kube.workqueue import WorkQueue
 
 from .cache import ClusterCache, ref_of, uid_of
 from .claims import ClaimReconciler
-from .events import SEED_FIELD_SELECTOR, EventRecorder, every_posted, last_posted
 from .metrics import OperatorMetrics
 from .nodes import NodeLookup
 from .settings import OperatorSettings
@@ -31,6 +38,8 @@ from .status_writer import ClaimWriter
 
 log = logging.getLogger(__name__)
 
+COMPONENT = "sriov-dra-operator"
+"""The operator's name as the source of its Events (and how it finds them after a restart)."""
 GAUGE_INTERVAL = 2.0
 LIST_PAGE = 500
 
@@ -81,7 +90,9 @@ class Controller:
             settings=settings,
             cache=self.cache,
             writer=ClaimWriter(api),
-            events=EventRecorder(api, instance=socket.gethostname()),
+            events=StateEvents(
+                EventRecorder(KubeApi(api), component=COMPONENT, instance=socket.gethostname())
+            ),
             metrics=metrics,
             requeue=self.queue,
             nodes=NodeLookup(api),
@@ -162,7 +173,7 @@ class Controller:
         core = client.CoreV1Api(self.api)
         try:
             events = await _list_pages(
-                core.list_event_for_all_namespaces, field_selector=SEED_FIELD_SELECTOR
+                core.list_event_for_all_namespaces, field_selector=seed_field_selector(COMPONENT)
             )
         except client.ApiException as exc:
             if exc.status != 403:
@@ -174,7 +185,8 @@ class Controller:
                 },
             )
             return
-        last, every = last_posted(events), every_posted(events)
+        last = last_posted(events, component=COMPONENT)
+        every = every_posted(events, component=COMPONENT)
         known = set(self.cache.claim_uids())
         self.reconciler.events.seed(
             {u: posted for u, posted in last.items() if u in known},

@@ -16,13 +16,13 @@ from pathlib import Path
 from sriov_dra.errors import AttachError, SriovDraError
 from sriov_dra.naming import claim_ref
 from sriov_dra_kube.client import KubeApi
+from sriov_dra_kube.events import EventRecorder
 
 from sriov_dra_agent.attach.attach_socket import AttachRequest, AttachResult
 from sriov_dra_agent.attach.ipam import nad_ipam_conf
 from sriov_dra_agent.cluster import claim_devices
 from sriov_dra_agent.cluster.claim_devices import NodeScope, log_context
 from sriov_dra_agent.cluster.claim_status import ClaimStatus
-from sriov_dra_agent.cluster.events import EventRecorder
 from sriov_dra_agent.cluster.nad_cache import NadCache
 from sriov_dra_agent.kubelet.prepared_claims import PreparedClaims
 from sriov_dra_agent.metrics import AgentMetrics

@@ -30,13 +30,13 @@ from sriov_dra.errors import SriovDraError
 from sriov_dra.naming import pci_address
 from sriov_dra.release_signal import released_vfs
 from sriov_dra_kube.client import KubeApi
+from sriov_dra_kube.events import EventRecorder
 
 from sriov_dra_agent.attach.netns import netns_alive
 from sriov_dra_agent.cluster import claim_devices
 from sriov_dra_agent.cluster.claim_devices import ClaimDevice, NodeScope, log_context
 from sriov_dra_agent.cluster.claim_locks import ClaimLocks
 from sriov_dra_agent.cluster.claim_status import ClaimStatus
-from sriov_dra_agent.cluster.events import EventRecorder
 from sriov_dra_agent.cluster.nad_cache import Nad, NadCache
 from sriov_dra_agent.kubelet import cdi
 from sriov_dra_agent.kubelet.prepared_claims import PreparedClaims

@@ -50,6 +50,7 @@ from typing import Any
 
 from sriov_dra import jsonlog
 from sriov_dra.errors import SriovDraError
+from sriov_dra_kube.events import EventRecorder
 from sriov_dra_kube.list_watch import ListWatch
 
 from sriov_dra_devcluster import cdi_runtime, pod_sandbox
@@ -113,7 +114,13 @@ class NodeEmulator:
         self._kicks: dict[str, asyncio.Event] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._procs: dict[str, asyncio.subprocess.Process] = {}
-        self._events: dict[tuple[str, str, str], tuple[str, int]] = {}
+        self._events = {
+            node: EventRecorder(
+                kube, component=COMPONENT, instance=node, host=node, kind="Pod", repeat_interval=0
+            )
+            for node in self.nodes
+        }
+        """Each node's Events on its pods: a repeat bumps the Event's count at once."""
 
     # --- main loop ---
 
@@ -544,41 +551,9 @@ class NodeEmulator:
         self, state: NodeState, pod: Mapping[str, Any], kind: str, reason: str, message: str
     ) -> None:
         """A core/v1 Event on the pod; repeats of the same event bump its count."""
-        meta = pod["metadata"]
-        key = (meta["uid"], reason, message)
-        now = api_time_now()
-        known = self._events.get(key)
-        if known is not None:
-            name, count = known
-            if await self.kube.patch_event(
-                meta["namespace"], name, {"count": count + 1, "lastTimestamp": now}
-            ):
-                self._events[key] = (name, count + 1)
-                return
-        name = f"{meta['name']}.{secrets.token_hex(8)}"
-        await self.kube.create_event(
-            meta["namespace"],
-            {
-                "metadata": {"name": name, "namespace": meta["namespace"]},
-                "involvedObject": {
-                    "apiVersion": "v1",
-                    "kind": "Pod",
-                    "name": meta["name"],
-                    "namespace": meta["namespace"],
-                    "uid": meta["uid"],
-                },
-                "reason": reason,
-                "message": message[:1024],
-                "type": kind,
-                "count": 1,
-                "firstTimestamp": now,
-                "lastTimestamp": now,
-                "source": {"component": COMPONENT, "host": state.layout.node},
-                "reportingComponent": COMPONENT,
-                "reportingInstance": state.layout.node,
-            },
+        await self._events[state.layout.node].post(
+            pod, warning=kind == "Warning", reason=reason, message=message
         )
-        self._events[key] = (name, 1)
 
 
 def _internal_ip(node: Mapping[str, Any]) -> str:

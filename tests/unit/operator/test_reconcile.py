@@ -3,7 +3,7 @@
 The store plays the apiserver's part that matters here: every write carries the
 resourceVersion it was based on and is refused with 409 (:class:`StaleClaim`)
 when the stored claim has moved on. Events go through the real
-:class:`EventRecorder` (its de-duplication is under test too) into a list.
+:class:`StateEvents` (its de-duplication is under test too) into a list.
 """
 
 from __future__ import annotations
@@ -12,12 +12,10 @@ import asyncio
 import copy
 import itertools
 import json
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import pytest
-import pytest_asyncio
-from kubernetes_asyncio import client
 from sriov_dra.constants import (
     DRIVER_NAME,
     FINALIZER,
@@ -28,9 +26,11 @@ from sriov_dra.constants import (
     VFCONFIG_KIND,
 )
 from sriov_dra.nad import device_id_replaced, parse_nad_config, unrun_plugins_warning
+from sriov_dra_kube.client import KubeApi
+from sriov_dra_kube.events import EventRecorder, StateEvents, every_posted, last_posted
 from sriov_dra_operator.cache import ClusterCache
 from sriov_dra_operator.claims import ClaimReconciler
-from sriov_dra_operator.events import EventRecorder, every_posted, last_posted
+from sriov_dra_operator.controller import COMPONENT
 from sriov_dra_operator.metrics import OperatorMetrics
 from sriov_dra_operator.settings import OperatorSettings
 from sriov_dra_operator.status_writer import ClaimWriter, StaleClaim
@@ -91,16 +91,19 @@ class StoreWriter(ClaimWriter):
 
 
 class Events:
-    """Stands in for CoreV1Api: keeps the Events posted, as the apiserver stores them."""
+    """Stands in for KubeApi's create_event: keeps the Events as the apiserver stores them."""
 
     def __init__(self) -> None:
         self.bodies: list[Body] = []
         self.versions = itertools.count(1)
 
-    async def create_namespaced_event(self, namespace: str, body: Body) -> None:
+    async def create_event(self, namespace: str, body: Body) -> Body:
         stored = copy.deepcopy(body)
-        stored["metadata"]["resourceVersion"] = str(next(self.versions))
+        version = str(next(self.versions))
+        stored["metadata"].update(name=f"{body['metadata']['generateName']}{version}",
+                                  resourceVersion=version)  # fmt: skip
         self.bodies.append(stored)
+        return copy.deepcopy(stored)
 
     @property
     def posted(self) -> list[tuple[str, str, str, str]]:
@@ -194,8 +197,7 @@ def devices_of(body: Body | None) -> list[str]:
 class World:
     """A reconciler wired to the store, the recorded Events and a queue that only records."""
 
-    def __init__(self, api: client.ApiClient) -> None:
-        self.api = api
+    def __init__(self) -> None:
         self.writer = StoreWriter()
         self.events = Events()
         recorder = self.new_recorder()
@@ -216,16 +218,19 @@ class World:
         )
         self.recorder = recorder
 
-    def new_recorder(self) -> EventRecorder:
-        """An EventRecorder posting into :attr:`events`."""
-        recorder = EventRecorder(self.api, instance="test")
-        recorder._core = self.events  # type: ignore[assignment]
-        return recorder
+    def new_recorder(self) -> StateEvents:
+        """The operator's Events, posting into :attr:`events`."""
+        return StateEvents(
+            EventRecorder(cast(KubeApi, self.events), component=COMPONENT, instance="test")
+        )
 
     def restart_events(self) -> None:
         """What a restarted operator does: a fresh recorder seeded from the Events listed."""
         self.recorder = self.new_recorder()
-        self.recorder.seed(last_posted(self.events.bodies), every_posted(self.events.bodies))
+        self.recorder.seed(
+            last_posted(self.events.bodies, component=COMPONENT),
+            every_posted(self.events.bodies, component=COMPONENT),
+        )
         self.reconciler.events = self.recorder
 
     def create(self, body: Body) -> Body:
@@ -249,10 +254,9 @@ class World:
         return [reason for name, _, reason, _ in self.events.posted if name == claim]
 
 
-@pytest_asyncio.fixture
-async def world() -> AsyncIterator[World]:
-    async with client.ApiClient() as api:
-        yield World(api)
+@pytest.fixture
+def world() -> World:
+    return World()
 
 
 # -- which claims get DeviceClassNotFound -----------------------------------------------------

@@ -17,7 +17,6 @@ from sriov_dra_agent.cluster.device_status import (
     released_entries,
     small_data,
 )
-from sriov_dra_agent.cluster.events import event_body
 
 DRIVER = constants.DRIVER_NAME
 DEVICE = ClaimDevice("vf", "node-a", "0000-3b-02-0", "0000:3b:02.0", "net1", "", ("ns", "n"))
@@ -93,17 +92,6 @@ def test_apply_body_carries_only_our_entries() -> None:
         "metadata": {"name": "c", "namespace": "ns"},
         "status": {"devices": []},
     }
-
-
-def test_event_names_the_claim_and_node() -> None:
-    event = event_body(CLAIM, event_type="Warning", reason="IpamFailed", message="m" * 2000,
-                       node="node-a")  # fmt: skip
-    assert event["involvedObject"] == {
-        "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
-        "name": "c", "namespace": "ns", "uid": "u-1",
-    }  # fmt: skip
-    assert event["reportingInstance"] == "node-a"
-    assert len(event["message"]) == 1024
 
 
 def test_released_entries_are_what_the_operator_hands_the_vf_on_for() -> None:

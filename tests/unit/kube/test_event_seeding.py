@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sriov_dra_operator.events import COMPONENT, last_posted
+from sriov_dra_kube.events import last_posted
+from sriov_dra_operator.controller import COMPONENT
 
 
 def event(
@@ -51,10 +52,10 @@ def event(
     ids=["one", "newest-wins", "per-claim", "other-component", "other-kind"],
 )
 def test_last_posted(events: list[dict[str, Any]], expected: dict[str, tuple[str, str]]) -> None:
-    assert last_posted(events) == expected
+    assert last_posted(events, component=COMPONENT) == expected
 
 
 def test_reporting_component_counts_when_source_is_empty() -> None:
     body = event("a", "1", "Allocated", component="")
     body["reportingComponent"] = COMPONENT
-    assert last_posted([body]) == {"a": ("Allocated", "Allocated of a")}
+    assert last_posted([body], component=COMPONENT) == {"a": ("Allocated", "Allocated of a")}

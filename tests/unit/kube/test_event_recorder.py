@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from kubernetes_asyncio.client.exceptions import ApiException
-from sriov_dra_agent.cluster.events import EventRecorder
+from sriov_dra_kube.events import EventRecorder, event_body
 
 CLAIM: dict[str, Any] = {"metadata": {"name": "c", "namespace": "ns", "uid": "u-1"}}
 OTHER: dict[str, Any] = {"metadata": {"name": "d", "namespace": "ns", "uid": "u-2"}}
@@ -62,7 +62,15 @@ def clock() -> Clock:
 
 @pytest.fixture
 def recorder(store: EventStore, clock: Clock) -> EventRecorder:
-    return EventRecorder(store, node="n1", repeat_interval=600, forget_after=3600, clock=clock)  # type: ignore[arg-type]
+    return EventRecorder(
+        store,  # type: ignore[arg-type]
+        component="sriov-dra-agent",
+        instance="n1",
+        host="n1",
+        repeat_interval=600,
+        forget_after=3600,
+        clock=clock,
+    )
 
 
 async def test_unchanged_failure_is_posted_once_per_interval(
@@ -136,7 +144,13 @@ async def test_failed_create_is_not_remembered(recorder: EventRecorder, store: E
 
 
 async def test_tracking_is_bounded(store: EventStore, clock: Clock) -> None:
-    recorder = EventRecorder(store, node="n1", max_tracked=3, clock=clock)  # type: ignore[arg-type]
+    recorder = EventRecorder(
+        store,  # type: ignore[arg-type]
+        component="sriov-dra-agent",
+        instance="n1",
+        max_tracked=3,
+        clock=clock,
+    )
     for i in range(5):
         clock.now += 1
         await recorder.warning(CLAIM, "IpamFailed", f"failure {i}")
@@ -145,3 +159,62 @@ async def test_tracking_is_bounded(store: EventStore, clock: Clock) -> None:
     await recorder.warning(CLAIM, "IpamFailed", "failure 4")
     await recorder.warning(CLAIM, "IpamFailed", "failure 0")
     assert store.calls == ["create"] * 6
+
+
+def test_event_names_the_claim_and_node() -> None:
+    event = event_body(CLAIM, event_type="Warning", reason="IpamFailed", message="m" * 2000,
+                       component="sriov-dra-agent", instance="node-a", host="node-a")  # fmt: skip
+    assert event["involvedObject"] == {
+        "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+        "name": "c", "namespace": "ns", "uid": "u-1",
+    }  # fmt: skip
+    assert event["source"] == {"component": "sriov-dra-agent", "host": "node-a"}
+    assert event["reportingInstance"] == "node-a"
+    assert len(event["message"]) == 1024
+
+
+def test_event_on_a_watched_claim_names_its_version_and_no_host() -> None:
+    claim = {
+        "apiVersion": "resource.k8s.io/v1",
+        "metadata": {**CLAIM["metadata"], "resourceVersion": "42"},
+    }
+    event = event_body(claim, event_type="Normal", reason="Allocated", message="allocated",
+                       component="sriov-dra-operator", instance="op-0")  # fmt: skip
+    assert event["involvedObject"]["resourceVersion"] == "42"
+    assert event["source"] == {"component": "sriov-dra-operator"}
+    assert event["reportingComponent"] == "sriov-dra-operator"
+    assert event["reportingInstance"] == "op-0"
+
+
+def test_event_on_a_listed_pod_defaults_its_api_version() -> None:
+    pod = {"metadata": {"name": "p", "namespace": "ns", "uid": "p-1"}}
+    event = event_body(pod, kind="Pod", event_type="Warning", reason="Failed", message="x",
+                       component="sriov-dra-node-emulator", instance="n", host="n")  # fmt: skip
+    assert event["involvedObject"]["apiVersion"] == "v1"
+    assert event["involvedObject"]["kind"] == "Pod"
+    assert event["metadata"] == {"generateName": "p.", "namespace": "ns"}
+
+
+async def test_every_repeat_is_written_with_no_repeat_interval(
+    store: EventStore, clock: Clock
+) -> None:
+    recorder = EventRecorder(
+        store,  # type: ignore[arg-type]
+        component="sriov-dra-node-emulator",
+        instance="n1",
+        kind="Pod",
+        repeat_interval=0,
+        clock=clock,
+    )
+    for _ in range(3):
+        await recorder.warning(CLAIM, "FailedCreatePodSandBox", "netns busy")
+    assert store.calls == ["create", "patch", "patch"]
+    assert store.summary() == [("FailedCreatePodSandBox", "netns busy", 3)]
+
+
+async def test_create_reports_a_refusal_as_none(recorder: EventRecorder, store: EventStore) -> None:
+    store.fail_create = True
+    assert await recorder.create(CLAIM, warning=True, reason="R", message="m") is None
+    store.fail_create = False
+    created = await recorder.create(CLAIM, warning=True, reason="R", message="m")
+    assert created is not None and created["reason"] == "R"
