@@ -13,7 +13,7 @@ lint: setup
 	lint-imports
 
 typecheck: setup
-	$(PY) -m mypy operator/sriov_dra operator/sriov_dra_operator node_agent/sriov_dra_agent tests/devcluster/sriov_dra_devcluster
+	$(PY) -m mypy operator/sriov_dra operator/sriov_dra_kube operator/sriov_dra_operator node_agent/sriov_dra_agent tests/devcluster/sriov_dra_devcluster
 
 # Everything: lint, types, unit, netns, integration and e2e tests.
 test: setup lint typecheck
