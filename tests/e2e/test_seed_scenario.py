@@ -78,7 +78,9 @@ def test_0_the_driver_runs_from_its_image_as_the_manifests_say(scenario: Scenari
     agents = [p for p in pods if p["metadata"]["name"].startswith("sriov-dra-agent-")]
     operators = [p for p in pods if p["metadata"]["name"].startswith("sriov-dra-operator-")]
     assert sorted(p["spec"]["nodeName"] for p in agents) == ["node-1", "node-2"]
-    assert len(operators) == 1
+    # Two replicas, one leading: the Lease names one of them.
+    assert len(operators) == 2
+    assert scenario.walk.operator_leader() in {p["metadata"]["name"] for p in operators}
     for pod in agents + operators:
         (status,) = pod["status"]["containerStatuses"]
         assert status["ready"], pod["metadata"]["name"]

@@ -449,19 +449,41 @@ class Walkthrough:
 
     def step8_logs(self) -> list[dict[str, Any]]:
         """The operator's logs: JSON lines naming claim, node, PF and VF."""
-        self.caption("Logs: the operator Deployment's JSON lines")
+        self.caption("Logs: the leading operator replica's JSON lines")
+        leader = self.operator_leader()
         out = self.cluster.kubectl(
-            "logs", "-n", SYSTEM_NAMESPACE, "deployment/sriov-dra-operator", "--tail=400"
+            "logs", "-n", SYSTEM_NAMESPACE, f"pod/{leader}", "--tail=400"
         ).stdout
         lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
         about_claim = [line for line in lines if line.get("claim") == f"{NAMESPACE}/{CLAIM}"]
         self._show(
-            f"kubectl logs -n sriov-dra deployment/sriov-dra-operator | grep {NAMESPACE}/{CLAIM}",
+            f"kubectl logs -n sriov-dra {leader} | grep {NAMESPACE}/{CLAIM}",
             "\n".join(json.dumps(line) for line in about_claim[-4:]),
         )
         if not about_claim:
             raise DemoFailed("the operator logged no JSON line about static-vf-claim")
         return about_claim
+
+    def operator_leader(self) -> str:
+        """The operator pod holding the leader-election Lease (its identity is pod_uuid)."""
+        holder = ""
+        deadline = time.monotonic() + 60
+        # A replica takes the Lease within a retry period of starting; wait that long.
+        while not holder and time.monotonic() < deadline:
+            found = self.cluster.kubectl(
+                "get", "lease", "-n", SYSTEM_NAMESPACE, "sriov-dra-operator",
+                "-o", "jsonpath={.spec.holderIdentity}", check=False,
+            )  # fmt: skip
+            holder = found.stdout.strip() if found.returncode == 0 else ""
+            if not holder:
+                time.sleep(1)
+        self._show(
+            "kubectl get lease -n sriov-dra sriov-dra-operator -o jsonpath={.spec.holderIdentity}",
+            holder,
+        )
+        if not holder:
+            raise DemoFailed("no operator replica holds the Lease sriov-dra/sriov-dra-operator")
+        return holder.rpartition("_")[0]
 
     def steps(self) -> list[Callable[[], object]]:
         """The walkthrough, in order."""
