@@ -8,17 +8,23 @@ operator, with an Event naming the field, instead of on the node at prepare time
 Rules (each refusal raises :class:`~sriov_dra.errors.InvalidVfConfig`):
 
 - ``apiVersion`` must be ``sriovnetwork.k8snetworkplumbingwg.io/v1alpha1`` and
-  ``kind`` ``VfConfig``; no other keys than the five fields below.
+  ``kind`` ``VfConfig``; no other keys than the six fields below.
 - ``ifName`` (may be empty = generated): the kernel's rules (1..15 bytes; no ``/``,
   ``:`` or whitespace; not ``.`` or ``..``), printable ASCII, and not a name every
   pod already has (:data:`RESERVED_IF_NAMES`).
 - ``netAttachDefName``: DNS-1123 subdomain; ``netAttachDefNamespace``: DNS-1123 label.
 - ``driver``: one of :data:`VF_DRIVERS`.
 - ``addVhostMount``: a JSON boolean.
+- ``rdma`` (ours; the Go driver has no such field and always adds the RDMA devices of
+  an RDMA-capable VF): a JSON boolean. Unset, an RDMA-capable VF on a kernel driver
+  gets its RDMA character devices; ``true`` requires them; ``false`` leaves them out.
+  ``rdma: true`` with ``driver: vfio-pci`` is refused, in one entry or merged: a VF
+  handed to vfio-pci leaves the kernel's RDMA stack, so it has no RDMA device to give
+  (the failure of the Go driver's PR #142).
 
 Merge rule (:func:`effective_vfconfig`): class entries first, then claim entries,
 each in list order; a later non-empty string field replaces an earlier one, and a
-later entry that *sets* ``addVhostMount`` (true or false) replaces the earlier value.
+later entry that *sets* ``addVhostMount`` or ``rdma`` (true or false) replaces the earlier value.
 Every field survives the merge (the Go driver drops ``netAttachDefNamespace`` and
 ``addVhostMount``).
 """
@@ -63,7 +69,14 @@ DEFAULT_IF_PREFIX: Final = "vfnet"
 MAX_IF_NAME: Final = 15
 """IFNAMSIZ - 1: the kernel's limit on interface-name length in bytes."""
 
-_FIELDS: Final = ("driver", "ifName", "netAttachDefName", "netAttachDefNamespace", "addVhostMount")
+_FIELDS: Final = (
+    "driver",
+    "ifName",
+    "netAttachDefName",
+    "netAttachDefNamespace",
+    "addVhostMount",
+    "rdma",
+)
 _DNS_LABEL: Final = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 CONFIG_FIELD: Final = "status.allocation.devices.config"
 
@@ -78,6 +91,8 @@ class VfConfig(BaseModel):
     net_attach_def_name: str = Field("", alias="netAttachDefName")
     net_attach_def_namespace: str = Field("", alias="netAttachDefNamespace")
     add_vhost_mount: bool = Field(False, alias="addVhostMount")
+    rdma: bool | None = None
+    """None: the RDMA devices of an RDMA-capable VF on a kernel driver; True: required."""
 
 
 def _example() -> str:
@@ -214,13 +229,35 @@ def parse_vfconfig(parameters: Mapping[str, Any], *, field: str) -> VfConfig:
             field=f"{field}.addVhostMount",
             fix="write addVhostMount: true or addVhostMount: false (unquoted)",
         )
-    return VfConfig(
+    rdma = parameters.get("rdma")
+    if rdma is not None and not isinstance(rdma, bool):
+        raise InvalidVfConfig(
+            f"must be a boolean, got {type(rdma).__name__} {rdma!r}",
+            field=f"{field}.rdma",
+            fix="write rdma: true or rdma: false (unquoted), or leave it out",
+        )
+    cfg = VfConfig(
         driver=driver,
         ifName=if_name,
         netAttachDefName=nad_name,
         netAttachDefNamespace=nad_namespace,
         addVhostMount=vhost,
+        rdma=rdma,
     )
+    _refuse_vfio_rdma(cfg, field)
+    return cfg
+
+
+def _refuse_vfio_rdma(cfg: VfConfig, field: str) -> None:
+    """``driver: vfio-pci`` with ``rdma: true`` cannot be prepared: refuse it up front."""
+    if cfg.driver == "vfio-pci" and cfg.rdma:
+        raise InvalidVfConfig(
+            "driver vfio-pci and rdma: true cannot be combined: a VF bound to vfio-pci "
+            "leaves the kernel's RDMA stack and has no RDMA device to give the pod",
+            field=f"{field}.rdma",
+            fix="for the VF in userspace (DPDK, a VM) keep driver: vfio-pci and drop rdma; "
+            "for RDMA in the pod drop driver: vfio-pci (the kernel driver is kept)",
+        )
 
 
 def effective_vfconfig(
@@ -237,7 +274,9 @@ def effective_vfconfig(
     ``FromClass`` entries apply before ``FromClaim`` ones, each in list order.
     Empty ``requests`` means every request; ``request`` may be ``req/sub`` and then
     matches entries naming ``req`` or ``req/sub``. Entries of other drivers are
-    skipped. ``field`` prefixes the path in error messages.
+    skipped. ``field`` prefixes the path in error messages. Raises
+    :class:`InvalidVfConfig` for a bad entry, or when the merge combines
+    ``driver: vfio-pci`` with ``rdma: true`` (from different entries).
     """
     ordered = sorted(
         enumerate(config_entries),
@@ -248,6 +287,7 @@ def effective_vfconfig(
     nad_name = ""
     nad_namespace = ""
     vhost = False
+    rdma: bool | None = None
     for index, entry in ordered:
         opaque = entry.get("opaque") or {}
         if opaque.get("driver") != driver:
@@ -262,13 +302,18 @@ def effective_vfconfig(
         nad_namespace = cfg.net_attach_def_namespace or nad_namespace
         if isinstance(parameters, Mapping) and "addVhostMount" in parameters:
             vhost = cfg.add_vhost_mount
-    return VfConfig(
+        if cfg.rdma is not None:
+            rdma = cfg.rdma
+    merged = VfConfig(
         driver=driver_name,
         ifName=if_name,
         netAttachDefName=nad_name,
         netAttachDefNamespace=nad_namespace,
         addVhostMount=vhost,
+        rdma=rdma,
     )
+    _refuse_vfio_rdma(merged, f"{field} (request {request!r}, merged)")
+    return merged
 
 
 def parse_nad_namespaces(value: str) -> frozenset[str]:

@@ -70,7 +70,11 @@ def effective_configs(
         for entry, path in entries:
             if entry["opaque"].get("driver") == driver:
                 parse_vfconfig(entry["opaque"].get("parameters") or {}, field=path)
-        result[request] = effective_vfconfig([e for e, _ in entries], request, driver=driver)
+        # Each entry was checked above with its own path; what the merge alone can
+        # refuse (driver vfio-pci from one entry, rdma from another) names them all.
+        result[request] = effective_vfconfig(
+            [e for e, _ in entries], request, driver=driver, field="DeviceClass and claim config"
+        )
     return result
 
 

@@ -69,6 +69,13 @@ IFNAME_FIX = (
     "or leave ifName empty for a generated name"
 )
 
+VFIO_RDMA = (
+    "driver vfio-pci and rdma: true cannot be combined: a VF bound to vfio-pci leaves the "
+    "kernel's RDMA stack and has no RDMA device to give the pod; fix: for the VF in "
+    "userspace (DPDK, a VM) keep driver: vfio-pci and drop rdma; for RDMA in the pod drop "
+    "driver: vfio-pci (the kernel driver is kept)"
+)
+
 BAD = [
     pytest.param(
         ["x"],
@@ -93,9 +100,20 @@ BAD = [
         id="wrong-kind",
     ),
     pytest.param(
+        params(rdma="true"),
+        f"{FIELD}.rdma: must be a boolean, got str 'true'; fix: write rdma: true or "
+        "rdma: false (unquoted), or leave it out",
+        id="rdma-string",
+    ),
+    pytest.param(
+        params(driver="vfio-pci", rdma=True),
+        f"{FIELD}.rdma: {VFIO_RDMA}",
+        id="vfio-pci-with-rdma",
+    ),
+    pytest.param(
         params(ifname="net1"),
         f"{FIELD}.ifname: unknown field 'ifname'; fix: remove it; VfConfig fields are "
-        "driver, ifName, netAttachDefName, netAttachDefNamespace, addVhostMount",
+        "driver, ifName, netAttachDefName, netAttachDefNamespace, addVhostMount, rdma",
         id="unknown-field",
     ),
     pytest.param(
@@ -313,7 +331,7 @@ def test_effective_vfconfig_names_entry_index() -> None:
     assert str(info.value) == (
         "spec.devices.config[1].opaque.parameters.foo: unknown field 'foo'; fix: remove it; "
         "VfConfig fields are driver, ifName, netAttachDefName, netAttachDefNamespace, "
-        "addVhostMount"
+        "addVhostMount, rdma"
     )
 
 
@@ -408,3 +426,26 @@ def test_assign_interface_names_distinct_and_valid(asked: list[str]) -> None:
     for index, want in enumerate(asked):
         if want and asked.index(want) == index:
             assert names[index] == want
+
+
+def test_vfio_pci_and_rdma_from_different_entries_are_refused_merged() -> None:
+    entries = [entry("FromClass", None, driver="vfio-pci"), entry("FromClaim", ["vf"], rdma=True)]
+    with pytest.raises(InvalidVfConfig) as info:
+        effective_vfconfig(entries, "vf/fast", driver=DRIVER_NAME, field="spec.devices.config")
+    assert str(info.value) == f"spec.devices.config (request 'vf/fast', merged).rdma: {VFIO_RDMA}"
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [((), None), ((True,), True), ((True, False), False), ((False, None), False)],
+    ids=["unset", "true", "later-false-wins", "unset-keeps-false"],
+)
+def test_rdma_merges_like_add_vhost_mount(
+    values: tuple[bool | None, ...], expected: bool | None
+) -> None:
+    entries = [
+        entry("FromClaim", None, **({} if value is None else {"rdma": value})) for value in values
+    ]
+    merged = effective_vfconfig(entries, "vf", driver=DRIVER_NAME)
+    assert merged.rdma is expected
+    assert merged.driver == ""

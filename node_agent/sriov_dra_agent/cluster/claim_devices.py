@@ -47,6 +47,8 @@ class ClaimDevice:
     """(namespace, name) of the NetworkAttachmentDefinition, None when none is named."""
     vhost: bool = False
     """VfConfig ``addVhostMount``: the pod also gets ``/dev/vhost-net`` and ``/dev/net/tun``."""
+    rdma: bool | None = None
+    """VfConfig ``rdma``: None gives the VF's RDMA devices when it has them, True requires them."""
 
 
 def meta(claim: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -147,6 +149,7 @@ def claim_devices(
                 if_name=name,
                 driver=cfg.driver,
                 vhost=cfg.add_vhost_mount,
+                rdma=cfg.rdma,
                 nad=_nad_of(cfg, request, claim_namespace=namespace, nad_namespaces=nad_namespaces),
             )
         )

@@ -4,8 +4,9 @@ One spec file per prepared claim in the CDI directory (``/var/run/cdi``, the
 dynamic spec dir), kind ``sriovnetwork.k8snetworkplumbingwg.io/vf``, one CDI
 device per VF named ``<claimUID>-<device>``. A device carries the VF's PCI
 address and pod interface name as environment variables, for VFs bound to
-vfio-pci the ``/dev/vfio`` nodes, and with ``addVhostMount`` ``/dev/vhost-net``
-and ``/dev/net/tun`` (for DPDK virtio-user/vhost in the pod). The spec-level
+vfio-pci the ``/dev/vfio`` nodes, with ``addVhostMount`` ``/dev/vhost-net``
+and ``/dev/net/tun`` (for DPDK virtio-user/vhost in the pod), and for an RDMA-capable
+VF its RDMA character devices (:mod:`sriov_dra_agent.kubelet.rdma_devices`). The spec-level
 ``createRuntime`` hook runs our hook executable, which asks the agent to move the
 VFs into the pod's network namespace (see :mod:`sriov_dra_agent.attach.hook`).
 
@@ -36,7 +37,8 @@ HOOK_NAME: Final = "createRuntime"
 DEFAULT_HOOK_TIMEOUT_SECONDS: Final = 30
 
 ENV_PREFIX: Final = "SRIOVNETWORK_VF"
-"""Env keys: ``SRIOVNETWORK_VF_DEVICE_<dev>``, ``..._IFNAME_<dev>``, ``..._VFIO_DEVICE_<dev>``."""
+"""Env keys: ``SRIOVNETWORK_VF_DEVICE_<dev>``, ``..._IFNAME_<dev>``, ``..._VFIO_DEVICE_<dev>``,
+``..._RDMA_{UVERB,UMAD,ISSM,CM}_<dev>``."""
 
 _VENDOR_OR_CLASS: Final = re.compile(r"^[A-Za-z]([A-Za-z0-9_.-]*[A-Za-z0-9])?$")
 _DEVICE_NAME: Final = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.:-]*[A-Za-z0-9])?$")
@@ -80,6 +82,18 @@ def check_vhost_nodes(dev_root: Path, *, node: str) -> None:
 
 
 @dataclass(frozen=True)
+class CharDevice:
+    """A character device node the pod gets, at the same path as on the host."""
+
+    path: str
+    """``/dev/infiniband/uverbs0``."""
+    major: int
+    minor: int
+    kind: str
+    """What it is for the env key: ``UVERB``, ``UMAD``, ``ISSM`` or ``CM``."""
+
+
+@dataclass(frozen=True)
 class CdiVf:
     """One VF of a claim, as its CDI device needs it."""
 
@@ -92,6 +106,8 @@ class CdiVf:
     """IOMMU group (``42`` or ``noiommu-0``) when bound to vfio-pci, else None."""
     vhost: bool = False
     """VfConfig ``addVhostMount``: add :data:`VHOST_DEVICE_NODES`."""
+    rdma: tuple[CharDevice, ...] = ()
+    """The VF's RDMA character devices (with ``rdma_cm``); empty for none."""
 
 
 @dataclass(frozen=True)
@@ -199,6 +215,15 @@ def _device_edits(vf: CdiVf) -> dict[str, Any]:
     if vf.vhost:
         nodes = edits.setdefault("deviceNodes", [])
         nodes.extend({"path": path} for path in VHOST_DEVICE_NODES)
+    by_kind: dict[str, list[str]] = {}
+    for device in vf.rdma:
+        by_kind.setdefault(device.kind, []).append(device.path)
+        edits.setdefault("deviceNodes", []).append(
+            {"path": device.path, "type": "c", "major": device.major, "minor": device.minor}
+        )
+    env.extend(
+        f"{ENV_PREFIX}_RDMA_{kind}_{suffix}={','.join(paths)}" for kind, paths in by_kind.items()
+    )
     return edits
 
 

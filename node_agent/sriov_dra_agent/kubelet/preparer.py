@@ -23,13 +23,14 @@ from sriov_dra.naming import claim_ref
 from sriov_dra_kube.client import KubeApi
 
 from sriov_dra_agent.cluster import claim_devices
-from sriov_dra_agent.cluster.claim_devices import NodeScope, log_context
+from sriov_dra_agent.cluster.claim_devices import ClaimDevice, NodeScope, log_context
 from sriov_dra_agent.cluster.claim_manager import ClaimManager
 from sriov_dra_agent.cluster.claim_status import ClaimStatus
 from sriov_dra_agent.kubelet import cdi
 from sriov_dra_agent.kubelet.checkpoint import ClaimRecord, DeviceRecord
 from sriov_dra_agent.kubelet.plugin import PreparedDevice
 from sriov_dra_agent.kubelet.prepared_claims import PreparedClaims
+from sriov_dra_agent.kubelet.rdma_devices import rdma_char_devices
 from sriov_dra_agent.metrics import AgentMetrics
 from sriov_dra_agent.vf.lifecycle import VfLifecycle
 
@@ -90,6 +91,27 @@ class Preparer:
         link = self.sysfs_root / "bus/pci/devices" / pci / "iommu_group"
         return link.resolve().name if link.exists() else None
 
+    def _rdma(self, device: ClaimDevice, *, in_kernel: bool) -> tuple[cdi.CharDevice, ...]:
+        """The VF's RDMA devices as its VfConfig ``rdma`` asks (None: when it has them).
+
+        A VF in userspace (vfio-pci) has left the kernel's RDMA stack: it has none.
+        """
+        found = (
+            rdma_char_devices(
+                self.sysfs_root, self.manager.dev_root, device.pci_address, node=self.scope.node
+            )
+            if in_kernel and device.rdma is not False
+            else ()
+        )
+        if device.rdma and not found:
+            raise cdi.DeviceNodeMissing(
+                f"VF {device.pci_address} has no RDMA device on node {self.scope.node}",
+                field="VfConfig.rdma",
+                fix="select an RDMA-capable VF (attribute rdmaCapable == true) on a kernel "
+                "driver, load its RDMA driver (e.g. mlx5_ib), or drop rdma: true",
+            )
+        return found
+
     async def prepare(self, ref: ClaimRef) -> list[PreparedDevice]:
         """NodePrepareResources for one claim (caller holds its lock). Idempotent."""
         with self.metrics.timed("prepare"):
@@ -138,6 +160,7 @@ class Preparer:
                         if_name="" if userspace else device.if_name,
                         vfio_group=self._vfio_group(device.pci_address) if vfio else None,
                         vhost=device.vhost,
+                        rdma=self._rdma(device, in_kernel=not (userspace or vfio)),
                     )
                 )
             hook = self.hook if any(v.if_name for v in vfs) else None

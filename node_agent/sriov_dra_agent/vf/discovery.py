@@ -63,6 +63,14 @@ def _link_type(device: Path, netdev: str) -> str:
         return "unknown"
 
 
+def _rdma_capable(device: Path) -> bool:
+    """The function has an RDMA device: the kernel lists it under ``<pci>/infiniband/``."""
+    try:
+        return any((device / "infiniband").iterdir())
+    except OSError:
+        return False
+
+
 def _pcie_root(device: Path) -> str | None:
     for part in device.resolve().parts:
         if _PCIE_ROOT.match(part):
@@ -86,6 +94,7 @@ def _vf(pf: PfInfo, pf_dir: Path, index: int, link: Path, pcie_root: str | None)
         netdev=netdevs[0] if netdevs else None,
         numa_node=numa if numa >= 0 else pf.numa_node,
         link_type=pf.link_type,
+        rdma_capable=_rdma_capable(vf_dir),
         pcie_root=pcie_root,
         simulated=(vf_dir / SIMULATED_MARKER).exists() or (pf_dir / SIMULATED_MARKER).exists(),
     )

@@ -136,3 +136,12 @@ def test_records_of_a_device_from_someone_elses_slice_never_fail() -> None:
     results = [{"request": "a", "driver": DRIVER, "pool": "n1", "device": "eth-vf-a"}]
     (record,) = allocation_records(results, "n1", configs, devices, {"a": None})
     assert (record.device, record.pci_address, record.vf_index) == ("eth-vf-a", "", 0)
+
+
+def test_vfio_pci_from_the_class_and_rdma_from_the_claim_are_refused_together() -> None:
+    classes = {**CLASSES, "vf": {"spec": {"config": [{"opaque": opaque(driver="vfio-pci")}]}}}
+    with pytest.raises(InvalidVfConfig) as info:
+        effective_configs(claim([{"requests": ["a"], "opaque": opaque(rdma=True)}]), classes,
+                          driver=DRIVER)  # fmt: skip
+    assert info.value.field == "DeviceClass and claim config (request 'a', merged).rdma"
+    assert "vfio-pci" in info.value.fix

@@ -207,7 +207,7 @@ REFUSED = [
         frozenset(),
         "status.allocation.devices.config[0].opaque.parameters.bogus: unknown field 'bogus'; "
         "fix: remove it; VfConfig fields are driver, ifName, netAttachDefName, "
-        "netAttachDefNamespace, addVhostMount",
+        "netAttachDefNamespace, addVhostMount, rdma",
         id="invalid-vfconfig",
     ),
 ]

@@ -451,3 +451,11 @@ def test_host_netdev_comes_from_the_pci_device(tmp_path: Path) -> None:
     assert [backend.host_netdev(vf) for vf in vfs] == ["ens1f0v0", "ens1f0v1"]
     assert backend.repair() == []
     assert backend.host_netns() is None
+
+
+def test_a_vf_with_an_rdma_device_is_rdma_capable(tmp_path: Path) -> None:
+    _fake_sysfs(tmp_path, num_vfs=2)
+    vf_dir = tmp_path / "devices/pci0000:3a/0000:3a:00.0/0000:3b:02.0"
+    (vf_dir / "infiniband/mlx5_2").mkdir(parents=True)
+    (tmp_path / "devices/pci0000:3a/0000:3a:00.0/0000:3b:02.1/infiniband").mkdir()
+    assert [vf.rdma_capable for vf in discover("node-a", tmp_path).vfs()] == [True, False]
