@@ -161,8 +161,12 @@ class Search:
         requests: Sequence[CompiledRequest],
         constraints: Sequence[Constraint],
         in_use: Collection[DeviceKey],
+        *,
+        limit: bool = True,
     ) -> None:
+        """``limit``: check :data:`MAX_ALLOCATION_RESULTS` (False when no choice can break it)."""
         self.pools = pools
+        self.limit = limit
         self.requests = requests
         self.constraints = constraints
         self.in_use = in_use
@@ -197,7 +201,7 @@ class Search:
         # later[i]: the fewest results requests i.. can add here, each by its smallest
         # alternative; the limit check below looks ahead with it.
         self.later = [0] * (len(self.requests) + 1)
-        for index in range(len(self.requests) - 1, -1, -1):
+        for index in range(len(self.requests) - 1, -1, -1) if self.limit else ():
             counts = [self.results_here(a) for a in self.requests[index].alternatives]
             fewest = min((c for c in counts if c is not None), default=MAX_ALLOCATION_RESULTS + 1)
             self.later[index] = self.later[index + 1] + fewest
@@ -211,7 +215,9 @@ class Search:
             if devices is None:
                 continue
             needed = len(devices) if alternative.all_mode else alternative.count
-            if len(self.picked) + needed + self.later[index + 1] > MAX_ALLOCATION_RESULTS:
+            if self.limit and (
+                len(self.picked) + needed + self.later[index + 1] > MAX_ALLOCATION_RESULTS
+            ):
                 continue
             applicable = [i for i, c in enumerate(self.constraints) if c.applies(alternative.name)]
             if self._slot(index, alternative, devices, applicable, needed, 0):

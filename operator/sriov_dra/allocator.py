@@ -79,6 +79,12 @@ def allocate(
             fix=f"lower the counts (or add smaller firstAvailable alternatives) to "
             f"{MAX_ALLOCATION_RESULTS} devices in all, or split the requests over several claims",
         )
+    # Most results the claim could get: when even that is within the limit, the search
+    # need not check it (All counts as unbounded, its size depends on the node).
+    most = sum(
+        max(MAX_ALLOCATION_RESULTS + 1 if a.all_mode else a.count for a in r.alternatives)
+        for r in requests
+    )
     constraints = claim_constraints(claim)
     nodes = _nodes(pools, driver)
     need = sum(min(a.need for a in r.alternatives) for r in requests)
@@ -91,7 +97,9 @@ def allocate(
                 free += usage.free_in(pool)
             if free < need:
                 continue
-        picked = Search(node_pools, requests, constraints, taken).run()
+        picked = Search(
+            node_pools, requests, constraints, taken, limit=most > MAX_ALLOCATION_RESULTS
+        ).run()
         if picked is not None:
             results = []
             for alternative, device in picked:
