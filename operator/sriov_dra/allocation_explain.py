@@ -2,7 +2,10 @@
 
 The first request that fits no node even alone is named, with how many VFs
 match it and how many of those are free; when every request fits somewhere
-alone, the combination (and its ``matchAttribute`` constraints) is at fault.
+alone, the combination (and its ``matchAttribute`` constraints) is at fault, or,
+when every node that could satisfy it would give more than
+:data:`~sriov_dra.constants.MAX_ALLOCATION_RESULTS` results (``All`` on a large
+node), the claim-wide limit.
 Pools skipped as incomplete are named, and the fix then says the wait is
 transient. Devices the request's selectors match but that are not offered
 (``Pool.refused``: no node agent could prepare them) are named with why and the fix.
@@ -14,6 +17,7 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Final
 
 from sriov_dra.allocation_search import CompiledAlternative, CompiledRequest, Constraint, Search
+from sriov_dra.constants import MAX_ALLOCATION_RESULTS
 from sriov_dra.device_pools import REFUSAL_FIX, Device, DeviceKey, Pool
 from sriov_dra.errors import NoDeviceAvailable, SelectorError
 
@@ -123,6 +127,17 @@ def explain(
             fix=(_FIX_NONE if total == 0 else _FIX_BUSY)
             + (f"; for the devices not offered: {REFUSAL_FIX}" if refused else "")
             + transient,
+        )
+    fewest = [Search(pools, requests, [], in_use).fewest_results() for pools in nodes.values()]
+    possible = [f for f in fewest if f is not None]
+    if possible and min(possible) > MAX_ALLOCATION_RESULTS:
+        return NoDeviceAvailable(
+            f"every node that could satisfy the claim would give it at least {min(possible)} "
+            f"results, and a claim gets at most {MAX_ALLOCATION_RESULTS} "
+            f"(resource.k8s.io AllocationResultsMaxSize): " + "; ".join(summaries) + note,
+            field="spec.devices.requests",
+            fix="narrow the selectors of the All requests, give them a firstAvailable "
+            "alternative with a count, or split the requests over several claims" + transient,
         )
     attributes = ", ".join(c.attribute for c in constraints)
     why = f" with matchAttribute {attributes}" if attributes else ""

@@ -196,15 +196,32 @@ class Search:
             return None
         return len(devices) if alternative.all_mode else alternative.count
 
+    def _fewest(self, request: CompiledRequest) -> int | None:
+        """Results of the request's smallest alternative that can be met here; None if none."""
+        counts = [c for a in request.alternatives if (c := self.results_here(a)) is not None]
+        return min(counts) if counts else None
+
+    def fewest_results(self) -> int | None:
+        """The fewest results the claim can get here, each request by its smallest
+        alternative; None when some request cannot be met here at all."""
+        total = 0
+        for request in self.requests:
+            fewest = self._fewest(request)
+            if fewest is None:
+                return None
+            total += fewest
+        return total
+
     def run(self) -> list[tuple[CompiledAlternative, Device]] | None:
         """The (alternative, device) picks for every request, None when the claim does not fit."""
         # later[i]: the fewest results requests i.. can add here, each by its smallest
         # alternative; the limit check below looks ahead with it.
         self.later = [0] * (len(self.requests) + 1)
         for index in range(len(self.requests) - 1, -1, -1) if self.limit else ():
-            counts = [self.results_here(a) for a in self.requests[index].alternatives]
-            fewest = min((c for c in counts if c is not None), default=MAX_ALLOCATION_RESULTS + 1)
-            self.later[index] = self.later[index + 1] + fewest
+            fewest = self._fewest(self.requests[index])
+            self.later[index] = self.later[index + 1] + (
+                MAX_ALLOCATION_RESULTS + 1 if fewest is None else fewest
+            )
         return list(self.picked) if self._request(0) else None
 
     def _request(self, index: int) -> bool:

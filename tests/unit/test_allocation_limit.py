@@ -81,3 +81,14 @@ def test_a_claim_over_the_limit_even_at_its_smallest_is_refused(
     assert "at least 33 devices" in caught.value.message
     assert "at most 32" in caught.value.message
     assert "split the requests over several claims" in caught.value.fix
+
+
+def test_all_over_the_limit_without_a_smaller_alternative_says_it_is_the_limit() -> None:
+    with pytest.raises(NoDeviceAvailable) as caught:
+        run(claim(first_available("a", 0)), [BIG_NODE])
+    assert caught.value.field == "spec.devices.requests"
+    assert caught.value.message.startswith(
+        "every node that could satisfy the claim would give it at least 48 results, "
+        "and a claim gets at most 32"
+    )
+    assert "firstAvailable alternative with a count" in caught.value.fix
