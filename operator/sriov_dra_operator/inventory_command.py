@@ -18,9 +18,10 @@ import sys
 from collections.abc import Sequence
 
 import aiohttp
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 from sriov_dra.constants import DRIVER_NAME
 from sriov_dra.inventory import Inventory, InventoryPage, InventoryQueryError, select
+from sriov_dra_kube.client import load_api_client
 
 from .controller import Controller
 from .inventory_source import cached_inventory
@@ -80,22 +81,20 @@ async def read_inventory(api: client.ApiClient, *, driver: str) -> Inventory:
 
 
 async def _read(args: argparse.Namespace) -> tuple[Inventory, str]:
-    configuration = client.Configuration()
     try:
-        await config.load_kube_config(
-            config_file=args.kubeconfig or None, client_configuration=configuration
-        )
+        api = await load_api_client(args.kubeconfig or None)
     except Exception as exc:  # a missing file, bad YAML, a kubeconfig without a context...
         raise ReadFailed(
             f"cannot load the kubeconfig {args.kubeconfig or '~/.kube/config'!r}: {exc}; "
             "fix: pass --kubeconfig or set KUBECONFIG"
         ) from exc
-    async with client.ApiClient(configuration) as api:
+    host = str(api.configuration.host)
+    async with api:
         try:
-            return await read_inventory(api, driver=args.driver), str(configuration.host)
+            return await read_inventory(api, driver=args.driver), host
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise ReadFailed(
-                f"cannot reach the API server at {configuration.host}: {exc}; "
+                f"cannot reach the API server at {host}: {exc}; "
                 "fix: check the kubeconfig's server and that the cluster is up"
             ) from exc
 

@@ -20,10 +20,11 @@ from typing import Any
 
 import kopf
 from kopf._core.engines.peering import Identity
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 from sriov_dra import jsonlog
 from sriov_dra.constants import PREFIX
 from sriov_dra.errors import InvalidSetting
+from sriov_dra_kube.client import load_api_client
 
 from . import settings as settings_module
 from .controller import Controller
@@ -174,19 +175,6 @@ def kopf_settings() -> kopf.OperatorSettings:
     return settings
 
 
-async def _load_client(settings: OperatorSettings) -> client.ApiClient:
-    configuration = client.Configuration()
-    if settings.kubeconfig:
-        await config.load_kube_config(
-            config_file=settings.kubeconfig, client_configuration=configuration
-        )
-    else:
-        config.load_incluster_config(  # type: ignore[no-untyped-call]
-            client_configuration=configuration
-        )
-    return client.ApiClient(configuration)
-
-
 def operator_identity() -> Identity:
     """This operator's name towards kopf: the pod's hostname and our pid.
 
@@ -203,7 +191,7 @@ async def operate(settings: OperatorSettings, *, stop_flag: asyncio.Event | None
     http = OperatorHttp(metrics, address=settings.bind_address, port=settings.metrics_port)
     if settings.metrics_port:
         await http.start()
-    api = await _load_client(settings)
+    api = await load_api_client(settings.kubeconfig or None)
     try:
         if not settings.leader_elect:
             await _run_kopf(settings, api, http, stop_flag or asyncio.Event())
