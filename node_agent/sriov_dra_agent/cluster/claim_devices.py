@@ -21,7 +21,7 @@ from typing import Any
 from sriov_dra import allocation_record
 from sriov_dra.constants import ALLOCATION_ANNOTATION, NODE_LABEL
 from sriov_dra.errors import InvalidVfConfig
-from sriov_dra.naming import claim_ref, pci_address
+from sriov_dra.naming import claim_ref, is_device_name, pci_address
 from sriov_dra.node_selector import pinned_nodes
 from sriov_dra.vfconfig import (
     CONFIG_FIELD,
@@ -78,7 +78,12 @@ def labelled_for(claim: Mapping[str, Any], node: str) -> bool:
 
 
 def our_results(claim: Mapping[str, Any], *, node: str, driver: str) -> list[Mapping[str, Any]]:
-    """Allocation results of ``driver`` in this node's pool (adminAccess ones excluded)."""
+    """Allocation results of ``driver`` in this node's pool (adminAccess ones excluded).
+
+    Only devices named from a PCI address, as this agent publishes every VF: a device of
+    another publisher in our pool is no VF we can program, and reading its name as one
+    would stop the agent (the operator never offers such a device; the scheduler might).
+    """
     allocation = (claim.get("status") or {}).get("allocation") or {}
     nodes = pinned_nodes(allocation)
     if nodes is not None and node not in nodes:
@@ -87,7 +92,10 @@ def our_results(claim: Mapping[str, Any], *, node: str, driver: str) -> list[Map
     return [
         r
         for r in results
-        if r.get("driver") == driver and r.get("pool") == node and not r.get("adminAccess")
+        if r.get("driver") == driver
+        and r.get("pool") == node
+        and not r.get("adminAccess")
+        and is_device_name(str(r.get("device") or ""))
     ]
 
 

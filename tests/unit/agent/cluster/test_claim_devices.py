@@ -273,6 +273,7 @@ def test_annotation_mismatches(annotation: str | None, expected: list[str]) -> N
         ([result("0000-3b-02-0", adminAccess=True)], None, []),
         ([result("0000-3b-02-0")], ["node-a"], ["0000-3b-02-0"]),
         ([result("0000-3b-02-0")], None, ["0000-3b-02-0"]),
+        ([result("eth-vf-a"), result("0000-3b-02-0")], None, ["0000-3b-02-0"]),
     ],
     ids=[
         "other-pool",
@@ -281,6 +282,7 @@ def test_annotation_mismatches(annotation: str | None, expected: list[str]) -> N
         "admin-access",
         "pinned-here",
         "no-selector-our-pool",
+        "foreign-device-name",
     ],
 )
 def test_only_this_nodes_results_count(
@@ -288,6 +290,14 @@ def test_only_this_nodes_results_count(
 ) -> None:
     found = our_results(claim(results, node_selector=selector), node="node-a", driver=DRIVER)
     assert [r["device"] for r in found] == expected
+
+
+def test_a_device_not_named_from_a_pci_address_is_not_read_as_a_vf() -> None:
+    # The scheduler may allocate a device another publisher put in our pool; before,
+    # reading its name as a PCI address raised and stopped the agent's start-up sweep.
+    body = claim([result("eth-vf-a"), result("0000-3b-02-0", request="vf2")])
+    found = claim_devices(body, node="node-a", driver=DRIVER)
+    assert [d.pci_address for d in found] == ["0000:3b:02.0"]
 
 
 def test_unallocated_claim_has_no_devices() -> None:
