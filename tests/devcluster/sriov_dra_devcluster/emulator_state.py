@@ -23,7 +23,12 @@ from sriov_dra.claim_ref import ClaimRef
 
 from sriov_dra_devcluster import pod_sandbox
 from sriov_dra_devcluster.emulated_pod import SandboxFailed
-from sriov_dra_devcluster.kubelet_plugins import PluginWatcher, PreparedDevice
+from sriov_dra_devcluster.kubelet_plugins import (
+    PluginWatcher,
+    PreparedDevice,
+    device_from_json,
+    device_to_json,
+)
 from sriov_dra_devcluster.node_layout import NodeLayout
 
 CHECKPOINT: Final = "checkpoint.json"
@@ -46,7 +51,7 @@ class ClaimRecord:
             "namespace": self.ref.namespace,
             "name": self.ref.name,
             "uid": self.ref.uid,
-            "devices": {d: [x.to_json() for x in v] for d, v in self.devices.items()},
+            "devices": {d: [device_to_json(x) for x in v] for d, v in self.devices.items()},
             "pods": sorted(self.pods),
         }
 
@@ -54,7 +59,7 @@ class ClaimRecord:
     def from_json(cls, data: Mapping[str, Any]) -> ClaimRecord:
         return cls(
             ClaimRef(data["namespace"], data["name"], data["uid"]),
-            {d: [PreparedDevice.from_json(x) for x in v] for d, v in data["devices"].items()},
+            {d: [device_from_json(x) for x in v] for d, v in data["devices"].items()},
             set(data.get("pods", [])),
         )
 

@@ -20,6 +20,7 @@ from typing import Any, Final
 
 import grpc
 from sriov_dra.claim_ref import ClaimRef as ClaimRef  # re-exported: node_emulator imports it
+from sriov_dra_agent.kubelet.plugin import PreparedDevice as PreparedDevice  # one type for both
 from sriov_dra_agent.kubelet.protos import (
     dra_v1_pb2,
     dra_v1_pb2_grpc,
@@ -49,31 +50,24 @@ class PluginNotRegistered(Exception):
         self.driver = driver
 
 
-@dataclass(frozen=True)
-class PreparedDevice:
-    """One device of a prepared claim, as NodePrepareResources returned it."""
+def device_to_json(device: PreparedDevice) -> dict[str, Any]:
+    """A prepared device in the emulated kubelet's checkpoint (the kubelet's field names)."""
+    return {
+        "requestNames": list(device.request_names),
+        "poolName": device.pool_name,
+        "deviceName": device.device_name,
+        "cdiDeviceIDs": list(device.cdi_device_ids),
+    }
 
-    request_names: tuple[str, ...]
-    pool_name: str
-    device_name: str
-    cdi_device_ids: tuple[str, ...]
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "requestNames": list(self.request_names),
-            "poolName": self.pool_name,
-            "deviceName": self.device_name,
-            "cdiDeviceIDs": list(self.cdi_device_ids),
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> PreparedDevice:
-        return cls(
-            tuple(data.get("requestNames", [])),
-            data["poolName"],
-            data["deviceName"],
-            tuple(data.get("cdiDeviceIDs", [])),
-        )
+def device_from_json(data: Mapping[str, Any]) -> PreparedDevice:
+    """Inverse of :func:`device_to_json`."""
+    return PreparedDevice(
+        tuple(data.get("requestNames", [])),
+        data["poolName"],
+        data["deviceName"],
+        tuple(data.get("cdiDeviceIDs", [])),
+    )
 
 
 @dataclass(frozen=True)
