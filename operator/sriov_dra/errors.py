@@ -132,3 +132,18 @@ class InvalidSetting(SriovDraError):
     """A command-line flag (or its environment variable) has a value we cannot run with."""
 
     reason = "InvalidSetting"
+
+
+class InvalidResourcePolicy(SriovDraError):
+    """A SriovResourcePolicy cannot be applied (bad selector, unknown linkType, ...).
+
+    The policy is left out of advertisement; the other policies still apply.
+    """
+
+    reason = "InvalidSriovResourcePolicy"
+
+
+class InvalidDeviceAttributes(SriovDraError):
+    """A DeviceAttributes object carries an attribute that cannot be published."""
+
+    reason = "InvalidDeviceAttributes"
