@@ -87,11 +87,15 @@ class Agent:
             discover=self.backend.discover,
             interval=settings.rescan_interval,
             on_publish=self.metrics.on_publish,
+            resource_names=settings.resource_names,
         )
         scope = NodeScope(settings.node_name, settings.driver_name, settings.nad_namespaces)
         self.nads = NadCache(api, on_fetch=self.metrics.nad_fetches.inc)
         self.prepared = PreparedClaims(
-            checkpoint_path=settings.checkpoint_path, cdi_dir=settings.cdi_dir
+            checkpoint_path=settings.checkpoint_path,
+            cdi_dir=settings.cdi_dir,
+            device_info_dir=settings.device_info_dir,
+            resource_names=settings.resource_names.names(),
         )
         status = ClaimStatus(
             scope,
@@ -124,6 +128,8 @@ class Agent:
             metrics=self.metrics,
             hook=CdiHook(path=settings.hook_path, attach_socket=str(settings.attach_socket)),
             sysfs_root=settings.sysfs_root,
+            resource_names=settings.resource_names,
+            agent_attaches=settings.agent_attaches,
         )
         self.plugin = KubeletPlugin(
             preparer,
@@ -216,6 +222,7 @@ class Agent:
                     extra={
                         "node": self.settings.node_name,
                         "backend": self.settings.backend,
+                        "attach_mode": self.settings.attach_mode,
                         "dra_socket": str(self.plugin.config.dra_socket),
                         "attach_socket": str(self.settings.attach_socket),
                     },

@@ -12,14 +12,19 @@ import argparse
 import os
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
 from sriov_dra.constants import DRIVER_NAME
 from sriov_dra.vfconfig import parse_nad_namespaces
 
+from sriov_dra_agent.kubelet.device_info import DEFAULT_DEVICE_INFO_DIR
+from sriov_dra_agent.vf.resource_names import ResourceNames, parse_resource_names
+
 BACKENDS: Final = ("sysfs", "simulated")
+ATTACH_MODES: Final = ("agent", "multus")
+"""agent: our CDI hook moves the VF into the pod as net1; multus: a meta-plugin attaches it."""
 DEFAULT_REGISTRAR_DIR: Final = "/var/lib/kubelet/plugins_registry"
 DEFAULT_PLUGINS_DIR: Final = "/var/lib/kubelet/plugins"
 DEFAULT_CDI_DIR: Final = "/var/run/cdi"
@@ -74,6 +79,17 @@ class AgentSettings:
     kubeconfig: str | None
     rescan_interval: float
     log_level: str
+    attach_mode: str = "agent"
+    """``agent`` (the CDI hook attaches) or ``multus`` (a meta-plugin does; no hook)."""
+    resource_names: ResourceNames = field(default_factory=ResourceNames)
+    """The Multus resource name of each PF's VFs (``--resource-name``)."""
+    device_info_dir: Path = Path(DEFAULT_DEVICE_INFO_DIR)
+    """Where prepared VFs' device-info files go (the device-info spec's ``dp`` directory)."""
+
+    @property
+    def agent_attaches(self) -> bool:
+        """True unless a meta-plugin attaches the VFs (``--attach-mode multus``)."""
+        return self.attach_mode == "agent"
 
     @property
     def plugin_dir(self) -> Path:
@@ -101,6 +117,12 @@ class AgentSettings:
             raise ValueError(
                 f"--backend {args.backend!r} is unknown; fix: use one of {', '.join(BACKENDS)}"
             )
+        if args.attach_mode not in ATTACH_MODES:
+            raise ValueError(
+                f"--attach-mode {args.attach_mode!r} is unknown; fix: use one of "
+                f"{', '.join(ATTACH_MODES)}"
+            )
+        resource_names = parse_resource_names(args.resource_name or "")
         plugins_dir = Path(args.kubelet_plugins_dir).absolute()
         plugin_dir = plugins_dir / args.driver_name
         state_dir = Path(args.state_dir).absolute() if args.state_dir else plugin_dir
@@ -147,6 +169,9 @@ class AgentSettings:
             kubeconfig=args.kubeconfig or None,
             rescan_interval=float(args.rescan_interval),
             log_level=args.log_level,
+            attach_mode=args.attach_mode,
+            resource_names=resource_names,
+            device_info_dir=Path(args.device_info_dir).absolute(),
         )
 
 
@@ -281,6 +306,29 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=float(_env("RESCAN_INTERVAL", "5") or 5),
         help="seconds between hardware rescans (env RESCAN_INTERVAL; default 5)",
+    )
+    add(
+        "--attach-mode",
+        default=_env("ATTACH_MODE", "agent"),
+        choices=ATTACH_MODES,
+        help="who attaches a prepared VF to its pod: agent (the claim's CDI createRuntime "
+        "hook moves it in as its ifName) or multus (no hook; a meta-plugin such as Multus "
+        "attaches it through a NAD annotated k8s.v1.cni.cncf.io/resourceName) "
+        "(env ATTACH_MODE; default agent)",
+    )
+    add(
+        "--resource-name",
+        default=_env("RESOURCE_NAME", ""),
+        help="Multus resource name of the VFs, published as attribute "
+        "k8s.cni.cncf.io/resourceName and naming their device-info files: comma-separated "
+        "NAME (every PF) and PF=NAME (PF by netdev name or PCI address) entries "
+        "(env RESOURCE_NAME; default: none)",
+    )
+    add(
+        "--device-info-dir",
+        default=_env("DEVICE_INFO_DIR", DEFAULT_DEVICE_INFO_DIR),
+        help="where prepared VFs with a resource name get their device-info files "
+        f"(env DEVICE_INFO_DIR; default {DEFAULT_DEVICE_INFO_DIR})",
     )
     add(
         "--log-level",

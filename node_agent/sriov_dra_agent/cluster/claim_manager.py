@@ -280,7 +280,8 @@ class ClaimManager:
 
     async def startup_sweep(self) -> dict[str, Any]:
         """Repair what a crash left before serving: half attaches/detaches, dead pod netns,
-        VFs of claims that went away while the agent was down, stray CDI specs."""
+        VFs of claims that went away while the agent was down, stray CDI specs and
+        device-info files."""
         try:
             keep = await self._held_pairs()
         except Exception as exc:
@@ -289,7 +290,12 @@ class ClaimManager:
             keep = {(r.claim.uid, r.pci_address) for r in self.vfs.records_all()}
         report = await asyncio.to_thread(self.vfs.sweep, keep)
         stray = await self.prepared.remove_stray_specs()
-        summary = {**report.model_dump(), "stray_cdi_specs": stray}
+        stray_device_info = await self.prepared.remove_stray_device_info()
+        summary = {
+            **report.model_dump(),
+            "stray_cdi_specs": stray,
+            "stray_device_info": stray_device_info,
+        }
         logger.info("start-up sweep done", extra={"node": self.scope.node, **summary})
         return summary
 

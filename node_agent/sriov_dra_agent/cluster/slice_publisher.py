@@ -20,6 +20,7 @@ from sriov_dra_kube.client import ApiException, KubeApi
 
 from sriov_dra_agent.cluster.slices import build_slices, next_generation
 from sriov_dra_agent.vf.inventory import Inventory
+from sriov_dra_agent.vf.resource_names import ResourceNames
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class SlicePublisher:
         interval: float = 5.0,
         on_inventory: Callable[[Inventory], None] | None = None,
         on_publish: Callable[[int, int], None] | None = None,
+        resource_names: ResourceNames | None = None,
     ) -> None:
         self.api = api
         self.node = node
@@ -47,6 +49,8 @@ class SlicePublisher:
         self.generation: int | None = None
         self._on_inventory = on_inventory
         self._on_publish = on_publish
+        self.resource_names = resource_names
+        """The Multus resource name of each VF (``--resource-name``)."""
         self._published: Inventory | None = None
         self.ready = asyncio.Event()
         """Set once a publication succeeded (the liveness and tests wait on it)."""
@@ -65,11 +69,23 @@ class SlicePublisher:
         """Make the API server hold ``inventory``'s slices; True when something was written."""
         owner = await self._owner()
         existing = await self.api.list_slices(node=self.node, driver=self.driver)
-        draft = build_slices(inventory, driver=self.driver, generation=0, owner=owner)
+        draft = build_slices(
+            inventory,
+            driver=self.driver,
+            generation=0,
+            owner=owner,
+            resource_names=self.resource_names,
+        )
         generation = next_generation(existing, draft)
         if generation is None:
             return False
-        desired = build_slices(inventory, driver=self.driver, generation=generation, owner=owner)
+        desired = build_slices(
+            inventory,
+            driver=self.driver,
+            generation=generation,
+            owner=owner,
+            resource_names=self.resource_names,
+        )
         wanted = {s["metadata"]["name"] for s in desired}
         current: dict[str, dict[str, Any]] = {s["metadata"]["name"]: s for s in existing}
         for name in sorted(set(current) - wanted):

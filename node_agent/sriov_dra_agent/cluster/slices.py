@@ -21,6 +21,7 @@ from sriov_dra import constants
 from sriov_dra.naming import device_name
 
 from sriov_dra_agent.vf.inventory import Inventory, VfInfo
+from sriov_dra_agent.vf.resource_names import ResourceNames
 
 MAX_DEVICES_PER_SLICE: Final = 128
 """``ResourceSliceMaxDevices`` of resource.k8s.io/v1 in Kubernetes 1.34."""
@@ -65,6 +66,30 @@ def vf_device(vf: VfInfo, node: str) -> Device:
     if vf.simulated:
         attributes[constants.ATTR_SIMULATED] = {"bool": True}
     return {"name": device_name(vf.pci_address), "attributes": attributes}
+
+
+def with_resource_names(
+    devices: Sequence[Device], inventory: Inventory, resource_names: ResourceNames | None
+) -> list[Device]:
+    """``devices`` with the Multus attribute ``k8s.cni.cncf.io/resourceName`` where the
+    setting names their PF, unless they carry one already (from a DeviceAttributes).
+
+    Its twin ``k8s.cni.cncf.io/deviceID`` (the VF's PCI address) is on every VF already.
+    """
+    if resource_names is None:
+        return list(devices)
+    names = {device_name(vf.pci_address): resource_names.for_vf(vf) for vf in inventory.vfs()}
+    named = []
+    for device in devices:
+        resource = names.get(device["name"])
+        if resource and constants.ATTR_CNI_RESOURCE_NAME not in device["attributes"]:
+            attributes = {
+                **device["attributes"],
+                constants.ATTR_CNI_RESOURCE_NAME: _string(resource),
+            }
+            device = {**device, "attributes": attributes}
+        named.append(device)
+    return named
 
 
 def pool_devices(inventory: Inventory) -> list[Device]:
@@ -113,12 +138,15 @@ def build_slices(
     generation: int,
     owner: Mapping[str, str] | None = None,
     limit: int = MAX_DEVICES_PER_SLICE,
+    resource_names: ResourceNames | None = None,
 ) -> list[dict[str, Any]]:
     """The complete ResourceSlice objects of ``inventory``'s pool at ``generation``.
 
     ``owner`` is ``{"name", "uid"}`` of the Node: the slices then go away with it.
+    ``resource_names`` gives VFs their Multus resource name (:func:`with_resource_names`).
     """
-    chunks = chunk_devices(pool_devices(inventory), limit)
+    devices = with_resource_names(pool_devices(inventory), inventory, resource_names)
+    chunks = chunk_devices(devices, limit)
     slices: list[dict[str, Any]] = []
     for index, devices in enumerate(chunks):
         metadata: dict[str, Any] = {"name": slice_name(inventory.node, driver, index)}

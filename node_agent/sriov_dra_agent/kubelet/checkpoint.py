@@ -42,6 +42,8 @@ class DeviceRecord(BaseModel):
     cdi_device_ids: tuple[str, ...] = ()
     pci_address: str = ""
     if_name: str = ""
+    device_info_file: str = ""
+    """Name of the VF's device-info file in the device-info directory; empty for none."""
     original_state: dict[str, JsonValue] = Field(default_factory=dict)
     """The VF's settings before we touched it, to restore on unprepare."""
 

@@ -3,16 +3,21 @@
 Prepare checks what the kubelet cannot -- the claim UID against the API server,
 that the allocation is for this node, that no other claim has the VF prepared --
 makes sure the VFs are programmed (normally done already on allocation), writes
-the claim's CDI spec (with the createRuntime hook that attaches) and records the
-claim in the checkpoint. Unprepare detaches and removes the spec. Both are
+the claim's CDI spec (with the createRuntime hook that attaches) and the
+device-info file of each VF that has a Multus resource name, and records the
+claim in the checkpoint. Unprepare detaches and removes both. Both are
 idempotent; the kubelet plugin calls them under the claim's lock.
+
+With ``agent_attaches`` False (``--attach-mode multus``) the spec has no hook and
+no interface name: a meta-plugin (Multus, reading the NAD's
+``k8s.v1.cni.cncf.io/resourceName``) attaches the VF and names its interface.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +31,14 @@ from sriov_dra_agent.cluster import claim_devices
 from sriov_dra_agent.cluster.claim_devices import ClaimDevice, NodeScope, log_context
 from sriov_dra_agent.cluster.claim_manager import ClaimManager
 from sriov_dra_agent.cluster.claim_status import ClaimStatus
-from sriov_dra_agent.kubelet import cdi
+from sriov_dra_agent.kubelet import cdi, device_info
 from sriov_dra_agent.kubelet.checkpoint import ClaimRecord, DeviceRecord
 from sriov_dra_agent.kubelet.plugin import PreparedDevice
 from sriov_dra_agent.kubelet.prepared_claims import PreparedClaims
-from sriov_dra_agent.kubelet.rdma_devices import rdma_char_devices
+from sriov_dra_agent.kubelet.rdma_devices import rdma_char_devices, rdma_device_names
 from sriov_dra_agent.metrics import AgentMetrics
 from sriov_dra_agent.vf.lifecycle import VfLifecycle
+from sriov_dra_agent.vf.resource_names import ResourceNames
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +64,8 @@ class Preparer:
         metrics: AgentMetrics,
         hook: cdi.CdiHook,
         sysfs_root: Path | None = None,
+        resource_names: ResourceNames | None = None,
+        agent_attaches: bool = True,
     ) -> None:
         self.scope = scope
         self.api = api
@@ -69,6 +77,10 @@ class Preparer:
         self.hook = hook
         """The attach hook every claim's CDI spec names (for claims with a netdev)."""
         self.sysfs_root = sysfs_root or Path("/sys")
+        self.resource_names = resource_names or ResourceNames()
+        """Which VFs get a device-info file, under which resource name."""
+        self.agent_attaches = agent_attaches
+        """False in Multus mode: no createRuntime hook, a meta-plugin attaches."""
 
     async def _get_claim(self, ref: ClaimRef) -> Mapping[str, Any]:
         claim = await self.api.get_claim(ref.namespace, ref.name)
@@ -112,6 +124,30 @@ class Preparer:
             )
         return found
 
+    async def _device_infos(
+        self, devices: Sequence[ClaimDevice]
+    ) -> dict[str, tuple[str, dict[str, Any]]]:
+        """VF PCI -> (device-info file name, content) for the VFs that have a resource name."""
+        if not self.resource_names.names():
+            return {}
+        inventory = await asyncio.to_thread(self.vfs.discover)
+        found = {vf.pci_address: vf for vf in inventory.vfs()}
+        described: dict[str, tuple[str, dict[str, Any]]] = {}
+        for device in devices:
+            vf = found.get(device.pci_address)
+            resource = self.resource_names.for_vf(vf) if vf is not None else None
+            if vf is None or resource is None:
+                continue
+            described[device.pci_address] = (
+                device_info.file_name(resource, vf.pci_address),
+                device_info.pci_device_info(
+                    vf.pci_address,
+                    vf.pf_pci_address,
+                    rdma_device_names(self.sysfs_root, vf.pci_address),
+                ),
+            )
+        return described
+
     async def prepare(self, ref: ClaimRef) -> list[PreparedDevice]:
         """NodePrepareResources for one claim (caller holds its lock). Idempotent."""
         with self.metrics.timed("prepare"):
@@ -153,11 +189,12 @@ class Preparer:
                 record = self.vfs.record(device.pci_address)
                 userspace = record is not None and record.userspace
                 vfio = record is not None and record.held_driver == "vfio-pci"
+                named = self.agent_attaches and not userspace
                 vfs.append(
                     cdi.CdiVf(
                         device_name=device.device,
                         pci_address=device.pci_address,
-                        if_name="" if userspace else device.if_name,
+                        if_name=device.if_name if named else "",
                         vfio_group=self._vfio_group(device.pci_address) if vfio else None,
                         vhost=device.vhost,
                         rdma=self._rdma(device, in_kernel=not (userspace or vfio)),
@@ -165,6 +202,7 @@ class Preparer:
                 )
             hook = self.hook if any(v.if_name for v in vfs) else None
             spec = cdi.build_claim_spec(ref.uid, vfs, hook)
+            described = await self._device_infos(devices)
             prepared = ClaimRecord(
                 uid=ref.uid,
                 namespace=ref.namespace,
@@ -177,11 +215,14 @@ class Preparer:
                         cdi_device_ids=(cdi_id,),
                         pci_address=d.pci_address,
                         if_name=d.if_name,
+                        device_info_file=described[d.pci_address][0]
+                        if d.pci_address in described
+                        else "",
                     )
                     for d, cdi_id in zip(devices, ids, strict=True)
                 ),
             )
-            await self.prepared.add(prepared, spec)
+            await self.prepared.add(prepared, spec, dict(described.values()))
             logger.info(
                 "prepared claim", extra=log_context(claim, devices=[d.device for d in devices])
             )

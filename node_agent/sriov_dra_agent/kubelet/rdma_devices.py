@@ -81,3 +81,11 @@ def rdma_char_devices(
         return ()
     cm = sysfs_root / "class/misc/rdma_cm/dev"
     return (*found, _char_device(cm, dev_root, "rdma_cm", "CM", pci=pci, node=node))
+
+
+def rdma_device_names(sysfs_root: Path, pci: str) -> tuple[str, ...]:
+    """Names of VF ``pci``'s RDMA devices (``mlx5_2``), from ``<pci>/infiniband/``; sorted."""
+    function = sysfs_root / "bus/pci/devices" / pci / "infiniband"
+    if not function.is_dir():
+        return ()
+    return tuple(sorted(entry.name for entry in function.iterdir()))

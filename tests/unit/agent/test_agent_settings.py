@@ -123,3 +123,55 @@ def test_nad_namespaces_mirror_the_operators_option(
     else:
         monkeypatch.setenv("NAD_NAMESPACES", env)
     assert parse(["--node-name", "n1", *argv]).nad_namespaces == expected
+
+
+def test_by_default_the_agent_attaches_and_names_no_resource(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("ATTACH_MODE", "RESOURCE_NAME", "DEVICE_INFO_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    settings = parse(["--node-name", "n1"])
+    assert (settings.attach_mode, settings.agent_attaches) == ("agent", True)
+    assert settings.resource_names.names() == frozenset()
+    assert settings.device_info_dir == Path("/var/run/k8s.cni.cncf.io/devinfo/dp")
+
+
+@pytest.mark.parametrize("from_env", [False, True], ids=["flags", "env"])
+def test_multus_mode_with_resource_names_and_device_info_dir(
+    from_env: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    values = {
+        "ATTACH_MODE": "multus",
+        "RESOURCE_NAME": "sriov_nic,ens1f0=sriov_nic_1",
+        "DEVICE_INFO_DIR": "/tmp/devinfo",
+    }
+    argv = ["--node-name", "n1"]
+    for name, value in values.items():
+        if from_env:
+            monkeypatch.setenv(name, value)
+        else:
+            monkeypatch.delenv(name, raising=False)
+            argv += [f"--{name.lower().replace('_', '-')}", value]
+    settings = parse(argv)
+    assert (settings.attach_mode, settings.agent_attaches) == ("multus", False)
+    assert settings.resource_names.default == "sriov_nic"
+    assert settings.resource_names.by_pf == {"ens1f0": "sriov_nic_1"}
+    assert settings.device_info_dir == Path("/tmp/devinfo")
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"ATTACH_MODE": "sriov-cni"}, "--attach-mode 'sriov-cni' is unknown; fix: use one of"),
+        ({"RESOURCE_NAME": "a b"}, "--resource-name entry 'a b': 'a b' is not a resource name"),
+    ],
+    ids=["unknown-mode", "bad-resource-name"],
+)
+def test_a_bad_attach_mode_or_resource_name_is_refused(
+    env: dict[str, str], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError) as info:
+        parse(["--node-name", "n1"])
+    assert str(info.value).startswith(message)
