@@ -144,6 +144,16 @@ def test_kubelet_paths_move_the_agents_sockets_hook_and_mounts_together() -> Non
         assert mounts[mount] == mount, path
 
 
+def test_multus_mode_and_resource_names_are_values() -> None:
+    objects = helm_chart.rendered(
+        ["kubeletPlugin.attachMode=multus", "kubeletPlugin.resourceName=ens1f0=sriov_nic_1"]
+    )
+    _, agent = workload(objects, "DaemonSet")
+    settings = agent_settings(agent)
+    assert (settings.attach_mode, settings.agent_attaches) == ("multus", False)
+    assert settings.resource_names.by_pf == {"ens1f0": "sriov_nic_1"}
+
+
 def test_log_level_replicas_and_ports_are_values() -> None:
     objects = helm_chart.rendered(
         [
@@ -172,9 +182,14 @@ def test_log_level_replicas_and_ports_are_values() -> None:
         (["logging.level=verbose"], SYSTEM_NAMESPACE, "at '/logging/level'"),
         (["nadNamespaces={Not_A_Namespace}"], SYSTEM_NAMESPACE, "at '/nadNamespaces/0'"),
         (["controller.metricsPort=0"], SYSTEM_NAMESPACE, "at '/controller/metricsPort'"),
+        (
+            ["kubeletPlugin.attachMode=sriov-cni"],
+            SYSTEM_NAMESPACE,
+            "at '/kubeletPlugin/attachMode'",
+        ),
         ([], "default", "install into a namespace of its own"),
     ],
-    ids=["backend", "log-level", "nad-namespace", "port", "default-namespace"],
+    ids=["backend", "log-level", "nad-namespace", "port", "attach-mode", "default-namespace"],
 )
 def test_bad_values_are_refused_naming_the_value(
     values: list[str], namespace: str, said: str

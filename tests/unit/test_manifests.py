@@ -71,6 +71,7 @@ def test_the_issues_host_mounts_are_there() -> None:
         "/opt/cni/bin",
         "/var/lib/cni",
         "/var/run/netns",
+        "/var/run/k8s.cni.cncf.io/devinfo/dp",
     }
 
 
@@ -84,6 +85,7 @@ def test_the_issues_host_mounts_are_there() -> None:
         "state_dir",
         "attach_socket",
         "hook_path",
+        "device_info_dir",
     ],
 )
 def test_what_the_agent_shares_with_the_host_is_in_a_host_path(what: str) -> None:
@@ -139,3 +141,9 @@ def test_the_confinement_policies_match_the_agents_service_account() -> None:
         assert condition["expression"] == f"request.userInfo.username == '{username}'"
     kustomization = yaml.safe_load((base / "kustomization.yaml").read_text())
     assert "policy-agent-confinement.yaml" in kustomization["resources"]
+
+
+def test_the_agent_attaches_itself_and_names_no_resource_unless_told() -> None:
+    settings = settings_as_deployed()
+    assert settings.attach_mode == "agent"
+    assert settings.resource_names.names() == frozenset()
