@@ -35,6 +35,7 @@ from sriov_dra_agent.attach.attach_socket import AttachServer
 from sriov_dra_agent.attach.attacher import ClaimAttacher
 from sriov_dra_agent.attach.host_hook import install_host_hook
 from sriov_dra_agent.attach.pod_network import PodNetwork
+from sriov_dra_agent.cluster.advertisement_policies import AdvertisementPolicies
 from sriov_dra_agent.cluster.claim_devices import NodeScope
 from sriov_dra_agent.cluster.claim_locks import ClaimLocks
 from sriov_dra_agent.cluster.claim_manager import ClaimManager
@@ -80,6 +81,15 @@ class Agent:
         )
         self.pods = PodNetwork(self.backend, cni_path=settings.cni_path)
         self.vfs = VfLifecycle(self.backend, self.pods, state_dir=settings.state_dir / "vfs")
+        self.policies = AdvertisementPolicies(
+            api,
+            node=settings.node_name,
+            namespace=settings.policy_namespace,
+            driver=settings.driver_name,
+            no_policy=settings.no_policy,
+            component=COMPONENT,
+            on_change=lambda: self.publisher.republish(),
+        )
         self.publisher = SlicePublisher(
             api,
             node=settings.node_name,
@@ -88,6 +98,7 @@ class Agent:
             interval=settings.rescan_interval,
             on_publish=self.metrics.on_publish,
             resource_names=settings.resource_names,
+            advertise=self.policies.decide,
         )
         scope = NodeScope(settings.node_name, settings.driver_name, settings.nad_namespaces)
         self.nads = NadCache(api, on_fetch=self.metrics.nad_fetches.inc)
@@ -213,6 +224,7 @@ class Agent:
                 await self.http.start()
                 self.tasks = [
                     asyncio.create_task(self.nads.run(stop), name="nad-cache"),
+                    asyncio.create_task(self.policies.run(stop), name="advertisement-policies"),
                     asyncio.create_task(self.publisher.run(stop), name="slice-publisher"),
                     asyncio.create_task(self.watcher.run(stop), name="claim-watcher"),
                     asyncio.create_task(self._gauges(stop), name="gauges"),

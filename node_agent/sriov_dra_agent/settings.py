@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from sriov_dra.advertisement import NoPolicyMode
 from sriov_dra.constants import DRIVER_NAME
 from sriov_dra.vfconfig import parse_nad_namespaces
 
@@ -33,11 +34,21 @@ DEFAULT_CNI_DATA_DIR: Final = "/var/lib/cni/networks"
 DEFAULT_METRICS_PORT: Final = 9464
 DEFAULT_HEALTH_PORT: Final = 9465
 HOST_HOOK_NAME: Final = "sriov-dra-hook"
+DEFAULT_NAMESPACE: Final = "sriov-dra"
+SERVICE_ACCOUNT_NAMESPACE: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
 def _env(name: str, default: str | None = None) -> str | None:
     value = os.environ.get(name)
     return value if value not in (None, "") else default
+
+
+def _own_namespace() -> str:
+    """The namespace the agent's pod runs in (its ServiceAccount says), else sriov-dra."""
+    try:
+        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or DEFAULT_NAMESPACE
+    except OSError:
+        return DEFAULT_NAMESPACE
 
 
 def _default_hook_path() -> str:
@@ -79,6 +90,10 @@ class AgentSettings:
     kubeconfig: str | None
     rescan_interval: float
     log_level: str
+    policy_namespace: str = DEFAULT_NAMESPACE
+    """Where the SriovResourcePolicies and DeviceAttributes are read (the driver's namespace)."""
+    no_policy: NoPolicyMode = NoPolicyMode.ALL
+    """What to advertise while no SriovResourcePolicy exists (``--no-policy-advertise``)."""
     attach_mode: str = "agent"
     """``agent`` (the CDI hook attaches) or ``multus`` (a meta-plugin does; no hook)."""
     resource_names: ResourceNames = field(default_factory=ResourceNames)
@@ -116,6 +131,11 @@ class AgentSettings:
         if args.backend not in BACKENDS:
             raise ValueError(
                 f"--backend {args.backend!r} is unknown; fix: use one of {', '.join(BACKENDS)}"
+            )
+        if args.no_policy_advertise not in {mode.value for mode in NoPolicyMode}:
+            raise ValueError(
+                f"--no-policy-advertise {args.no_policy_advertise!r} is unknown; fix: use "
+                "all or none"
             )
         if args.attach_mode not in ATTACH_MODES:
             raise ValueError(
@@ -169,6 +189,8 @@ class AgentSettings:
             kubeconfig=args.kubeconfig or None,
             rescan_interval=float(args.rescan_interval),
             log_level=args.log_level,
+            policy_namespace=args.policy_namespace or _own_namespace(),
+            no_policy=NoPolicyMode(args.no_policy_advertise),
             attach_mode=args.attach_mode,
             resource_names=resource_names,
             device_info_dir=Path(args.device_info_dir).absolute(),
@@ -300,6 +322,20 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--kubeconfig",
         default=_env("KUBECONFIG"),
         help="kubeconfig file (env KUBECONFIG; default in-cluster config)",
+    )
+    add(
+        "--policy-namespace",
+        default=_env("POLICY_NAMESPACE"),
+        help="namespace of the SriovResourcePolicies and DeviceAttributes that decide which "
+        "VFs are advertised (env POLICY_NAMESPACE; default the agent's own namespace, "
+        f"else {DEFAULT_NAMESPACE})",
+    )
+    add(
+        "--no-policy-advertise",
+        default=_env("NO_POLICY_ADVERTISE", NoPolicyMode.ALL.value),
+        choices=[mode.value for mode in NoPolicyMode],
+        help="what a node advertises while no SriovResourcePolicy exists: all (every VF) "
+        "or none (the Go driver's opt-in) (env NO_POLICY_ADVERTISE; default all)",
     )
     add(
         "--rescan-interval",

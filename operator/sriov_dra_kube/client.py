@@ -143,6 +143,60 @@ class KubeApi:
             raise
         return data
 
+    async def list_node(self, name: str) -> tuple[list[Body], str]:
+        """Node ``name`` as a list of at most one (to watch it) and the list's resourceVersion."""
+        data = await decode(
+            await self.core.list_node(
+                field_selector=f"metadata.name={name}", _preload_content=False
+            )
+        )
+        return data["items"], data["metadata"]["resourceVersion"]
+
+    def watch_node(
+        self, name: str, resource_version: str, *, timeout_seconds: int = 120
+    ) -> AsyncIterator[WatchEvent]:
+        """(type, object) events of Node ``name``; ApiException(410) = relist."""
+        return watch_events(
+            self.core.list_node,
+            resource_version=resource_version,
+            timeout_seconds=timeout_seconds,
+            field_selector=f"metadata.name={name}",
+        )
+
+    # -- custom objects of one namespace ----------------------------------------------------
+
+    async def list_custom(
+        self, group: str, version: str, namespace: str, plural: str
+    ) -> tuple[list[Body], str]:
+        """Every ``plural`` object of ``namespace`` and the list's resourceVersion."""
+        data = await decode(
+            await self.custom.list_namespaced_custom_object(
+                group, version, namespace, plural, _preload_content=False
+            )
+        )
+        return data["items"], data["metadata"]["resourceVersion"]
+
+    def watch_custom(
+        self,
+        group: str,
+        version: str,
+        namespace: str,
+        plural: str,
+        resource_version: str,
+        *,
+        timeout_seconds: int = 120,
+    ) -> AsyncIterator[WatchEvent]:
+        """(type, object) events of ``plural`` in ``namespace``; ApiException(410) = relist."""
+        return watch_events(
+            self.custom.list_namespaced_custom_object,
+            group,
+            version,
+            namespace,
+            plural,
+            resource_version=resource_version,
+            timeout_seconds=timeout_seconds,
+        )
+
     # -- resource slices --------------------------------------------------------------------
 
     async def list_slices(self, *, node: str, driver: str) -> list[Body]:

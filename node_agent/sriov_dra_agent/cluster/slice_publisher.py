@@ -6,16 +6,20 @@ pool under a new generation -- obsolete slices deleted first, then every slice
 created or replaced. Slices are owned by the Node object, so they go with it.
 Slices are left in place on shutdown: an agent restart must not empty the
 pool (the kubelet wipes them itself once the plugin is gone for good).
+
+Which VFs are published, and with which extra attributes, is the ``advertise``
+hook's decision (the advertisement policies); when its inputs change,
+:meth:`SlicePublisher.republish` wakes the loop instead of waiting for the rescan.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from sriov_dra.advertisement import Advertisement
 from sriov_dra_kube.client import ApiException, KubeApi
 
 from sriov_dra_agent.cluster.slices import build_slices, next_generation
@@ -39,6 +43,7 @@ class SlicePublisher:
         on_inventory: Callable[[Inventory], None] | None = None,
         on_publish: Callable[[int, int], None] | None = None,
         resource_names: ResourceNames | None = None,
+        advertise: Callable[[Inventory], Awaitable[Advertisement]] | None = None,
     ) -> None:
         self.api = api
         self.node = node
@@ -51,6 +56,10 @@ class SlicePublisher:
         self._on_publish = on_publish
         self.resource_names = resource_names
         """The Multus resource name of each VF (``--resource-name``)."""
+        self._advertise = advertise
+        """Which VFs to publish, with which extra attributes (None: all, as they are)."""
+        self.wake = asyncio.Event()
+        """Set by :meth:`republish`: the next sync compares with the server at once."""
         self._published: Inventory | None = None
         self.ready = asyncio.Event()
         """Set once a publication succeeded (the liveness and tests wait on it)."""
@@ -69,12 +78,14 @@ class SlicePublisher:
         """Make the API server hold ``inventory``'s slices; True when something was written."""
         owner = await self._owner()
         existing = await self.api.list_slices(node=self.node, driver=self.driver)
+        advertisement = None if self._advertise is None else await self._advertise(inventory)
         draft = build_slices(
             inventory,
             driver=self.driver,
             generation=0,
             owner=owner,
             resource_names=self.resource_names,
+            advertisement=advertisement,
         )
         generation = next_generation(existing, draft)
         if generation is None:
@@ -85,6 +96,7 @@ class SlicePublisher:
             generation=generation,
             owner=owner,
             resource_names=self.resource_names,
+            advertisement=advertisement,
         )
         wanted = {s["metadata"]["name"] for s in desired}
         current: dict[str, dict[str, Any]] = {s["metadata"]["name"]: s for s in existing}
@@ -128,6 +140,10 @@ class SlicePublisher:
         self.ready.set()
         return changed
 
+    def republish(self) -> None:
+        """Publish again now (what to advertise changed), not at the next rescan."""
+        self.wake.set()
+
     def forget(self) -> None:
         """Compare with the API server on the next sync even if discovery saw no change."""
         self._published = None
@@ -136,8 +152,9 @@ class SlicePublisher:
         """Sync until ``stop`` is set; re-read the server every ``verify_every`` rounds."""
         rounds = 0
         while not stop.is_set():
-            if rounds % verify_every == 0:
+            if rounds % verify_every == 0 or self.wake.is_set():
                 self.forget()
+            self.wake.clear()
             rounds += 1
             try:
                 await self.sync_once()
@@ -152,5 +169,13 @@ class SlicePublisher:
             except Exception:
                 logger.exception("resource slice sync failed", extra={"node": self.node})
                 self.forget()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.interval)
+            await self._pause(stop)
+
+    async def _pause(self, stop: asyncio.Event) -> None:
+        """Wait ``interval`` seconds, less when stopped or woken by :meth:`republish`."""
+        waits = [asyncio.create_task(stop.wait()), asyncio.create_task(self.wake.wait())]
+        try:
+            await asyncio.wait(waits, timeout=self.interval, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from sriov_dra import constants
+from sriov_dra.advertisement import MAX_ATTRIBUTES_PER_DEVICE, Advertisement
 from sriov_dra.naming import device_name
 
 from sriov_dra_agent.vf.inventory import Inventory, VfInfo
@@ -110,6 +111,26 @@ def pool_devices(inventory: Inventory) -> list[Device]:
     return [devices[name] for name in sorted(devices)]
 
 
+def advertised(devices: Sequence[Device], advertisement: Advertisement | None) -> list[Device]:
+    """The devices ``advertisement`` publishes, each with its policy's extra attributes.
+
+    None publishes every device unchanged. A built-in attribute always keeps its
+    value, and extras stop at the API's attributes-per-device limit.
+    """
+    if advertisement is None:
+        return list(devices)
+    published = []
+    for device in devices:
+        if not advertisement.publishes(device["name"]):
+            continue
+        attributes = dict(device["attributes"])
+        for name, value in advertisement.devices[device["name"]].items():
+            if name not in attributes and len(attributes) < MAX_ATTRIBUTES_PER_DEVICE:
+                attributes[name] = dict(value)
+        published.append({**device, "attributes": attributes})
+    return published
+
+
 def chunk_devices(
     devices: Sequence[Device], limit: int = MAX_DEVICES_PER_SLICE
 ) -> list[list[Device]]:
@@ -139,13 +160,17 @@ def build_slices(
     owner: Mapping[str, str] | None = None,
     limit: int = MAX_DEVICES_PER_SLICE,
     resource_names: ResourceNames | None = None,
+    advertisement: Advertisement | None = None,
 ) -> list[dict[str, Any]]:
     """The complete ResourceSlice objects of ``inventory``'s pool at ``generation``.
 
     ``owner`` is ``{"name", "uid"}`` of the Node: the slices then go away with it.
     ``resource_names`` gives VFs their Multus resource name (:func:`with_resource_names`).
+    ``advertisement`` chooses the VFs published and their extra attributes (:func:`advertised`).
     """
-    devices = with_resource_names(pool_devices(inventory), inventory, resource_names)
+    devices = with_resource_names(
+        advertised(pool_devices(inventory), advertisement), inventory, resource_names
+    )
     chunks = chunk_devices(devices, limit)
     slices: list[dict[str, Any]] = []
     for index, devices in enumerate(chunks):

@@ -1,0 +1,144 @@
+"""The agent's side of advertisement: slices follow the core's decision, wake-ups republish."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from sriov_dra import constants
+from sriov_dra.advertisement import Advertisement, NoPolicyMode, decide
+from sriov_dra_agent.cluster.advertisement_policies import built_in_names, candidates
+from sriov_dra_agent.cluster.slice_publisher import SlicePublisher
+from sriov_dra_agent.cluster.slices import build_slices, pool_devices, vf_device
+from sriov_dra_agent.vf.inventory import Inventory
+from test_slices import make_inventory
+
+DRIVER = constants.DRIVER_NAME
+
+
+def devices_of(slices: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {d["name"]: d["attributes"] for s in slices for d in s["spec"]["devices"]}
+
+
+def test_only_advertised_devices_are_published_with_their_extras() -> None:
+    inventory = make_inventory(3)
+    names = [d["name"] for d in pool_devices(inventory)]
+    extra = {"example.com/pool": {"string": "fast"}, constants.ATTR_VENDOR: {"string": "evil"}}
+    advertisement = Advertisement({names[1]: extra})
+    published = devices_of(
+        build_slices(inventory, driver=DRIVER, generation=0, advertisement=advertisement)
+    )
+    assert list(published) == [names[1]]
+    assert published[names[1]]["example.com/pool"] == {"string": "fast"}
+    # A built-in attribute keeps its discovered value whatever the decision says.
+    assert published[names[1]][constants.ATTR_VENDOR] == {"string": "8086"}
+
+
+def test_no_advertisement_publishes_every_device_as_it_is() -> None:
+    inventory = make_inventory(3)
+    assert devices_of(build_slices(inventory, driver=DRIVER, generation=0)) == {
+        d["name"]: d["attributes"] for d in pool_devices(inventory)
+    }
+
+
+def test_an_empty_advertisement_still_publishes_one_empty_slice() -> None:
+    slices = build_slices(
+        make_inventory(3), driver=DRIVER, generation=0, advertisement=Advertisement({})
+    )
+    assert [s["spec"]["devices"] for s in slices] == [[]]
+
+
+def test_extras_stop_at_the_attribute_limit() -> None:
+    inventory = make_inventory(1)
+    name = pool_devices(inventory)[0]["name"]
+    many = {f"example.com/a{i:02d}": {"int": i} for i in range(40)}
+    published = devices_of(
+        build_slices(
+            inventory, driver=DRIVER, generation=0, advertisement=Advertisement({name: many})
+        )
+    )
+    assert len(published[name]) == 32
+
+
+def test_candidates_and_built_in_names_come_from_the_inventory() -> None:
+    inventory = make_inventory(2)
+    vf = inventory.vfs()[0]
+    (first, _) = candidates(inventory)
+    assert first.device == vf_device(vf, inventory.node)["name"]
+    assert (first.pf_name, first.driver, first.link_type) == (vf.pf_name, "iavf", "ethernet")
+    assert constants.ATTR_PCI_ADDRESS in built_in_names(inventory)
+    result = decide(
+        node=inventory.node,
+        node_labels={},
+        vfs=candidates(inventory),
+        policies=[
+            {"metadata": {"name": "p"}, "spec": {"configs": [{"deviceAttributesSelector": {}}]}}
+        ],
+        device_attributes=[
+            {"metadata": {"name": "a"}, "spec": {"attributes": {"pciAddress": {"string": "x"}}}}
+        ],
+        no_policy=NoPolicyMode.NONE,
+        driver=DRIVER,
+        reserved=built_in_names(inventory),
+    )
+    assert result.devices[first.device] == {}
+    assert result.problems[0].error.field == "spec.attributes[pciAddress]"
+
+
+class FakeApi:
+    """Just enough of KubeApi for the publisher: slices in memory."""
+
+    def __init__(self) -> None:
+        self.slices: dict[str, dict[str, Any]] = {}
+        self.writes = 0
+
+    async def get_node(self, name: str) -> None:
+        return None
+
+    async def list_slices(self, *, node: str, driver: str) -> list[dict[str, Any]]:
+        return [
+            dict(s, metadata=dict(s["metadata"], resourceVersion="1")) for s in self.slices.values()
+        ]
+
+    async def create_slice(self, body: dict[str, Any]) -> None:
+        self.writes += 1
+        self.slices[body["metadata"]["name"]] = body
+
+    async def replace_slice(self, name: str, body: dict[str, Any]) -> None:
+        self.writes += 1
+        self.slices[name] = body
+
+    async def delete_slice(self, name: str) -> None:
+        self.slices.pop(name, None)
+
+
+async def test_republish_wakes_the_loop_before_the_next_rescan() -> None:
+    inventory = make_inventory(2)
+    names = [d["name"] for d in pool_devices(inventory)]
+    decision = {"now": Advertisement({n: {} for n in names})}
+    published = asyncio.Event()
+
+    async def advertise(_: Inventory) -> Advertisement:
+        return decision["now"]
+
+    api = FakeApi()
+    publisher = SlicePublisher(
+        api,  # type: ignore[arg-type]
+        node=inventory.node,
+        driver=DRIVER,
+        discover=lambda: inventory,
+        interval=3600,
+        advertise=advertise,
+        on_publish=lambda generation, devices: published.set(),
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(publisher.run(stop))
+    await published.wait()
+    assert set(devices_of(list(api.slices.values()))) == set(names)
+    published.clear()
+    decision["now"] = Advertisement({names[0]: {}})
+    publisher.republish()
+    await published.wait()
+    assert set(devices_of(list(api.slices.values()))) == {names[0]}
+    stop.set()
+    await task
