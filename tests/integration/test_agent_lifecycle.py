@@ -1026,3 +1026,62 @@ def test_a_claim_the_restarted_agent_refuses_keeps_its_vf_in_the_pod(
     assert record is not None and record["attachment"] is not None
     assert agent.unprepare(claim) == ""
     scenario.delete_and_release()
+
+
+def test_multus_mode_publishes_the_resource_name_and_writes_device_info_without_a_hook(
+    scenario: Scenario, agent: AgentProcess, cluster: DevCluster
+) -> None:
+    vf = scenario.vf
+    device = device_name(vf.pci_address)
+    devinfo = agent.root / "devinfo"
+    agent.terminate()
+    agent.extra_args = [
+        "--attach-mode", "multus",
+        "--resource-name", f"{vf.pf_name}=sriov_nic_1",
+        "--device-info-dir", str(devinfo),
+    ]  # fmt: skip
+    agent.start()
+
+    def attributes() -> dict[str, Any] | None:
+        for item in cluster.kubectl_json(
+            "get", "resourceslices", "--field-selector", f"spec.nodeName={agent.node}"
+        )["items"]:
+            for published in item["spec"]["devices"]:
+                if published["name"] == device:
+                    return dict(published["attributes"])
+        return None
+
+    published = wait_for(
+        lambda: (a := attributes()) and constants.ATTR_CNI_RESOURCE_NAME in a and a,
+        what="k8s.cni.cncf.io/resourceName on the VF's device",
+    )
+    assert published[constants.ATTR_CNI_RESOURCE_NAME] == {"string": "sriov_nic_1"}
+    assert published[constants.ATTR_CNI_DEVICE_ID] == {"string": vf.pci_address}
+
+    claim = scenario.create()
+    uid = claim["metadata"]["uid"]
+    assert agent.prepare(claim).error == ""
+    spec = agent.cdi_spec(uid)
+    assert "containerEdits" not in spec, "Multus attaches: no createRuntime hook"
+    info_file = devinfo / f"sriov_nic_1-{vf.pci_address}-device.json"
+    assert json.loads(info_file.read_text()) == {
+        "type": "pci",
+        "version": "1.1.0",
+        "pci": {"pci-address": vf.pci_address, "pf-pci-address": vf.pf_pci_address},
+    }
+
+    # A crash left a file for a VF no claim holds: the restarted agent's sweep removes it,
+    # and leaves the prepared claim's file and a device plugin's file alone.
+    agent.crash()
+    stray = devinfo / "sriov_nic_1-0000:ff:1f.7-device.json"
+    theirs = devinfo / f"example.com-sriov-{vf.pci_address}-device.json"
+    for path in (stray, theirs):
+        path.write_text(info_file.read_text())
+    agent.start()
+    assert not stray.exists()
+    assert info_file.exists() and theirs.exists()
+
+    assert agent.unprepare(claim) == ""
+    assert not info_file.exists()
+    assert not (agent.cdi_dir / f"{DRIVER}-vf_{uid}.json").exists()
+    scenario.delete_and_release()
