@@ -229,14 +229,17 @@ async def test_policies_shrink_label_and_restore_the_pool(
     apply(cluster, namespace, "SriovResourcePolicy", "bad-link",
           spec={"configs": [{"resourceFilters": [{"linkType": "token-ring"}]}]})  # fmt: skip
 
-    async def warning() -> dict[str, Any] | None:
-        data = json.loads(cluster.kubectl(
-            "get", "events", "-n", namespace, "-o", "json",
-            "--field-selector", "involvedObject.name=bad-link",
-        ).stdout)  # fmt: skip
-        return next(iter(data["items"]), None)
+    def event_on(name: str) -> Callable[[], Awaitable[dict[str, Any] | None]]:
+        async def first() -> dict[str, Any] | None:
+            data = json.loads(cluster.kubectl(
+                "get", "events", "-n", namespace, "-o", "json",
+                "--field-selector", f"involvedObject.name={name}",
+            ).stdout)  # fmt: skip
+            return next(iter(data["items"]), None)
 
-    event = await eventually(warning, "a Warning Event on policy bad-link")
+        return first
+
+    event = await eventually(event_on("bad-link"), "a Warning Event on policy bad-link")
     assert event["type"] == "Warning"
     assert event["reason"] == "InvalidSriovResourcePolicy"
     assert event["involvedObject"]["kind"] == "SriovResourcePolicy"
@@ -245,14 +248,7 @@ async def test_policies_shrink_label_and_restore_the_pool(
     assert len(await published(api, node)) == 4
 
     # The built-in vendor attribute was not overridden, and that was reported too.
-    async def override_warning() -> dict[str, Any] | None:
-        data = json.loads(cluster.kubectl(
-            "get", "events", "-n", namespace, "-o", "json",
-            "--field-selector", "involvedObject.name=b-fast",
-        ).stdout)  # fmt: skip
-        return next(iter(data["items"]), None)
-
-    refused = await eventually(override_warning, "a Warning Event on DeviceAttributes b-fast")
+    refused = await eventually(event_on("b-fast"), "a Warning Event on DeviceAttributes b-fast")
     assert refused["involvedObject"]["kind"] == "DeviceAttributes"
     assert "cannot be overridden" in refused["message"]
 

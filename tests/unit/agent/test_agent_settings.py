@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import sriov_dra_agent.settings as settings_module
+from sriov_dra.advertisement import NoPolicyMode
 from sriov_dra_agent.settings import AgentSettings, configure_parser
 
 SRIOV_DRA = str(Path(sys.executable).parent / "sriov-dra")
@@ -175,3 +177,20 @@ def test_a_bad_attach_mode_or_resource_name_is_refused(
     with pytest.raises(ValueError) as info:
         parse(["--node-name", "n1"])
     assert str(info.value).startswith(message)
+
+
+def test_advertisement_policy_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(settings_module, "SERVICE_ACCOUNT_NAMESPACE", tmp_path / "missing")
+    defaults = parse(["--node-name", "n1"])
+    assert (defaults.policy_namespace, defaults.no_policy) == ("sriov-dra", NoPolicyMode.ALL)
+    (tmp_path / "namespace").write_text("drivers\n")
+    monkeypatch.setattr(settings_module, "SERVICE_ACCOUNT_NAMESPACE", tmp_path / "namespace")
+    assert parse(["--node-name", "n1"]).policy_namespace == "drivers"
+    monkeypatch.setenv("POLICY_NAMESPACE", "dra-driver-sriov")
+    monkeypatch.setenv("NO_POLICY_ADVERTISE", "none")
+    chosen = parse(["--node-name", "n1"])
+    assert (chosen.policy_namespace, chosen.no_policy) == ("dra-driver-sriov", NoPolicyMode.NONE)
+    monkeypatch.setenv("NO_POLICY_ADVERTISE", "some")
+    with pytest.raises(ValueError) as info:
+        parse(["--node-name", "n1"])
+    assert str(info.value).startswith("--no-policy-advertise 'some' is unknown; fix:")
