@@ -1,9 +1,11 @@
-"""Advertisement policies against the real API server: the agent's SriovResourcePolicy,
-DeviceAttributes and Node watches drive its slice publisher, as its ServiceAccount with
-the shipped RBAC and with the shipped CRDs.
+"""Advertisement policies against the real API server, with the shipped CRDs and as the
+agent's ServiceAccount with the shipped RBAC.
 
-The publisher rescans only every 10 minutes here: every change the test sees in the
-slices came from a watch event waking it, not from the periodic rescan.
+In-process: the agent's SriovResourcePolicy, DeviceAttributes and Node watches drive its
+slice publisher, which rescans only every 10 minutes here, so every change the test sees
+in the slices came from a watch event waking it. As a process (the agent on a simulated
+NIC): a VF allocated and configured stays with its claim when a policy stops advertising
+it, and is released as usual.
 """
 
 from __future__ import annotations
@@ -17,13 +19,17 @@ from typing import Any, TypeVar
 
 import pytest
 import pytest_asyncio
+from agent_harness import AgentProcess, wait_for
 from sriov_dra import constants
 from sriov_dra.advertisement import NoPolicyMode
+from sriov_dra.naming import device_name
 from sriov_dra_agent.cluster.advertisement_policies import AdvertisementPolicies
 from sriov_dra_agent.cluster.slice_publisher import SlicePublisher
+from sriov_dra_agent.vf.backends.simulated_nic import SimulatedNic
 from sriov_dra_agent.vf.inventory import Inventory, PfInfo, VfInfo
 from sriov_dra_devcluster.cluster import DevCluster
 from sriov_dra_kube.client import KubeApi
+from test_agent_lifecycle import Scenario, agent, nad_crd, nic
 
 pytestmark = pytest.mark.integration
 
@@ -121,7 +127,7 @@ def apply(cluster: DevCluster, namespace: str, kind: str, name: str, **body: Any
 
 
 @pytest_asyncio.fixture
-async def agent(agent_kubeconfig: Path, node: str, namespace: str) -> AsyncIterator[KubeApi]:
+async def shell(agent_kubeconfig: Path, node: str, namespace: str) -> AsyncIterator[KubeApi]:
     """The agent's policies and publisher for ``node``, reading policies in ``namespace``."""
     api = await KubeApi.from_kubeconfig(agent_kubeconfig)
     publisher: SlicePublisher
@@ -160,9 +166,9 @@ async def published(api: KubeApi, node: str) -> dict[str, dict[str, Any]]:
 
 
 async def test_policies_shrink_label_and_restore_the_pool(
-    cluster: DevCluster, agent: KubeApi, node: str, namespace: str
+    cluster: DevCluster, shell: KubeApi, node: str, namespace: str
 ) -> None:
-    api = agent
+    api = shell
 
     async def pool_of(size: int) -> dict[str, dict[str, Any]] | None:
         devices = await published(api, node)
@@ -262,3 +268,46 @@ async def test_policies_shrink_label_and_restore_the_pool(
         return devices
 
     await eventually(restored, "all 4 VFs back without policy attributes")
+
+
+__all__ = ["agent", "nad_crd", "nic"]
+"""The agent process, its simulated NIC and the NAD CRD, as test_agent_lifecycle makes them."""
+
+
+@pytest.mark.netns
+def test_an_allocated_vf_stays_with_its_claim_when_no_longer_advertised(
+    cluster: DevCluster, agent: AgentProcess, nic: SimulatedNic, namespace: str
+) -> None:
+    agent.terminate()
+    agent.extra_args = ["--policy-namespace", namespace]
+    agent.start()
+
+    def devices() -> list[str]:
+        slices = cluster.kubectl_json(
+            "get", "resourceslices", "--field-selector", f"spec.nodeName={agent.node}"
+        )["items"]
+        return sorted(d["name"] for s in slices for d in s["spec"]["devices"])
+
+    wait_for(lambda: len(devices()) == 4 or None, what="the node's 4 VFs published")
+    scenario = Scenario(cluster, namespace, agent, nic, vf_number=0)
+    claim = scenario.create()
+    kept = scenario.backend.discover().vfs()[1]
+
+    # A policy that advertises another VF only: the allocated VF leaves the slices ...
+    only_kept = {"resourceFilters": [{"pciAddresses": [kept.pci_address]}]}
+    apply(cluster, namespace, "SriovResourcePolicy", "only-vf1", spec={"configs": [only_kept]})
+    wait_for(
+        lambda: devices() == [device_name(kept.pci_address)] or None,
+        what="the slices shrunk to the policy's one VF",
+    )
+    # ... and stays with its claim, configured, as the agent's record says.
+    allocated = scenario.claim()["status"]["allocation"]["devices"]["results"]
+    assert [r["device"] for r in allocated] == [device_name(scenario.vf.pci_address)]
+    assert (scenario.condition("VfConfigured") or {}).get("status") == "True"
+    assert scenario.claim()["metadata"]["uid"] == claim["metadata"]["uid"]
+    assert agent.record(scenario.vf.pci_address) is not None
+
+    # Released as usual although unadvertised; the policy gone, every VF is back.
+    scenario.delete_and_release()
+    cluster.kubectl("delete", "sriovresourcepolicy", "only-vf1", "-n", namespace)
+    wait_for(lambda: len(devices()) == 4 or None, what="all 4 VFs back")
