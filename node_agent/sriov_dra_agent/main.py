@@ -140,6 +140,7 @@ class Agent:
             hook=CdiHook(path=settings.hook_path, attach_socket=str(settings.attach_socket)),
             sysfs_root=settings.sysfs_root,
             resource_names=settings.resource_names,
+            published_resource_name=self.publisher.published_resource_name,
             agent_attaches=settings.agent_attaches,
         )
         self.plugin = KubeletPlugin(

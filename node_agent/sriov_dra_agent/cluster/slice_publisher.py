@@ -22,7 +22,7 @@ from typing import Any
 from sriov_dra.advertisement import Advertisement
 from sriov_dra_kube.client import ApiException, KubeApi
 
-from sriov_dra_agent.cluster.slices import build_slices, next_generation
+from sriov_dra_agent.cluster.slices import build_slices, next_generation, resource_names_of
 from sriov_dra_agent.vf.inventory import Inventory
 from sriov_dra_agent.vf.resource_names import ResourceNames
 
@@ -61,6 +61,7 @@ class SlicePublisher:
         self.wake = asyncio.Event()
         """Set by :meth:`republish`: the next sync compares with the server at once."""
         self._published: Inventory | None = None
+        self._resource_names_published: dict[str, str] = {}
         self.ready = asyncio.Event()
         """Set once a publication succeeded (the liveness and tests wait on it)."""
 
@@ -89,6 +90,7 @@ class SlicePublisher:
         )
         generation = next_generation(existing, draft)
         if generation is None:
+            self._resource_names_published = resource_names_of(draft)
             return False
         desired = build_slices(
             inventory,
@@ -111,6 +113,7 @@ class SlicePublisher:
                 body["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
                 await self.api.replace_slice(name, body)
         self.generation = generation
+        self._resource_names_published = resource_names_of(desired)
         devices = sum(len(s["spec"]["devices"]) for s in desired)
         logger.info(
             "published resource slices",
@@ -124,6 +127,11 @@ class SlicePublisher:
         if self._on_publish is not None:
             self._on_publish(generation, devices)
         return True
+
+    def published_resource_name(self, device: str) -> str | None:
+        """The ``k8s.cni.cncf.io/resourceName`` device ``device`` was last published with
+        (from ``--resource-name`` or a DeviceAttributes); None before the first publication."""
+        return self._resource_names_published.get(device)
 
     async def sync_once(self) -> bool:
         """Rescan and publish if needed; True when the API server was written."""

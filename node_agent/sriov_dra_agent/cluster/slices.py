@@ -93,6 +93,16 @@ def with_resource_names(
     return named
 
 
+def resource_names_of(slices: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """Device name -> ``k8s.cni.cncf.io/resourceName``, for the devices of ``slices`` with one."""
+    return {
+        str(device["name"]): str(device["attributes"][constants.ATTR_CNI_RESOURCE_NAME]["string"])
+        for item in slices
+        for device in (item.get("spec") or {}).get("devices") or []
+        if constants.ATTR_CNI_RESOURCE_NAME in device.get("attributes", {})
+    }
+
+
 def pool_devices(inventory: Inventory) -> list[Device]:
     """Every VF of the node as a device, sorted by device name, duplicates refused.
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,7 @@ class Preparer:
         hook: cdi.CdiHook,
         sysfs_root: Path | None = None,
         resource_names: ResourceNames | None = None,
+        published_resource_name: Callable[[str], str | None] | None = None,
         agent_attaches: bool = True,
     ) -> None:
         self.scope = scope
@@ -78,7 +79,9 @@ class Preparer:
         """The attach hook every claim's CDI spec names (for claims with a netdev)."""
         self.sysfs_root = sysfs_root or Path("/sys")
         self.resource_names = resource_names or ResourceNames()
-        """Which VFs get a device-info file, under which resource name."""
+        """Which VFs get a device-info file, under which resource name, until published."""
+        self.published_resource_name = published_resource_name
+        """Device name -> the resource name its slice carries (a DeviceAttributes may set it)."""
         self.agent_attaches = agent_attaches
         """False in Multus mode: no createRuntime hook, a meta-plugin attaches."""
 
@@ -127,16 +130,24 @@ class Preparer:
     async def _device_infos(
         self, devices: Sequence[ClaimDevice]
     ) -> dict[str, tuple[str, dict[str, Any]]]:
-        """VF PCI -> (device-info file name, content) for the VFs that have a resource name."""
-        if not self.resource_names.names():
+        """VF PCI -> (device-info file name, content) for the VFs that have a resource name:
+        the one their slice carries, else (not published yet) ``--resource-name``'s."""
+        published = {
+            device.device: self.published_resource_name(device.device)
+            for device in devices
+            if self.published_resource_name is not None
+        }
+        if not self.resource_names.names() and not any(published.values()):
             return {}
         inventory = await asyncio.to_thread(self.vfs.discover)
         found = {vf.pci_address: vf for vf in inventory.vfs()}
         described: dict[str, tuple[str, dict[str, Any]]] = {}
         for device in devices:
             vf = found.get(device.pci_address)
-            resource = self.resource_names.for_vf(vf) if vf is not None else None
-            if vf is None or resource is None:
+            if vf is None:
+                continue
+            resource = published.get(device.device) or self.resource_names.for_vf(vf)
+            if resource is None:
                 continue
             described[device.pci_address] = (
                 device_info.file_name(resource, vf.pci_address),

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from sriov_dra import constants
-from sriov_dra_agent.cluster.slices import build_slices, pool_devices, with_resource_names
+from sriov_dra_agent.cluster.slices import (
+    build_slices,
+    pool_devices,
+    resource_names_of,
+    with_resource_names,
+)
 from sriov_dra_agent.vf.inventory import Inventory, PfInfo, VfInfo
 from sriov_dra_agent.vf.resource_names import parse_resource_names
 
@@ -61,3 +66,13 @@ def test_a_name_the_device_has_already_wins_and_the_input_is_left_alone() -> Non
     assert named[1]["attributes"][constants.ATTR_CNI_RESOURCE_NAME] == {"string": "nic"}
     assert constants.ATTR_CNI_RESOURCE_NAME not in devices[1]["attributes"]
     assert with_resource_names(devices, INVENTORY, None) == devices
+
+
+def test_the_published_names_are_read_back_by_device() -> None:
+    slices = build_slices(
+        INVENTORY,
+        driver=constants.DRIVER_NAME,
+        generation=0,
+        resource_names=parse_resource_names("ens2f0=sriov_nic_2"),
+    )
+    assert resource_names_of(slices) == {"0000-21-00-0": "sriov_nic_2"}

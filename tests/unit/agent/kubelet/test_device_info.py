@@ -110,9 +110,17 @@ class Node(SimpleNamespace):
     def devinfo(self) -> Path:
         return self.root / "devinfo"
 
-    def preparer(self, resource_name: str, *, agent_attaches: bool = True) -> Preparer:
+    def preparer(
+        self,
+        resource_name: str,
+        *,
+        agent_attaches: bool = True,
+        published: dict[str, str] | None = None,
+    ) -> Preparer:
         sysfs = self.root / "sys"
-        (sysfs / "bus/pci/devices" / VF_PCI[0] / "infiniband/mlx5_2").mkdir(parents=True)
+        (sysfs / "bus/pci/devices" / VF_PCI[0] / "infiniband/mlx5_2").mkdir(
+            parents=True, exist_ok=True
+        )
         return Preparer(
             NodeScope(NODE, DRIVER),
             api=cast(Any, SimpleNamespace(get_claim=lambda ns, name: _async(claim()))),
@@ -128,6 +136,7 @@ class Node(SimpleNamespace):
             hook=CdiHook(path="/usr/bin/sriov-dra", attach_socket="/run/attach.sock"),
             sysfs_root=sysfs,
             resource_names=parse_resource_names(resource_name),
+            published_resource_name=None if published is None else published.get,
             agent_attaches=agent_attaches,
         )  # fmt: skip
 
@@ -227,3 +236,12 @@ async def test_in_the_default_mode_the_spec_has_the_attach_hook(node: Node) -> N
     (hook,) = node.spec()["containerEdits"]["hooks"]
     assert hook["hookName"] == "createRuntime"
     assert hook["args"][:4] == ["/usr/bin/sriov-dra", "hook", "--claim-uid", UID]
+
+
+async def test_the_name_the_slice_carries_wins_over_the_setting(node: Node) -> None:
+    # A DeviceAttributes gave the first VF its resource name; the second has the setting's.
+    node.prepared.resource_names = frozenset({"sriov_nic_1", "fast_nics"})
+    await node.preparer("sriov_nic_1", published={"0000-3b-02-0": "fast_nics"}).prepare(REF)
+    assert node.files() == [f"fast_nics-{VF_PCI[0]}-device.json", FILES[1]]
+    await node.preparer("", published={"0000-3b-02-0": "fast_nics"}).unprepare(REF)
+    assert node.files() == []
