@@ -5,12 +5,13 @@ A meta-plugin such as Multus matches a NetworkAttachmentDefinition's annotation
 allocated VF, and the device-info file of a prepared VF
 (:mod:`sriov_dra_agent.kubelet.device_info`) is named from it.
 
-Today the agent's ``--resource-name`` says it: comma-separated entries, ``NAME``
-for every PF and ``PF=NAME`` for one PF (by netdev name or PCI address; it wins
-over the default). The Go driver sets it through a ``DeviceAttributes`` object
-that a ``SriovResourcePolicy`` selects for the VF; once those CRDs exist here, the
-attributes merged for a VF would supply the name (same attribute, same lookup by
-VF), and this setting stays the zero-config fallback for VFs no policy names.
+The agent's ``--resource-name`` gives it: comma-separated entries, ``NAME`` for
+every PF and ``PF=NAME`` for one PF (by netdev name or PCI address; it wins over
+the default). As in the Go driver, a ``DeviceAttributes`` that a
+``SriovResourcePolicy`` selects for the VF may set the attribute instead; that
+value wins (:func:`sriov_dra_agent.cluster.slices.with_resource_names`), and the
+device-info file follows what the slice carries. This setting is the zero-config
+fallback for VFs no policy names.
 """
 
 from __future__ import annotations
