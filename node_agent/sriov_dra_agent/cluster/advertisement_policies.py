@@ -44,6 +44,12 @@ logger = logging.getLogger(__name__)
 
 Body = dict[str, Any]
 VERSION = "v1alpha1"
+FORBIDDEN = {
+    "policy": ("SriovResourcePolicies", "advertising as if there were none"),
+    "attributes": ("DeviceAttributes", "policies add no attributes"),
+    "node": ("this Node", "its labels are unknown, policies with a nodeSelector may not match"),
+}
+"""What a 403 on each watched kind costs: (what, the consequence)."""
 
 
 def candidates(inventory: Inventory) -> list[VfCandidate]:
@@ -193,9 +199,9 @@ class AdvertisementPolicies:
             if exc.status != 403:
                 return False
             logger.warning(
-                "may not list/watch %s: advertising as if there were none; grant list and "
-                "watch on it to the agent",
-                what,
+                "may not list/watch %s: %s; fix: grant the agent list and watch on them",
+                FORBIDDEN[what][0],
+                FORBIDDEN[what][1],
                 extra={"node": self.node, "namespace": self.namespace},
             )
             self._synced[what].set()

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
 from sriov_dra import constants
 from sriov_dra.advertisement import Advertisement, NoPolicyMode, decide
-from sriov_dra_agent.cluster.advertisement_policies import built_in_names, candidates
+from sriov_dra_agent.cluster.advertisement_policies import (
+    AdvertisementPolicies,
+    built_in_names,
+    candidates,
+)
 from sriov_dra_agent.cluster.slice_publisher import SlicePublisher
 from sriov_dra_agent.cluster.slices import build_slices, pool_devices, vf_device
 from sriov_dra_agent.vf.inventory import Inventory
+from sriov_dra_kube.client import ApiException
 from test_slices import make_inventory
 
 DRIVER = constants.DRIVER_NAME
@@ -142,3 +149,45 @@ async def test_republish_wakes_the_loop_before_the_next_rescan() -> None:
     assert set(devices_of(list(api.slices.values()))) == {names[0]}
     stop.set()
     await task
+
+
+class NoPolicyKindsApi:
+    """The policy kinds refused with ``status``; the Node served with one label."""
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+    async def list_custom(self, *args: Any) -> tuple[list[dict[str, Any]], str]:
+        raise ApiException(status=self.status, reason="refused")
+
+    async def list_node(self, name: str) -> tuple[list[dict[str, Any]], str]:
+        return [{"metadata": {"name": name, "labels": {"zone": "a"}}}], "1"
+
+    async def _idle(self) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        await asyncio.Event().wait()
+        yield ("ADDED", {})
+
+    def watch_node(self, *args: Any, **kwargs: Any) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        return self._idle()
+
+
+@pytest.mark.parametrize("status", [403, 404])
+@pytest.mark.parametrize("mode", list(NoPolicyMode))
+async def test_missing_or_forbidden_kinds_mean_no_policy(status: int, mode: NoPolicyMode) -> None:
+    inventory = make_inventory(2)
+    policies = AdvertisementPolicies(
+        NoPolicyKindsApi(status),  # type: ignore[arg-type]
+        node=inventory.node,
+        namespace="sriov-dra",
+        driver=DRIVER,
+        no_policy=mode,
+        component="test",
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(policies.run(stop))
+    result = await policies.decide(inventory)
+    stop.set()
+    await task
+    expected = {d["name"] for d in pool_devices(inventory)} if mode is NoPolicyMode.ALL else set()
+    assert set(result.devices) == expected
+    assert policies.labels == {"zone": "a"}
