@@ -128,8 +128,6 @@ class Advertisement:
 
     devices: Mapping[str, Mapping[str, Mapping[str, Any]]]
     problems: tuple[Problem, ...] = ()
-    policies: int = 0
-    """Policies that exist (valid or not); 0 means :class:`NoPolicyMode` decided."""
 
     def publishes(self, device: str) -> bool:
         """True when ``device`` is advertised."""
@@ -428,4 +426,4 @@ def decide(
             for vf in vfs:
                 if vf.device not in chosen and config.selects(vf):
                     chosen[vf.device] = attributes
-    return Advertisement(chosen, tuple(problems), len(policies))
+    return Advertisement(chosen, tuple(problems))
