@@ -38,7 +38,7 @@ from sriov_dra_agent.kubelet.prepared_claims import PreparedClaims
 from sriov_dra_agent.kubelet.rdma_devices import rdma_char_devices, rdma_device_names
 from sriov_dra_agent.metrics import AgentMetrics
 from sriov_dra_agent.vf.lifecycle import VfLifecycle
-from sriov_dra_agent.vf.resource_names import ResourceNames
+from sriov_dra_agent.vf.resource_names import ResourceNames, is_resource_name
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ class Preparer:
         return found
 
     async def _device_infos(
-        self, devices: Sequence[ClaimDevice]
+        self, ref: ClaimRef, devices: Sequence[ClaimDevice]
     ) -> dict[str, tuple[str, dict[str, Any]]]:
         """VF PCI -> (device-info file name, content) for the VFs that have a resource name:
         the one their slice carries, else (not published yet) ``--resource-name``'s."""
@@ -148,6 +148,23 @@ class Preparer:
                 continue
             resource = published.get(device.device) or self.resource_names.for_vf(vf)
             if resource is None:
+                continue
+            if not is_resource_name(resource):
+                # Only a DeviceAttributes can publish such a name (the setting refuses it).
+                logger.warning(
+                    "no device-info file for VF %s: its resource name %r cannot name a file; "
+                    "fix: use letters, digits, '.', '_', '-' and '/' in the DeviceAttributes' "
+                    "k8s.cni.cncf.io/resourceName",
+                    vf.pci_address,
+                    resource,
+                    extra={
+                        "claim": claim_ref(ref.namespace, ref.name),
+                        "uid": ref.uid,
+                        "node": self.scope.node,
+                        "pf": vf.pf_name,
+                        "vf": vf.pci_address,
+                    },
+                )
                 continue
             described[device.pci_address] = (
                 device_info.file_name(resource, vf.pci_address),
@@ -213,7 +230,7 @@ class Preparer:
                 )
             hook = self.hook if any(v.if_name for v in vfs) else None
             spec = cdi.build_claim_spec(ref.uid, vfs, hook)
-            described = await self._device_infos(devices)
+            described = await self._device_infos(ref, devices)
             prepared = ClaimRecord(
                 uid=ref.uid,
                 namespace=ref.namespace,

@@ -52,8 +52,13 @@ class ResourceNames(BaseModel):
         return frozenset(named)
 
 
+def is_resource_name(name: str) -> bool:
+    """True for a name that may name a device-info file (see :data:`_NAME`)."""
+    return len(name) <= MAX_RESOURCE_NAME and bool(_NAME.match(name))
+
+
 def _checked(name: str, entry: str) -> str:
-    if len(name) > MAX_RESOURCE_NAME or not _NAME.match(name):
+    if not is_resource_name(name):
         raise ValueError(
             f"--resource-name entry {entry!r}: {name!r} is not a resource name; fix: use at "
             f"most {MAX_RESOURCE_NAME} letters, digits, '.', '_', '-' and '/', starting and "

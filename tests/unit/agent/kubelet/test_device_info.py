@@ -245,3 +245,11 @@ async def test_the_name_the_slice_carries_wins_over_the_setting(node: Node) -> N
     assert node.files() == [f"fast_nics-{VF_PCI[0]}-device.json", FILES[1]]
     await node.preparer("", published={"0000-3b-02-0": "fast_nics"}).unprepare(REF)
     assert node.files() == []
+
+
+async def test_a_published_name_that_cannot_name_a_file_gets_none(
+    node: Node, caplog: pytest.LogCaptureFixture
+) -> None:
+    await node.preparer("", published={"0000-3b-02-0": "bad\x00name"}).prepare(REF)
+    assert node.files() == []
+    assert "cannot name a file" in caplog.text
