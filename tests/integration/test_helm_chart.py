@@ -123,6 +123,13 @@ def test_nad_namespaces_reach_the_operator_and_every_agent_alike() -> None:
     assert agent_settings(agent).nad_namespaces == frozenset({"net-admin", "shared"})
 
 
+def test_the_no_policy_setting_reaches_every_agent() -> None:
+    _, default = workload(helm_chart.rendered([]), "DaemonSet")
+    assert agent_settings(default).no_policy.value == "all"
+    _, agent = workload(helm_chart.rendered(["kubeletPlugin.noPolicyAdvertise=none"]), "DaemonSet")
+    assert agent_settings(agent).no_policy.value == "none"
+
+
 def test_kubelet_paths_move_the_agents_sockets_hook_and_mounts_together() -> None:
     registrar, plugins = "/var/lib/k0s/kubelet/plugins_registry", "/var/lib/k0s/kubelet/plugins"
     objects = helm_chart.rendered(
@@ -187,9 +194,22 @@ def test_log_level_replicas_and_ports_are_values() -> None:
             SYSTEM_NAMESPACE,
             "at '/kubeletPlugin/attachMode'",
         ),
+        (
+            ["kubeletPlugin.noPolicyAdvertise=some"],
+            SYSTEM_NAMESPACE,
+            "at '/kubeletPlugin/noPolicyAdvertise'",
+        ),
         ([], "default", "install into a namespace of its own"),
     ],
-    ids=["backend", "log-level", "nad-namespace", "port", "attach-mode", "default-namespace"],
+    ids=[
+        "backend",
+        "log-level",
+        "nad-namespace",
+        "port",
+        "attach-mode",
+        "no-policy-advertise",
+        "default-namespace",
+    ],
 )
 def test_bad_values_are_refused_naming_the_value(
     values: list[str], namespace: str, said: str
