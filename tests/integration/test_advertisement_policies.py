@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,7 +28,7 @@ from sriov_dra_agent.vf.backends.simulated_nic import SimulatedNic
 from sriov_dra_agent.vf.inventory import Inventory, PfInfo, VfInfo
 from sriov_dra_devcluster.cluster import DevCluster
 from sriov_dra_kube.client import KubeApi
-from test_agent_lifecycle import Scenario, agent, nad_crd, nic
+from test_agent_lifecycle import Scenario, agent, nad_crd, nic, node
 
 pytestmark = pytest.mark.integration
 
@@ -85,23 +84,6 @@ def agent_kubeconfig(cluster: DevCluster) -> Path:
     for manifest in ("namespace.yaml", "serviceaccounts.yaml", "rbac-agent.yaml"):
         cluster.kubectl("apply", "-f", str(ROOT / "manifests" / "base" / manifest))
     return cluster.kubeconfig_for_service_account("sriov-dra", "sriov-dra-agent")
-
-
-@pytest.fixture
-def node(cluster: DevCluster) -> Iterator[str]:
-    """A Node object of its own (labels are the test's)."""
-    name = f"adv-node-{secrets.token_hex(3)}"
-    cluster.kubectl("create", "-f", "-", input=json.dumps(
-        {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}}
-    ))  # fmt: skip
-    try:
-        yield name
-    finally:
-        cluster.kubectl("delete", "node", name, "--wait=false", check=False)
-        cluster.kubectl(
-            "delete", "resourceslices", "--field-selector", f"spec.nodeName={name}",
-            "--wait=false", check=False,
-        )  # fmt: skip
 
 
 async def eventually(probe: Callable[[], Awaitable[T | None]], what: str) -> T:
@@ -270,8 +252,9 @@ async def test_policies_shrink_label_and_restore_the_pool(
     await eventually(restored, "all 4 VFs back without policy attributes")
 
 
-__all__ = ["agent", "nad_crd", "nic"]
-"""The agent process, its simulated NIC and the NAD CRD, as test_agent_lifecycle makes them."""
+__all__ = ["agent", "nad_crd", "nic", "node"]
+"""A Node object of the test's, the agent process for it on a simulated NIC, and the NAD
+CRD, as test_agent_lifecycle makes them."""
 
 
 @pytest.mark.netns
