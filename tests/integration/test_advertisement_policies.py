@@ -231,6 +231,8 @@ async def test_policies_shrink_label_and_restore_the_pool(
     assert event["type"] == "Warning"
     assert event["reason"] == "InvalidSriovResourcePolicy"
     assert event["involvedObject"]["kind"] == "SriovResourcePolicy"
+    assert event["involvedObject"]["apiVersion"] == f"{DRIVER}/v1alpha1"
+    assert event["source"]["host"] == node
     assert "spec.configs[0].resourceFilters[0].linkType" in event["message"]
     assert "token-ring" in event["message"]
     assert len(await published(api, node)) == 4
