@@ -37,7 +37,9 @@ def claim(generation: int = 1) -> dict[str, Any]:
         "status": {
             "allocation": {
                 "devices": {
-                    "results": [{"request": "vf", "driver": DRIVER, "pool": NODE, "device": "0000-3b-02-0"}]
+                    "results": [
+                        {"request": "vf", "driver": DRIVER, "pool": NODE, "device": "0000-3b-02-0"}
+                    ]
                 }
             }
         },
