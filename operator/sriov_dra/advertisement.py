@@ -35,6 +35,7 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict
 
+from sriov_dra.constants import ATTR_CNI_RESOURCE_NAME
 from sriov_dra.errors import InvalidDeviceAttributes, InvalidResourcePolicy, SriovDraError
 from sriov_dra.label_selectors import (
     LabelSelector,
@@ -409,7 +410,9 @@ def decide(
         parsed, dropped = parse_device_attributes(obj, driver=driver, reserved=reserved)
         objects.append(parsed)
         problems.extend(dropped)
-    room = MAX_ATTRIBUTES_PER_DEVICE - len(reserved)
+    # One slot stays free for the Multus resourceName the agent's --resource-name may add
+    # after us: a 33rd attribute would make the API server refuse the whole slice.
+    room = MAX_ATTRIBUTES_PER_DEVICE - len(reserved | {ATTR_CNI_RESOURCE_NAME})
     chosen: dict[str, Mapping[str, Mapping[str, Any]]] = {}
     for obj in sorted(policies, key=lambda o: str(o["metadata"]["name"])):
         try:
