@@ -38,6 +38,9 @@ from sriov_dra_devcluster.waiting import wait_until
 
 LEASE: Final = "sriov-dra-operator"
 """The operator's leader-election Lease (manifests/base/operator-deployment.yaml)."""
+OPERATOR_SELECTOR: Final = "app.kubernetes.io/name=sriov-dra-operator"
+STANDBY_WAIT: Final = 330.0
+"""The kubelet's restart back-off reaches 300 s for a container killed again and again."""
 LEADER_WAIT: Final = 90.0
 """Longest wait for a new leader: the 15 s lease, a restart backoff, an API server restart."""
 
@@ -103,8 +106,29 @@ def lease(cluster: DevCluster) -> dict[str, Any]:
     return spec
 
 
+def operators_ready(cluster: DevCluster) -> bool:
+    """Whether every operator replica's container runs and is ready (a standby exists)."""
+    pods = json.loads(
+        kubectl_retry(
+            cluster, "get", "pods", "-n", SYSTEM_NAMESPACE, "-o", "json", "-l", OPERATOR_SELECTOR
+        )
+    )["items"]
+    statuses = [s for p in pods for s in p.get("status", {}).get("containerStatuses") or []]
+    return len(pods) > 1 and all(s.get("ready") for s in statuses)
+
+
 def leader_process(cluster: DevCluster) -> tuple[str, DriverProcess]:
-    """The Lease's holder identity and the operator process of that pod."""
+    """The Lease's holder identity and the operator process of that pod.
+
+    Waits first until the standby is ready too: killed repeatedly, both replicas can be
+    in the kubelet's CrashLoopBackOff at once, and then no operator is left to fail over to.
+    """
+    wait_until(
+        lambda: operators_ready(cluster),
+        timeout=STANDBY_WAIT,
+        what="both operator replicas to be ready",
+        interval=1,
+    )
     holder = wait_until(
         lambda: lease(cluster).get("holderIdentity"), timeout=LEADER_WAIT, what="an operator leader"
     )
