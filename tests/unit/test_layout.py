@@ -59,3 +59,10 @@ def test_cli_lists_its_commands() -> None:
     )
     for command in ("operator", "agent", "devcluster", "hook"):
         assert command in out.stdout
+
+
+def test_test_module_basenames_are_unique() -> None:
+    # pytest imports test modules by basename (rootdir-relative packages are not used):
+    # two files of one name break the collection of a clean checkout.
+    names = [p.name for p in (ROOT / "tests").rglob("test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
