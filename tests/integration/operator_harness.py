@@ -355,13 +355,16 @@ def release_patch(body: dict[str, Any]) -> dict[str, Any]:
     return {"status": {"devices": entries}}
 
 
-def release(cluster: DevCluster, namespace: str, body: dict[str, Any]) -> None:
+def release(
+    cluster: DevCluster, namespace: str, body: dict[str, Any], *, check: bool = True
+) -> None:
     """Play the node agent: report the claim's VFs detached and reset."""
     if not allocated_devices(body):
         return
     cluster.kubectl(
         "patch", "resourceclaim", body["metadata"]["name"], "-n", namespace,
         "--subresource=status", "--type=merge", "-p", json.dumps(release_patch(body)),
+        check=check,
     )  # fmt: skip
 
 
@@ -372,9 +375,16 @@ def release_all(cluster: DevCluster, namespace: str) -> None:
     cluster.kubectl(
         "delete", "resourceclaims", "--all", "-n", namespace, "--wait=false", check=False
     )
-    wait_until(
-        lambda: not claims(cluster, namespace), timeout=60, what=f"claims of {namespace} gone"
-    )
+
+    def gone() -> bool:
+        left = claims(cluster, namespace)
+        # A waiting claim may get a VF freed by this very clean-up before its own deletion
+        # reaches the operator; then it too waits for its agent: play the agent again.
+        for body in left:
+            release(cluster, namespace, body, check=False)
+        return not left
+
+    wait_until(gone, timeout=60, interval=1.0, what=f"claims of {namespace} gone")
 
 
 def conflict_events(cluster: DevCluster, namespace: str) -> list[str]:
