@@ -427,14 +427,17 @@ class Walkthrough:
         shown = self.host(
             ["ip", "netns", "exec", host_ns, "ip", "-d", "link", "show", vf_netdev], check=False
         )
-        leases_dir = self.driver.cni_data_dir(node) / NAMESPACE
+        # host-local keeps a network's leases in networks/<CNI config name>; the seed's NAD
+        # names its config after the namespace.
+        leases_dir = self.driver.cni_data_dir(node) / "networks" / NAMESPACE
+        if not leases_dir.is_dir():
+            # IPAM ran for pod0 and pod1: a missing directory means we look in the wrong place.
+            raise DemoFailed(f"host-local's lease directory {leases_dir} does not exist")
         self.note(
             f"host-local's leases for the NAD on {node} ({leases_dir}): {', '.join(ips)} released"
         )
         self.host(["ls", "-A", str(leases_dir)], check=False)
-        leases_left = sorted(
-            p.name for p in leases_dir.glob("*") if p.name in ips
-        ) if leases_dir.is_dir() else []  # fmt: skip
+        leases_left = sorted(p.name for p in leases_dir.glob("*") if p.name in ips)
         result = CleanupResult(
             claim_gone=self._get("resourceclaim", CLAIM) is None,
             vf_netdev=vf_netdev,
