@@ -19,7 +19,6 @@ from operator_harness import (
     apply,
     claim,
     claim_manifest,
-    operator_kubeconfig,
     release,
     release_all,
     simulated_vfs,
@@ -36,19 +35,6 @@ pytestmark = pytest.mark.integration
 TENANT = "tenant-1"
 FORGED = f"{PREFIX}/released"
 """The annotation that handed a VF on before the hand-over moved into status."""
-
-
-@pytest.fixture(scope="module")
-def operator(
-    cluster: DevCluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[OperatorProcess]:
-    log = tmp_path_factory.mktemp("operator") / "operator.log"
-    process = OperatorProcess(operator_kubeconfig(cluster), log).start()
-    try:
-        yield process
-    finally:
-        process.stop()
-        print(f"\noperator log: {log}")
 
 
 @pytest.fixture

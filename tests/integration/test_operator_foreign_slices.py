@@ -9,8 +9,6 @@ and the fix, and the operator keeps allocating other claims.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from operator_harness import (
     OperatorProcess,
@@ -21,7 +19,6 @@ from operator_harness import (
     device_class_manifest,
     events_for,
     expect_event,
-    operator_kubeconfig,
     release_all,
     slice_manifest,
     vfconfig,
@@ -33,20 +30,6 @@ from sriov_dra.naming import device_name
 from sriov_dra_devcluster.cluster import DevCluster
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def operator(
-    cluster: DevCluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[OperatorProcess]:
-    """An operator process running as its ServiceAccount with the shipped RBAC."""
-    log = tmp_path_factory.mktemp("operator") / "operator.log"
-    process = OperatorProcess(operator_kubeconfig(cluster), log).start()
-    try:
-        yield process
-    finally:
-        process.stop()
-        print(f"\noperator log: {log}")
 
 
 def test_a_device_no_agent_could_find_is_explained_and_the_others_are_served(
