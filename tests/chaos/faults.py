@@ -99,6 +99,19 @@ def agent_process(node: str) -> DriverProcess:
     raise LookupError(f"no sriov-dra agent process of {node} on this machine")
 
 
+def running_agent(node: str, timeout: float = 120.0) -> DriverProcess:
+    """The agent of ``node`` once it runs: an earlier fault may have left its container in
+    the kubelet's restart back-off, and a fault aimed at no process would prove nothing."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return agent_process(node)
+        except LookupError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
 def lease(cluster: DevCluster) -> dict[str, Any]:
     """The operator's Lease (spec only), read with retries through API server restarts."""
     body = kubectl_retry(cluster, "get", "lease", LEASE, "-n", SYSTEM_NAMESPACE, "-o", "json")

@@ -296,7 +296,7 @@ class Chaos:
             self.agent_kill_phase.put(wanted)
             return
         node = devices[0][0]  # the pool is the node
-        faults.kill(faults.agent_process(node))
+        faults.kill(faults.running_agent(node))
         print(f"fault: agent of {node} SIGKILLed during {phase} of {claim_name}", flush=True)
         with self.tally.lock:
             self.tally.faults[f"agent SIGKILL during {phase}"] += 1
@@ -438,7 +438,7 @@ class Chaos:
                 self.tally.faults["NAD deleted+recreated"] += 1
         elif kind == "agent-stop":
             node = self.rng.choice(self.driver.nodes)
-            agent = faults.agent_process(node)
+            agent = faults.running_agent(node)
             faults.pause(agent, AGENT_STOP)
             print(f"fault: agent of {node} stopped (SIGSTOP) for {AGENT_STOP:.0f} s", flush=True)
             with self.tally.lock:
