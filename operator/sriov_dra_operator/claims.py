@@ -56,6 +56,7 @@ from sriov_dra.constants import FINALIZER, KUBE_DELETE_PROTECTION, NODE_LABEL
 from sriov_dra.device_pools import DeviceKey, Pool, pools_from_slices
 from sriov_dra.errors import InvalidNad, SriovDraError
 from sriov_dra.nad import device_id_replaced, parse_nad_config, unrun_plugins_warning
+from sriov_dra.node_label import node_label_change
 from sriov_dra.node_selector import allocation_node
 from sriov_dra.release_signal import released_by_agent, released_vfs
 from sriov_dra.vfconfig import VfConfig, nad_reference
@@ -220,8 +221,10 @@ class ClaimReconciler:
                 self.waiting.discard(uid)
                 if self._allocated_by_scheduler(claim):
                     claim = await self._adopt(claim)
+                claim = await self._label_for_agent(claim)
                 await self._check_conflicts(claim)
             else:
+                claim = await self._label_for_agent(claim)
                 await self._allocate(claim)
         except StaleClaim as exc:
             self.metrics.write_conflicts.inc()
@@ -519,6 +522,18 @@ class ClaimReconciler:
         self._tell_device_ids(adopted, records)
         log.info(message, extra=_log_extra(adopted, node=node))
         return adopted
+
+    async def _label_for_agent(self, claim: Body) -> Body:
+        """Keep the node label the agents' watches select on (:mod:`sriov_dra.node_label`):
+        set on a claim someone else allocated, removed when it loses our VFs."""
+        change = node_label_change(claim, driver=self.settings.driver)
+        if change is None:
+            return claim
+        labelled = await self.writer.set_node_label(claim, change.node)
+        self.record(labelled)
+        message = "node label set for its agent" if change.node else "node label removed"
+        log.info(message, extra=_log_extra(labelled, node=change.node))
+        return labelled
 
     # -- allocated claims: conflicts ------------------------------------------------------------
 

@@ -116,6 +116,15 @@ def unmark_patch(claim: Mapping[str, Any], *, drop_finalizer: bool) -> Body:
     return {"metadata": metadata}
 
 
+def node_label_patch(claim: Mapping[str, Any], node: str | None) -> Body:
+    """Merge patch setting the node label to ``node`` (None removes it), nothing else.
+
+    For claims someone else allocated (:mod:`sriov_dra.node_label`): the agents'
+    label-filtered watches see them only with it.
+    """
+    return {"metadata": {"resourceVersion": _meta(claim)[2], "labels": {NODE_LABEL: node}}}
+
+
 class ClaimWriter:
     """Guarded writes to claims; each returns the claim as the apiserver stored it."""
 
@@ -169,6 +178,10 @@ class ClaimWriter:
         return await self._patch(
             claim, unmark_patch(claim, drop_finalizer=drop_finalizer), status=False
         )
+
+    async def set_node_label(self, claim: Mapping[str, Any], node: str | None) -> Body:
+        """Set (or with None remove) only the node label."""
+        return await self._patch(claim, node_label_patch(claim, node), status=False)
 
     async def write_allocation(
         self, claim: Mapping[str, Any], allocation: Mapping[str, Any]

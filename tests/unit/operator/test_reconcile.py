@@ -581,3 +581,47 @@ async def test_a_nad_with_a_device_id_is_accepted_and_the_claim_told_its_vf_is_u
     assert told == [("Normal", expected)]
     assert "0000:5e:00.9" in str(expected) and "0000:08:00.2" in str(expected)
     assert world.reasons("classic") == ["Allocated", "NadDeviceIdReplaced"]
+
+
+# -- the node label on claims someone else allocated ------------------------------------------
+
+
+def template_claim(name: str) -> Body:
+    """A claim generated for a pod from a template: the scheduler's, never ours to allocate."""
+    body = claim_body(name)
+    body["metadata"]["ownerReferences"] = [
+        {"apiVersion": "v1", "kind": "Pod", "name": "pod", "uid": "pod-uid", "controller": True}
+    ]
+    body["metadata"]["finalizers"] = ["resource.kubernetes.io/delete-protection"]
+    return body
+
+
+async def test_a_claim_the_scheduler_allocated_gets_its_nodes_label_and_loses_it(
+    world: World,
+) -> None:
+    body = template_claim("tpl")
+    body["status"] = {"allocation": allocation("node-a", VF0)}
+    world.create(body)
+    await world.reconcile("tpl")
+    stored = world.stored("tpl")
+    assert stored["metadata"]["labels"] == {NODE_LABEL: "node-a"}
+    # Only the label: the claim stays the scheduler's (no finalizer, no annotation, no Event).
+    assert FINALIZER not in stored["metadata"]["finalizers"]
+    assert "annotations" not in stored["metadata"]
+    assert world.writer.status_writes == []
+    assert world.events.posted == []
+
+    world.write(dict(stored, status={}))
+    await world.reconcile("tpl")
+    assert NODE_LABEL not in (world.stored("tpl")["metadata"].get("labels") or {})
+
+
+async def test_a_removed_label_on_an_allocated_claim_of_ours_comes_back(world: World) -> None:
+    world.create(claim_body("mine"))
+    await world.reconcile("mine")
+    allocated = world.stored("mine")
+    assert allocated["metadata"]["labels"] == {NODE_LABEL: "node-a"}
+    world.write(dict(allocated, metadata=dict(allocated["metadata"], labels={})))
+    await world.reconcile("mine")
+    assert world.stored("mine")["metadata"]["labels"] == {NODE_LABEL: "node-a"}
+    assert devices_of(world.stored("mine")) == [VF0]
