@@ -634,8 +634,18 @@ def test_ipam_exhausted_fails_attach_cleanly(
 
 
 def test_claim_allocated_by_someone_else_is_programmed_and_restored(scenario: Scenario) -> None:
-    claim = scenario.create(as_operator=False)
+    claim = scenario.create(as_operator=False, wait=False)
     assert constants.NODE_LABEL not in (claim["metadata"].get("labels") or {})
+    # The operator's one write to a claim it did not allocate (sriov_dra.node_label): the
+    # node label that the agent's watch selects by.
+    scenario.cluster.kubectl(
+        "label", "resourceclaim", scenario.name, "-n", scenario.namespace,
+        f"{constants.NODE_LABEL}={scenario.agent.node}",
+    )  # fmt: skip
+    wait_for(
+        lambda: (scenario.condition("VfConfigured") or {}).get("status") == "True",
+        what="VfConfigured=True in status.devices",
+    )
     assert scenario.nic.vf_vlan(scenario.vf.pci_address) == VLAN
     # No finalizer of ours: the claim goes at once; the agent restores the VF.
     scenario.cluster.kubectl("delete", "resourceclaim", scenario.name, "-n", scenario.namespace)

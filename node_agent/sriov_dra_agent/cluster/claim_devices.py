@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sriov_dra import allocation_record
-from sriov_dra.constants import ALLOCATION_ANNOTATION, NODE_LABEL
+from sriov_dra.constants import ALLOCATION_ANNOTATION
 from sriov_dra.errors import InvalidVfConfig
 from sriov_dra.naming import claim_ref, is_device_name, pci_address
 from sriov_dra.node_selector import pinned_nodes
@@ -71,10 +71,6 @@ def is_deleting(claim: Mapping[str, Any]) -> bool:
 
 def is_reserved(claim: Mapping[str, Any]) -> bool:
     return bool((claim.get("status") or {}).get("reservedFor"))
-
-
-def labelled_for(claim: Mapping[str, Any], node: str) -> bool:
-    return (meta(claim).get("labels") or {}).get(NODE_LABEL) == node
 
 
 def our_results(claim: Mapping[str, Any], *, node: str, driver: str) -> list[Mapping[str, Any]]:

@@ -1,21 +1,31 @@
 """Watches the ResourceClaims that concern this node and feeds them to the claim manager.
 
-Two watches (each a :class:`~sriov_dra_kube.list_watch.ListWatch`): one filtered
-server-side by the operator's node label (the claims it allocated here), one over
-every claim filtered here (claims allocated by anyone else -- the scheduler -- with
-results for our driver in this node's pool, and claims this node still holds VFs
-for). Events are coalesced per claim UID in a
-:class:`~sriov_dra_kube.workqueue.WorkQueue` (one worker per claim at a time) and
-handled by a few workers, each claim under its lock, so a burst of updates
-becomes one reconcile of the newest object. A change to a NAD (seen by the
-NAD cache) re-queues the claims using it. A periodic resync re-lists,
-releases VFs of claims that vanished while the agent was down, and detaches VFs
-whose pod netns died. A reconcile that raises (the API failed, an unexpected
-error) is re-queued after a per-claim back-off (1 s doubling up to the resync
-interval; a delayed add to the queue) rather than waiting for the next resync;
-success, a newer object or the claim's deletion ends the wait. Errors the
-reconcile reports itself (a NAD missing, programming refused) are in the claim's
-status and Events and are retried at the resync, or at once when the NAD changes.
+One watch (a :class:`~sriov_dra_kube.list_watch.ListWatch`), filtered by the API
+server with the node label the operator keeps on every claim allocated here,
+whoever allocated it (:mod:`sriov_dra.node_label`): an agent receives its own
+node's claims, not every claim of the cluster. Events are coalesced per claim UID
+in a :class:`~sriov_dra_kube.workqueue.WorkQueue` (one worker per claim at a time)
+and handled by a few workers, each claim under its lock, so a burst of updates
+becomes one reconcile of the newest object. A change to a NAD (seen by the NAD
+cache) re-queues the claims using it.
+
+A label-filtered watch says DELETED also when a claim merely lost the label (the
+operator removes it once the claim's allocation is cleared; anyone who may patch
+the claim can remove it too). So a DELETED is never taken on trust: the worker
+GETs the claim, and only a claim that is gone (or re-created under another uid)
+has its VFs released unconditionally; one that still exists is reconciled as it
+is now (its VFs stay while it is allocated here). The kubelet's
+NodePrepareResources reads its claim itself and needs no label.
+
+A periodic resync re-lists (with the same label selector), checks the claims this
+node holds VFs for that the list did not name (gone while the agent was down, or
+unlabelled) in the same way, and detaches VFs whose pod netns died. A reconcile
+that raises (the API failed, an unexpected error) is re-queued after a per-claim
+back-off (1 s doubling up to the resync interval; a delayed add to the queue)
+rather than waiting for the next resync; success, a newer object or the claim's
+deletion ends the wait. Errors the reconcile reports itself (a NAD missing,
+programming refused) are in the claim's status and Events and are retried at the
+resync, or at once when the NAD changes.
 """
 
 from __future__ import annotations
@@ -43,7 +53,7 @@ Body = dict[str, Any]
 
 
 class ClaimWatcher:
-    """Two watches, a coalescing queue and ``workers`` reconcilers."""
+    """A label-filtered watch, a coalescing queue and ``workers`` reconcilers."""
 
     def __init__(
         self,
@@ -53,7 +63,6 @@ class ClaimWatcher:
         nads: NadCache,
         *,
         node: str,
-        driver: str,
         workers: int = 4,
         resync_seconds: float = 30.0,
         retry_first_seconds: float = 1.0,
@@ -62,7 +71,8 @@ class ClaimWatcher:
         self.manager = manager
         self.locks = locks
         self.node = node
-        self.driver = driver
+        self.selector = f"{NODE_LABEL}={node}"
+        """The label selector of the watch and the resync list: this node's claims."""
         self.workers = workers
         self.resync_seconds = resync_seconds
         self._latest: dict[str, tuple[str, Body]] = {}
@@ -81,14 +91,7 @@ class ClaimWatcher:
         )
         """Per-claim delay before re-queueing a claim whose reconcile raised."""
 
-    # -- relevance -------------------------------------------------------------------------
-
-    def concerns_us(self, claim: Mapping[str, Any]) -> bool:
-        return (
-            claim_devices.labelled_for(claim, self.node)
-            or bool(claim_devices.our_results(claim, node=self.node, driver=self.driver))
-            or claim_devices.uid(claim) in self.manager.held_claims()
-        )
+    # -- queueing --------------------------------------------------------------------------
 
     def offer(self, kind: str, claim: Body) -> None:
         """Queue the newest state of a claim (``kind``: ADDED/MODIFIED/DELETED)."""
@@ -123,10 +126,16 @@ class ClaimWatcher:
         uid = claim_devices.uid(claim)
         meta = claim_devices.meta(claim)
         async with self.locks.hold(uid):
-            if kind == "DELETED":
-                await self.manager.claim_gone(uid, str(meta["namespace"]), str(meta["name"]))
-            else:
+            if kind != "DELETED":
                 await self.manager.reconcile(claim)
+                return
+            # Deleted, or only out of our label's sight: ask the API server which.
+            namespace, name = str(meta["namespace"]), str(meta["name"])
+            current = await self.api.get_claim(namespace, name)
+            if current is None or claim_devices.uid(current) != uid:
+                await self.manager.claim_gone(uid, namespace, name)
+            else:
+                await self.manager.reconcile(current)
 
     async def _process(self, uid: str) -> None:
         entry = self._latest.pop(uid, None) or self._failed.pop(uid, None)
@@ -157,53 +166,46 @@ class ClaimWatcher:
         self._failed[uid] = (kind, claim)
         self.queue.add_after(uid, delay)
 
-    # -- watches ---------------------------------------------------------------------------
+    # -- watch and resync ------------------------------------------------------------------
 
-    async def _list(self, label_selector: str) -> str:
-        items, version = await self.api.list_claims(label_selector=label_selector)
+    async def _list(self) -> str:
+        items, version = await self.api.list_claims(label_selector=self.selector)
         for item in items:
-            if label_selector or self.concerns_us(item):
-                self.offer("MODIFIED", item)
-        if not label_selector:
-            present = {claim_devices.uid(i) for i in items}
-            for uid in self._seen.keys() - present:
-                del self._seen[uid]
-            await self._gone_while_away(present)
-            for uid in self._failed.keys() - present:
-                # Gone, holding nothing here, and no DELETED reached us: nothing to retry.
-                del self._failed[uid]
-                self.queue.cancel_after(uid)
-                self.backoff.reset(uid)
+            self.offer("MODIFIED", item)
+        present = {claim_devices.uid(i) for i in items}
+        held = self.manager.held_claims()
+        for uid in self._seen.keys() - present - held.keys():
+            del self._seen[uid]
+        self._check_unlisted(present, held)
+        for uid in self._failed.keys() - present - held.keys():
+            # Out of sight, holding nothing here, and no DELETED reached us: nothing to retry.
+            del self._failed[uid]
+            self.queue.cancel_after(uid)
+            self.backoff.reset(uid)
         return version
 
-    async def _gone_while_away(self, present: set[str]) -> None:
-        for uid, (namespace, name) in self.manager.held_claims().items():
-            if uid not in present:
+    def _check_unlisted(self, present: set[str], held: Mapping[str, tuple[str, str]]) -> None:
+        """Claims this node holds VFs for that the list did not name: gone while the agent
+        was away, or unlabelled. Each is queued as DELETED, which the worker verifies."""
+        for uid, (namespace, name) in held.items():
+            if uid not in present and uid not in self._latest:
                 self.offer(
                     "DELETED", {"metadata": {"uid": uid, "namespace": namespace, "name": name}}
                 )
 
-    async def _watch(self, label_selector: str, stop: asyncio.Event) -> None:
+    async def _watch(self, stop: asyncio.Event) -> None:
         async def relist() -> str:
-            version = await self._list(label_selector)
-            if not label_selector:
-                self.synced.set()
+            version = await self._list()
+            self.synced.set()
             return version
-
-        def on_event(kind: str, claim: Body) -> None:
-            if label_selector:
-                self.offer(kind, claim)
-            elif not claim_devices.labelled_for(claim, self.node) and self.concerns_us(claim):
-                # Labelled claims arrive through the label watch already.
-                self.offer(kind, claim)
 
         await ListWatch(
             what="claim",
             relist=relist,
             watch=lambda version, timeout: self.api.watch_claims(
-                version, label_selector=label_selector, timeout_seconds=timeout
+                version, label_selector=self.selector, timeout_seconds=timeout
             ),
-            on_event=on_event,
+            on_event=self.offer,
             timeout_seconds=60,
         ).run(stop)
 
@@ -214,7 +216,7 @@ class ClaimWatcher:
             if stop.is_set():
                 return
             try:
-                await self._list("")
+                await self._list()
                 await self.manager.detach_dead(self.locks)
             except Exception as exc:
                 logger.warning("claim resync failed: %s", exc)
@@ -222,8 +224,7 @@ class ClaimWatcher:
     async def run(self, stop: asyncio.Event) -> None:
         """Watch and reconcile until ``stop`` is set."""
         tasks = [
-            asyncio.create_task(self._watch(f"{NODE_LABEL}={self.node}", stop)),
-            asyncio.create_task(self._watch("", stop)),
+            asyncio.create_task(self._watch(stop)),
             asyncio.create_task(self._resync(stop)),
             *(
                 asyncio.create_task(self.queue.run_worker(self._process))

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from typing import Any, cast
 
 import pytest
+from sriov_dra.constants import NODE_LABEL
 from sriov_dra.jsonlog import JsonFormatter
 from sriov_dra_agent.cluster.claim_locks import ClaimLocks
 from sriov_dra_agent.cluster.claim_manager import ClaimManager
@@ -31,9 +32,15 @@ PATIENCE = 5.0
 
 
 def claim(generation: int = 1) -> dict[str, Any]:
-    """A claim the scheduler allocated from this node's pool (no operator label)."""
+    """A claim allocated from this node's pool, with the node label the operator keeps."""
     return {
-        "metadata": {"uid": "u-1", "namespace": "ns", "name": "c", "generation": generation},
+        "metadata": {
+            "uid": "u-1",
+            "namespace": "ns",
+            "name": "c",
+            "generation": generation,
+            "labels": {NODE_LABEL: NODE},
+        },
         "status": {
             "allocation": {
                 "devices": {
@@ -47,14 +54,27 @@ def claim(generation: int = 1) -> dict[str, Any]:
 
 
 class Claims:
-    """The two claim calls of KubeApi over a list; watches stay open and quiet."""
+    """The claim calls of KubeApi over a list; watches stay open and quiet."""
 
     def __init__(self, items: list[dict[str, Any]]) -> None:
         self.items = items
+        self.selectors: list[str] = []
+        """The label selector of every list call."""
 
     async def list_claims(self, *, label_selector: str = "") -> tuple[list[dict[str, Any]], str]:
-        # Only the operator's label selector is used, and these claims carry no labels.
-        return ([] if label_selector else list(self.items)), "1"
+        self.selectors.append(label_selector)
+        key, _, value = label_selector.partition("=")
+        return [i for i in self.items if i["metadata"].get("labels", {}).get(key) == value], "1"
+
+    async def get_claim(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return next(
+            (
+                i
+                for i in self.items
+                if (i["metadata"]["namespace"], i["metadata"]["name"]) == (namespace, name)
+            ),
+            None,
+        )
 
     async def watch_claims(
         self, resource_version: str, *, label_selector: str = "", timeout_seconds: int = 120
@@ -90,8 +110,11 @@ class Manager:
     async def claim_gone(self, uid: str, namespace: str, name: str) -> None:
         self.record(("gone", 0))
 
+    held: dict[str, tuple[str, str]] = {}
+    """uid -> (namespace, name) of the claims this node holds VFs for."""
+
     def held_claims(self) -> dict[str, tuple[str, str]]:
-        return {}
+        return dict(self.held)
 
     def claims_using_nad(self, namespace: str, name: str) -> list[str]:
         return []
@@ -101,15 +124,16 @@ class Manager:
 
 
 @asynccontextmanager
-async def running(manager: Manager, items: list[dict[str, Any]]) -> AsyncIterator[ClaimWatcher]:
+async def running(
+    manager: Manager, items: list[dict[str, Any]], *, resync_seconds: float = 3600.0
+) -> AsyncIterator[ClaimWatcher]:
     watcher = ClaimWatcher(
         cast(KubeApi, Claims(items)),
         cast(ClaimManager, manager),
         ClaimLocks(),
         cast(NadCache, Nads()),
         node=NODE,
-        driver=DRIVER,
-        resync_seconds=3600.0,
+        resync_seconds=resync_seconds,
         retry_first_seconds=FIRST,
     )
     stop = asyncio.Event()
@@ -191,8 +215,10 @@ async def test_deleting_the_claim_cancels_its_retry_and_forgets_its_back_off(
 ) -> None:
     caplog.set_level(logging.INFO)
     manager = Manager(failures={1: 1_000, 3: 1})
-    async with running(manager, [claim()]) as watcher:
+    items = [claim()]
+    async with running(manager, items) as watcher:
         await until(manager, lambda: len(manager.calls) >= 3)
+        items.clear()
         watcher.offer("DELETED", claim())
         await until(manager, lambda: ("gone", 0) in manager.calls)
         await quiet()
@@ -206,3 +232,51 @@ async def test_deleting_the_claim_cancels_its_retry_and_forgets_its_back_off(
     delays = [line["retry_in_seconds"] for line in retry_lines(caplog)]
     assert delays[:failed_before] == [FIRST * 2**i for i in range(failed_before)]
     assert delays[failed_before:] == [FIRST]
+
+
+# -- only the node's label is watched; a DELETED is verified --------------------------------
+
+
+def unlabelled(body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` after someone removed the node label (it still exists, still allocated here)."""
+    return {**body, "metadata": {k: v for k, v in body["metadata"].items() if k != "labels"}}
+
+
+async def test_a_claim_that_only_lost_its_label_is_reconciled_not_released() -> None:
+    manager = Manager(failures={})
+    items = [claim()]
+    async with running(manager, items) as watcher:
+        await until(manager, lambda: len(manager.calls) >= 1)
+        items[0] = unlabelled(claim(2))
+        # What a label-filtered watch says when the label goes.
+        watcher.offer("DELETED", items[0])
+        await until(manager, lambda: len(manager.calls) >= 2)
+        await quiet()
+    assert manager.calls == [("reconcile", 1), ("reconcile", 2)]
+
+
+async def test_a_claim_deleted_and_recreated_under_its_name_is_released() -> None:
+    manager = Manager(failures={})
+    items = [claim()]
+    async with running(manager, items) as watcher:
+        await until(manager, lambda: len(manager.calls) >= 1)
+        recreated = claim(2)
+        recreated["metadata"]["uid"] = "u-2"
+        items[0] = recreated
+        watcher.offer("DELETED", claim())
+        await until(manager, lambda: len(manager.calls) >= 2)
+    assert manager.calls == [("reconcile", 1), ("gone", 0)]
+
+
+async def test_the_resync_lists_by_label_and_checks_held_claims_it_did_not_list() -> None:
+    manager = Manager(failures={})
+    manager.held = {"u-1": ("ns", "c"), "u-gone": ("ns", "gone")}
+    items = [unlabelled(claim())]
+    async with running(manager, items, resync_seconds=FIRST) as watcher:
+        await until(manager, lambda: ("gone", 0) in manager.calls and len(manager.calls) >= 2)
+        api = cast(Claims, watcher.api)
+    # Only this node's label is ever listed (the watch's first list and the resyncs).
+    assert set(api.selectors) == {f"{NODE_LABEL}={NODE}"}
+    # The held claim that still exists is reconciled as it is; the vanished one released.
+    assert ("reconcile", 1) in manager.calls
+    assert ("gone", 0) in manager.calls
