@@ -10,13 +10,18 @@ pool (the kubelet wipes them itself once the plugin is gone for good).
 Which VFs are published, and with which extra attributes, is the ``advertise``
 hook's decision (the advertisement policies); when its inputs change,
 :meth:`SlicePublisher.republish` wakes the loop instead of waiting for the rescan.
+The ``taints`` hook (device health) works the same way: a PF link going down or
+up calls :meth:`SlicePublisher.republish`. An API server without the
+``DRADeviceTaints`` gate drops the taints it is sent; the publisher notices on
+the answer, says so once, and stops sending them (else every comparison would
+differ and bump the generation for nothing).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from sriov_dra.advertisement import Advertisement
@@ -44,6 +49,7 @@ class SlicePublisher:
         on_publish: Callable[[int, int], None] | None = None,
         resource_names: ResourceNames | None = None,
         advertise: Callable[[Inventory], Awaitable[Advertisement]] | None = None,
+        taints: Callable[[Inventory], Mapping[str, Sequence[Mapping[str, Any]]]] | None = None,
     ) -> None:
         self.api = api
         self.node = node
@@ -58,6 +64,10 @@ class SlicePublisher:
         """The Multus resource name of each VF (``--resource-name``)."""
         self._advertise = advertise
         """Which VFs to publish, with which extra attributes (None: all, as they are)."""
+        self._taints = taints
+        """Device name -> its taints (the device health); None: no taints."""
+        self.taints_dropped = False
+        """The API server dropped the taints we sent (no ``DRADeviceTaints`` gate)."""
         self.wake = asyncio.Event()
         """Set by :meth:`republish`: the next sync compares with the server at once."""
         self._published: Inventory | None = None
@@ -80,6 +90,9 @@ class SlicePublisher:
         owner = await self._owner()
         existing = await self.api.list_slices(node=self.node, driver=self.driver)
         advertisement = None if self._advertise is None else await self._advertise(inventory)
+        taints = None
+        if self._taints is not None and not self.taints_dropped:
+            taints = self._taints(inventory)
         draft = build_slices(
             inventory,
             driver=self.driver,
@@ -87,6 +100,7 @@ class SlicePublisher:
             owner=owner,
             resource_names=self.resource_names,
             advertisement=advertisement,
+            taints=taints,
         )
         generation = next_generation(existing, draft)
         if generation is None:
@@ -99,19 +113,22 @@ class SlicePublisher:
             owner=owner,
             resource_names=self.resource_names,
             advertisement=advertisement,
+            taints=taints,
         )
         wanted = {s["metadata"]["name"] for s in desired}
         current: dict[str, dict[str, Any]] = {s["metadata"]["name"]: s for s in existing}
         for name in sorted(set(current) - wanted):
             await self.api.delete_slice(name)
+        stored = []
         for body in desired:
             name = body["metadata"]["name"]
             old = current.get(name)
             if old is None:
-                await self.api.create_slice(body)
+                stored.append(await self.api.create_slice(body))
             else:
                 body["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
-                await self.api.replace_slice(name, body)
+                stored.append(await self.api.replace_slice(name, body))
+        self._check_taints_kept(desired, stored)
         self.generation = generation
         self._resource_names_published = resource_names_of(desired)
         devices = sum(len(s["spec"]["devices"]) for s in desired)
@@ -127,6 +144,20 @@ class SlicePublisher:
         if self._on_publish is not None:
             self._on_publish(generation, devices)
         return True
+
+    def _check_taints_kept(
+        self, sent: Sequence[Mapping[str, Any]], stored: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Notice an API server that dropped the device taints we sent, and stop sending them."""
+        if _tainted(sent) and not _tainted(stored):
+            self.taints_dropped = True
+            logger.warning(
+                "the API server dropped the device taints of the resource slices; "
+                "fix: enable the DRADeviceTaints feature gate on kube-apiserver "
+                "(and kube-scheduler) to keep new claims off VFs whose PF link is down",
+                extra={"node": self.node, "devices": sorted(_tainted(sent))},
+            )
+            self.forget()
 
     def published_resource_name(self, device: str) -> str | None:
         """The ``k8s.cni.cncf.io/resourceName`` device ``device`` was last published with
@@ -187,3 +218,13 @@ class SlicePublisher:
         finally:
             for task in waits:
                 task.cancel()
+
+
+def _tainted(slices: Sequence[Mapping[str, Any]]) -> set[str]:
+    """Names of the devices of ``slices`` that carry taints."""
+    return {
+        str(device["name"])
+        for item in slices
+        for device in (item.get("spec") or {}).get("devices") or []
+        if device.get("taints")
+    }

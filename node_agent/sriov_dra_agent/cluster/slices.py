@@ -9,6 +9,10 @@ spread over several slices that all carry ``resourceSliceCount``.
 The pool generation is bumped whenever the published content changes (not
 only when more than one slice changes, as the Go helper does): consumers
 then never mix slices of two inventories.
+
+Devices may carry ``taints`` (resource.k8s.io/v1, gate ``DRADeviceTaints``): the
+agent's device health taints the VFs of a PF whose link is down
+(:mod:`sriov_dra.device_health`), so that no new claim gets them.
 """
 
 from __future__ import annotations
@@ -141,6 +145,21 @@ def advertised(devices: Sequence[Device], advertisement: Advertisement | None) -
     return published
 
 
+def with_taints(
+    devices: Sequence[Device], taints: Mapping[str, Sequence[Mapping[str, Any]]] | None
+) -> list[Device]:
+    """``devices`` with ``taints[name]`` as their ``taints``; devices without any get none."""
+    if not taints:
+        return list(devices)
+    tainted = []
+    for device in devices:
+        extra = taints.get(device["name"])
+        if extra:
+            device = {**device, "taints": [dict(taint) for taint in extra]}
+        tainted.append(device)
+    return tainted
+
+
 def chunk_devices(
     devices: Sequence[Device], limit: int = MAX_DEVICES_PER_SLICE
 ) -> list[list[Device]]:
@@ -171,15 +190,20 @@ def build_slices(
     limit: int = MAX_DEVICES_PER_SLICE,
     resource_names: ResourceNames | None = None,
     advertisement: Advertisement | None = None,
+    taints: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
 ) -> list[dict[str, Any]]:
     """The complete ResourceSlice objects of ``inventory``'s pool at ``generation``.
 
     ``owner`` is ``{"name", "uid"}`` of the Node: the slices then go away with it.
     ``resource_names`` gives VFs their Multus resource name (:func:`with_resource_names`).
     ``advertisement`` chooses the VFs published and their extra attributes (:func:`advertised`).
+    ``taints`` are device name -> taints of that device (:func:`with_taints`).
     """
-    devices = with_resource_names(
-        advertised(pool_devices(inventory), advertisement), inventory, resource_names
+    devices = with_taints(
+        with_resource_names(
+            advertised(pool_devices(inventory), advertisement), inventory, resource_names
+        ),
+        taints,
     )
     chunks = chunk_devices(devices, limit)
     slices: list[dict[str, Any]] = []

@@ -7,7 +7,9 @@ expects (``k8s.io/dynamic-resource-allocation/kubeletplugin``):
   GetInfo answers type ``DRAPlugin``, the driver name, the DRA socket path and
   the service versions; NotifyRegistrationStatus is logged and recorded.
 - ``<plugins-dir>/<driver>/dra.sock`` serves ``k8s.io.kubelet.pkg.apis.dra.v1.DRAPlugin``
-  and ``...v1beta1.DRAPlugin`` (identical messages, different package).
+  and ``...v1beta1.DRAPlugin`` (identical messages, different package), plus any
+  extra services given (the device health stream, ``v1alpha1.DRAResourceHealth``,
+  which kubelet 1.34 calls on this same socket).
 
 This module is transport only: each claim of a request goes to a
 :class:`ClaimPreparer` (the agent), under a per-claim lock, and its outcome,
@@ -282,6 +284,7 @@ class KubeletPlugin:
         *,
         locks: ClaimLocks | None = None,
         on_registration: Callable[[RegistrationStatus], None] | None = None,
+        extra_services: Sequence[tuple[Any, Callable[[Any, grpc.aio.Server], None]]] = (),
     ) -> None:
         self.config = config or KubeletPluginConfig()
         self.locks = locks or ClaimLocks()
@@ -298,6 +301,7 @@ class KubeletPlugin:
                 _DraService(dra_v1beta1_pb2, "v1beta1", preparer, self._runner),
                 dra_v1beta1_pb2_grpc.add_DRAPluginServicer_to_server,
             ),
+            *extra_services,
         ]
         self._servers = _Servers()
 
