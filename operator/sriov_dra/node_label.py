@@ -40,12 +40,12 @@ def current_node_label(claim: Mapping[str, Any]) -> str | None:
 
 
 def allocated_node(claim: Mapping[str, Any], *, driver: str) -> str | None:
-    """The node whose agent programs the claim's VFs: the pool of its results for ``driver``.
+    """The node whose agent programs the claim's VFs, None when no result is ``driver``'s.
 
-    Our pools are named after their node. None when the allocation has no result of
-    ``driver`` (adminAccess ones excluded: they program nothing). Results in several
-    pools (node-local slices cannot give that) name the node the allocation is pinned
-    to when it is one of them, else the first pool by name, so the answer is stable.
+    The node the allocation is pinned to (its nodeSelector names one), else the pool
+    of its results (the agent names its pool after its node), the first by name when
+    there are several, so the answer is stable. adminAccess results program nothing
+    and do not count.
     """
     allocation = (claim.get("status") or {}).get("allocation") or {}
     pools = sorted(
@@ -57,8 +57,7 @@ def allocated_node(claim: Mapping[str, Any], *, driver: str) -> str | None:
     )
     if not pools:
         return None
-    pinned = allocation_node(allocation)
-    return pinned if pinned in pools else pools[0]
+    return allocation_node(allocation) or pools[0]
 
 
 def node_label_change(claim: Mapping[str, Any], *, driver: str) -> NodeLabelChange | None:

@@ -54,6 +54,10 @@ def claim(
             claim([result("node-b"), result("node-a")], pinned="node-b"), "node-b", id="pinned"
         ),
         pytest.param(claim([result("node-b"), result("node-a")]), "node-a", id="first-by-name"),
+        pytest.param(
+            claim([result("node-a.pool")], pinned="node-a"), "node-a", id="pinned-not-pool"
+        ),
+        pytest.param(claim([], pinned="node-a"), None, id="pinned-but-no-result"),
     ],
 )
 def test_allocated_node(body: dict[str, Any], node: str | None) -> None:
