@@ -44,6 +44,8 @@ from sriov_dra_agent.cluster.claim_watcher import ClaimWatcher
 from sriov_dra_agent.cluster.device_status import DeviceStatusWriter
 from sriov_dra_agent.cluster.nad_cache import NadCache
 from sriov_dra_agent.cluster.slice_publisher import SlicePublisher
+from sriov_dra_agent.health.health_service import health_servicer
+from sriov_dra_agent.health.pf_links import PfLinkMonitor
 from sriov_dra_agent.kubelet.cdi import CdiHook
 from sriov_dra_agent.kubelet.plugin import KubeletPlugin, KubeletPluginConfig
 from sriov_dra_agent.kubelet.prepared_claims import PreparedClaims
@@ -90,6 +92,11 @@ class Agent:
             component=COMPONENT,
             on_change=lambda: self.publisher.republish(),
         )
+        self.links = PfLinkMonitor(
+            node=settings.node_name,
+            netns=self.backend.host_netns(),
+            on_change=lambda: self.publisher.republish(),
+        )
         self.publisher = SlicePublisher(
             api,
             node=settings.node_name,
@@ -99,6 +106,8 @@ class Agent:
             on_publish=self.metrics.on_publish,
             resource_names=settings.resource_names,
             advertise=self.policies.decide,
+            on_inventory=self.links.set_inventory,
+            taints=self.links.taints,
         )
         scope = NodeScope(settings.node_name, settings.driver_name, settings.nad_namespaces)
         self.nads = NadCache(api, on_fetch=self.metrics.nad_fetches.inc)
@@ -151,6 +160,7 @@ class Agent:
                 plugins_dir=settings.kubelet_plugins_dir,
             ),
             locks=self.locks,
+            extra_services=[health_servicer(self.links)],
         )
         attacher = ClaimAttacher(
             scope,
@@ -225,6 +235,7 @@ class Agent:
                 self.tasks = [
                     asyncio.create_task(self.nads.run(stop), name="nad-cache"),
                     asyncio.create_task(self.policies.run(stop), name="advertisement-policies"),
+                    asyncio.create_task(self.links.run(stop), name="pf-links"),
                     asyncio.create_task(self.publisher.run(stop), name="slice-publisher"),
                     asyncio.create_task(self.watcher.run(stop), name="claim-watcher"),
                     asyncio.create_task(self._gauges(stop), name="gauges"),

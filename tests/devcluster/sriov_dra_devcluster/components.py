@@ -24,6 +24,10 @@ SIMULATED_NODE_ANNOTATION: Final = "kwok.x-k8s.io/node"
 SIMULATED_NODE_VALUE: Final = "fake"
 NODE_LEASE_SECONDS: Final = 40
 SERVICE_ACCOUNT_ISSUER: Final = "https://kubernetes.default.svc.cluster.local"
+CONTROL_PLANE_FEATURE_GATES: Final = "--feature-gates=DRADeviceTaints=true"
+"""Alpha in 1.34: the API server keeps ResourceSlice device taints (the agent taints the
+VFs of a PF whose link is down), the scheduler honours them, the controller manager's
+taint eviction controller knows them."""
 
 
 @dataclass(frozen=True)
@@ -161,6 +165,7 @@ def component_specs(
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--allow-privileged=true",
                 "--profiling=false",
+                CONTROL_PLANE_FEATURE_GATES,
                 "--v=1",
             ),
             ports.apiserver,
@@ -185,6 +190,7 @@ def component_specs(
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--controllers=*",
                 "--profiling=false",
+                CONTROL_PLANE_FEATURE_GATES,
                 "--v=1",
             ),
             ports.controller_manager,
@@ -200,6 +206,7 @@ def component_specs(
                 "--bind-address=127.0.0.1",
                 f"--secure-port={ports.scheduler}",
                 f"--cert-dir={files.cert_dir(SCHEDULER)}",
+                CONTROL_PLANE_FEATURE_GATES,
                 "--v=1",
             ),
             ports.scheduler,

@@ -232,6 +232,9 @@ evictionHard: {{memory.available: "100Mi", nodefs.available: "0%", imagefs.avail
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 registerNode: true
+# Alpha in 1.34: the kubelet watches the DRA health stream (NodeWatchResources) and shows
+# device health in the pods' status.
+featureGates: {{ResourceHealthStatus: true}}
 """
 
     def kube_proxy_config(self, kubeconfig: Path) -> str:

@@ -319,6 +319,20 @@ class SimulatedNic:
             if port is not None:
                 esw.link("set", index=port, state="down" if state == "disable" else "up")
 
+    def set_uplink(self, pf_name: str, up: bool) -> None:
+        """Pull or plug the PF's cable: its switch port and its uplinks into the fabric.
+
+        Down, the PF netdev loses carrier (as a real PF whose link drops) and its VFs
+        reach nothing beyond their own switch; up restores both.
+        """
+        pf_index = int(self._pf_marker(pf_name)["pf_index"])
+        state = "up" if up else "down"
+        with self._locked(), IPRoute(netns=self.esw_ns, flags=0) as esw:
+            for link in esw.link("dump"):
+                name = str(link.get("IFLA_IFNAME"))
+                if name == f"p{pf_index}pf" or name.startswith(f"u{pf_index}v"):
+                    esw.link("set", index=int(link["index"]), state=state)
+
     def vf_vlan(self, pci: str) -> int:
         """The VLAN whose bridge the VF's port is on now (kernel state, not the marker)."""
         with IPRoute(netns=self.esw_ns, flags=0) as esw:

@@ -1,0 +1,165 @@
+"""Device health end to end: the simulated uplink of one PF goes down and comes back.
+
+Real API server (with the DRADeviceTaints gate the dev cluster sets), the agent
+process on a simulated NIC with two PFs, this test playing the kubelet on the
+agent's DRA socket (``v1alpha1.DRAResourceHealth/NodeWatchResources``). Down: the
+published slice carries the NoSchedule taint on that PF's VFs only, and the stream
+reports exactly those VFs unhealthy. Up: both cleared.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from agent_harness import AgentProcess, wait_for
+from sriov_dra import constants
+from sriov_dra.device_health import PF_LINK_DOWN_TAINT
+from sriov_dra_agent.proto import dra_health_v1alpha1_pb2, dra_health_v1alpha1_pb2_grpc
+from sriov_dra_agent.vf.backends.simulated_nic import SimPf, SimulatedNic
+from sriov_dra_devcluster.cluster import DevCluster
+
+pytestmark = [pytest.mark.integration, pytest.mark.netns]
+
+ROOT = Path(__file__).resolve().parents[2]
+DOWN_PF, OTHER_PF = "simpf0", "simpf1"
+HEALTHY = dra_health_v1alpha1_pb2.HEALTHY
+UNHEALTHY = dra_health_v1alpha1_pb2.UNHEALTHY
+
+
+@pytest.fixture(scope="module")
+def agent_kubeconfig(cluster: DevCluster) -> Path:
+    """The agent runs as its ServiceAccount with the shipped RBAC."""
+    for manifest in ("namespace.yaml", "serviceaccounts.yaml", "rbac-agent.yaml"):
+        cluster.kubectl("apply", "-f", str(ROOT / "manifests" / "base" / manifest))
+    return cluster.kubeconfig_for_service_account("sriov-dra", "sriov-dra-agent")
+
+
+@pytest.fixture
+def node(cluster: DevCluster) -> Iterator[str]:
+    """A Node object of its own (no kubelet: the test plays it)."""
+    name = f"h-node-{secrets.token_hex(3)}"
+    cluster.kubectl("create", "-f", "-", input=json.dumps(
+        {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}}
+    ))  # fmt: skip
+    try:
+        yield name
+    finally:
+        cluster.kubectl("delete", "node", name, "--wait=false", check=False)
+        cluster.kubectl(
+            "delete", "resourceslices", "--field-selector", f"spec.nodeName={name}",
+            "--wait=false", check=False,
+        )  # fmt: skip
+
+
+@pytest.fixture
+def nic(node: str) -> Iterator[SimulatedNic]:
+    nic = SimulatedNic(node, prefix="h" + secrets.token_hex(3))
+    nic.build([SimPf(DOWN_PF, total_vfs=4, num_vfs=2), SimPf(OTHER_PF, total_vfs=4, num_vfs=2)])
+    try:
+        yield nic
+    finally:
+        nic.destroy()
+
+
+@pytest.fixture
+def agent(node: str, nic: SimulatedNic, agent_kubeconfig: Path) -> Iterator[AgentProcess]:
+    root = Path(tempfile.mkdtemp(prefix="h-", dir="/tmp"))
+    proc = AgentProcess(node=node, sim_prefix=nic.prefix, kubeconfig=agent_kubeconfig, root=root)
+    proc.start()
+    try:
+        yield proc
+    finally:
+        if proc.proc is not None and proc.proc.poll() is None:
+            proc.terminate()
+        print(proc.log()[-4000:])
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def published(cluster: DevCluster, node: str) -> dict[str, dict[str, Any]]:
+    """Device name -> device, over the node's slices of our driver."""
+    out = cluster.kubectl(
+        "get", "resourceslices", "-o", "json", "--field-selector", f"spec.nodeName={node}"
+    )
+    return {
+        device["name"]: device
+        for item in json.loads(out.stdout)["items"]
+        if item["spec"]["driver"] == constants.DRIVER_NAME
+        for device in item["spec"].get("devices") or []
+    }
+
+
+def pf_of(device: dict[str, Any]) -> str:
+    return str(device["attributes"][constants.ATTR_PF_NAME]["string"])
+
+
+def tainted(devices: dict[str, dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    return {name: device["taints"] for name, device in devices.items() if device.get("taints")}
+
+
+def next_matching(stream: Iterator[Any], want: Callable[[dict[str, int]], bool]) -> dict[str, int]:
+    """Read the health stream until a message satisfies ``want``; that message's health."""
+    for message in stream:
+        health = {d.device.device_name: d.health for d in message.devices}
+        if want(health):
+            return health
+    raise AssertionError("the health stream ended")
+
+
+def test_uplink_down_taints_and_reports_unhealthy_up_clears_both(
+    cluster: DevCluster, node: str, nic: SimulatedNic, agent: AgentProcess
+) -> None:
+    devices = wait_for(
+        lambda: published(cluster, node) if len(published(cluster, node)) == 4 else None,
+        what="the agent to publish the 4 VFs",
+    )
+    down_vfs = {name for name, device in devices.items() if pf_of(device) == DOWN_PF}
+    assert len(down_vfs) == 2
+    assert tainted(devices) == {}
+
+    with grpc.insecure_channel(f"unix://{agent.dra_socket}") as channel:
+        stub = dra_health_v1alpha1_pb2_grpc.DRAResourceHealthStub(channel)
+        stream = stub.NodeWatchResources(
+            dra_health_v1alpha1_pb2.NodeWatchResourcesRequest(), timeout=120
+        )
+        all_healthy = next_matching(stream, lambda h: set(h.values()) == {HEALTHY})
+        assert set(all_healthy) == set(devices)
+
+        nic.set_uplink(DOWN_PF, up=False)
+        health = next_matching(stream, lambda h: UNHEALTHY in h.values())
+        assert {name for name, state in health.items() if state == UNHEALTHY} == down_vfs
+        assert {state for name, state in health.items() if name not in down_vfs} == {HEALTHY}
+        taints = wait_for(
+            lambda: tainted(published(cluster, node)) or None,
+            what=f"the taints on the VFs of {DOWN_PF}",
+        )
+        assert set(taints) == down_vfs
+        for device_taints in taints.values():
+            (taint,) = device_taints
+            assert taint["key"] == PF_LINK_DOWN_TAINT
+            assert taint["value"] == DOWN_PF
+            assert taint["effect"] == "NoSchedule"
+            assert taint["timeAdded"]
+
+        nic.set_uplink(DOWN_PF, up=True)
+        next_matching(stream, lambda h: set(h.values()) == {HEALTHY})
+        wait_for(
+            lambda: not tainted(published(cluster, node)) or None,
+            what=f"the taints on the VFs of {DOWN_PF} to go",
+        )
+        stream.cancel()
+
+    changes = [
+        (r["before"], r["after"])
+        for r in agent.log_records()
+        if r.get("message", "").startswith("PF link") and r.get("pf") == DOWN_PF
+    ]
+    assert changes[-2:] == [("up", "down"), ("down", "up")]
+    assert "DRADeviceTaints" not in agent.log(), "the API server must keep the taints"
