@@ -245,6 +245,17 @@ class ClusterCache:
         """Forget a pod; returns the claims it was pending on."""
         return self._set_pod(uid_of(body), frozenset())
 
+    def replace_pods(self, bodies: Iterable[Mapping[str, Any]]) -> frozenset[Ref]:
+        """Track exactly ``bodies`` (a fresh list); returns claims whose pending set changed."""
+        bodies = list(bodies)
+        listed = {uid_of(body) for body in bodies}
+        changed: set[Ref] = set()
+        for pod_uid in set(self._pod_refs) - listed:
+            changed |= self._set_pod(pod_uid, frozenset())
+        for body in bodies:
+            changed |= self.upsert_pod(body)
+        return frozenset(changed)
+
     def _set_pod(self, pod_uid: str, refs: frozenset[Ref]) -> frozenset[Ref]:
         before = self._pod_refs.get(pod_uid, frozenset())
         for ref in before - refs:

@@ -1,7 +1,8 @@
 """Wiring: watch events in, cache updates, kicks to the work queue, workers out.
 
-Nothing is decided here. Watch events (from kopf's ``on.event`` handlers) update
-the cache and enqueue the claims they may unblock; workers reconcile claims one
+Nothing is decided here. Watch events (from kopf's ``on.event`` handlers, and
+from the unscheduled pods' own watch, :mod:`.pending_pods`) update the cache and
+enqueue the claims they may unblock; workers reconcile claims one
 at a time each (:mod:`.claims`). Before the first decision the whole state is
 listed from the API (:meth:`Controller.prime`), so a restarted operator sees
 every allocation, whoever wrote it, before it hands out a single VF.
@@ -14,7 +15,7 @@ import contextlib
 import json
 import logging
 import socket
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from kubernetes_asyncio import client
@@ -28,10 +29,11 @@ from sriov_dra_kube.events import (
 )
 from sriov_dra_kube.workqueue import WorkQueue
 
-from .cache import ClusterCache, ref_of, uid_of
+from .cache import ClusterCache, Ref, ref_of, uid_of
 from .claims import ClaimReconciler
 from .metrics import OperatorMetrics
 from .nodes import NodeLookup
+from .pending_pods import PendingPods
 from .settings import OperatorSettings
 from .slices import vf_counts
 from .status_writer import ClaimWriter
@@ -97,13 +99,16 @@ class Controller:
             requeue=self.queue,
             nodes=NodeLookup(api),
         )
+        self.pods = PendingPods(api, self.cache, self.pods_changed)
+        """Unscheduled pods only (a server-side field selector), not every pod."""
         self.primed = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
 
     # -- start and stop -------------------------------------------------------------------------
 
     async def prime(self) -> None:
-        """List claims, slices, classes, NADs, pods and nodes before deciding anything."""
+        """List claims, slices, classes, NADs, unscheduled pods and nodes before deciding."""
         objects = client.CustomObjectsApi(self.api)
         core = client.CoreV1Api(self.api)
         for body in await _list_pages(
@@ -131,8 +136,7 @@ class Controller:
             nads = []
         for body in nads:
             self.cache.upsert_nad(body)
-        for body in await _list_pages(core.list_pod_for_all_namespaces):
-            self.cache.upsert_pod(body)
+        await self.pods.prime()
         await self._list_nodes(core)
         claims = await _list_pages(
             objects.list_cluster_custom_object, "resource.k8s.io", "v1", "resourceclaims"
@@ -200,9 +204,11 @@ class Controller:
         for _ in range(self.settings.workers):
             self._tasks.append(asyncio.create_task(self.queue.run_worker(self._reconcile)))
         self._tasks.append(asyncio.create_task(self._gauges()))
+        self._tasks.append(asyncio.create_task(self.pods.list_watch().run(self._stopping)))
 
     async def stop(self) -> None:
-        """Cancel workers and timers."""
+        """Cancel workers, timers and the pod watch."""
+        self._stopping.set()
         self.queue.close()
         for task in self._tasks:
             task.cancel()
@@ -274,12 +280,9 @@ class Controller:
         for uid in list(self.reconciler.waiting.for_release.get(body["metadata"]["name"], ())):
             self.queue.add(uid)
 
-    def on_pod(self, event_type: str | None, body: Mapping[str, Any]) -> None:
-        """A pod changed: claims it stopped (or started) pending on are re-checked."""
-        if event_type == "DELETED":
-            refs = self.cache.remove_pod(body)
-        else:
-            refs = self.cache.upsert_pod(body)
+    def pods_changed(self, refs: Iterable[Ref]) -> None:
+        """Unscheduled pods changed: the claims they stopped (or started) pending on are
+        re-checked."""
         for ref in refs:
             claim = self.cache.claim_by_ref(ref)
             if claim is not None:

@@ -1,6 +1,8 @@
 """``sriov-dra operator``: kopf embedded, cluster-wide, standalone.
 
-Only ``on.event`` handlers watch resources, and they only feed the controller.
+Only ``on.event`` handlers watch resources through kopf, and they only feed the
+controller; the unscheduled pods are watched by the controller itself, with a
+server-side field selector kopf cannot send (:mod:`.pending_pods`).
 That choice keeps kopf's state out of our objects: ``on.event`` handlers write
 no progress or diff-base annotations and add no finalizer (kopf adds its
 finalizer only for ``on.delete``, daemons and timers, none of which we use), and
@@ -40,7 +42,6 @@ CLAIMS = ("resource.k8s.io", "v1", "resourceclaims")
 SLICES = ("resource.k8s.io", "v1", "resourceslices")
 CLASSES = ("resource.k8s.io", "v1", "deviceclasses")
 NADS = ("k8s.cni.cncf.io", "v1", "network-attachment-definitions")
-PODS = ("", "v1", "pods")
 NODES = ("", "v1", "nodes")
 
 
@@ -122,10 +123,6 @@ def build_registry(
     @kopf.on.event(*NADS, registry=registry)
     async def nad_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         memo.controller.on_nad(event.get("type"), event["object"])
-
-    @kopf.on.event(*PODS, registry=registry)
-    async def pod_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-        memo.controller.on_pod(event.get("type"), event["object"])
 
     if watch_nodes:
 

@@ -128,3 +128,15 @@ def test_in_flight_reservation_and_allocation_overlap_without_freeing_early() ->
     cache.reserve([key("vf1")])
     cache.unreserve([key("vf1")])  # the write failed: nothing taken
     assert list(cache.usage) == []
+
+
+def test_a_relist_forgets_pods_it_no_longer_names_and_reports_their_claims() -> None:
+    cache = ClusterCache()
+    cache.upsert_pod(pod())
+    other = pod(uid="p2", name="q")
+    other["spec"]["resourceClaims"] = [{"name": "vf", "resourceClaimName": "other"}]
+    # p1 was scheduled (or deleted) while the watch was broken; p2 is new.
+    assert cache.replace_pods([other]) == {("ns", "static"), ("ns", "other")}
+    assert not cache.has_pending_pod(("ns", "static"))
+    assert cache.has_pending_pod(("ns", "other"))
+    assert cache.replace_pods([other]) == frozenset()
