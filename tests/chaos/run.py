@@ -49,9 +49,10 @@ ALLOCATION_BOUND: Final = 240.0
 POD_BOUND: Final = 240.0
 """Seconds for a pod to run and for a deleted pod or claim to be gone, faults included."""
 IMAGE: Final = "quay.io/schseba/toolbox:latest"
-AGENT_STOP: Final = 40.0
+AGENT_STOP: Final = 50.0
 """Seconds an agent is stopped: beyond the operator's 15 s lease and the kubelet's
-liveness probe (3 x 10 s), which restarts it; deleted claims on its node must wait."""
+liveness probe (3 misses 10 s apart, 5 s timeout each), which restarts it; deleted
+claims on its node must wait."""
 WORKERS: Final = 8
 """As many claims in flight as the two real nodes have VFs."""
 
