@@ -1,19 +1,29 @@
 """The operator against a dev cluster: N static claims created at once.
 
-For each N it measures, with one kubernetes_asyncio client:
+For each N it measures, in one run, with one kubernetes_asyncio client and the
+same concurrency, each phase on its own DeviceClass and fresh ResourceSlices
+(same layout, same CEL selector) so no phase sees another's devices:
 
-- the operator: claims allocated per second (first create sent -> last allocation
-  seen on a watch) and p50/p99 of create-returned -> allocation-seen per claim;
-- the floor, in the same run and with the same client and concurrency: the raw
-  rate of ``resourceclaims/status`` PATCHes writing an allocation to N claims
-  of a class the operator ignores. The operator needs two claim writes (metadata,
-  then status) and one Event per claim, so floor/3 is what strict write-bound
-  work would give.
+- kube-scheduler (first, before the operator runs): N pods on the kwok nodes,
+  each with a ResourceClaimTemplate asking for one VF; pods/s from the first pod
+  create sent to the last ``status.allocation`` seen, and p50/p99 per pod from its
+  create returned to its claim's allocation seen;
+- the two-write floor: per claim, one metadata PATCH then one status PATCH
+  (what the operator must write, since the status strategy resets metadata), on
+  claims of a class the operator ignores; claims/s, and the p50 round trip of one
+  PATCH under that load;
+- the operator: claims/s (first create sent -> last allocation seen on a watch),
+  p50/p99 of create-returned -> allocation-seen per claim, and the p99 of the part
+  of each wait after the create burst was over (allocation-seen minus the later of
+  its own create and the last create).
 
-    sriov-dra devcluster up
+    sriov-dra devcluster up --nodes 0 --kwok-nodes 10
     .venv/bin/python bench/bench_operator_claims.py [--counts 100,1000] [--kubeconfig K]
 
-The operator runs as a separate process (``sriov-dra operator``), started here.
+The kwok nodes must hold N pods (110 each). The operator runs as a separate
+process (``sriov-dra operator``), started after the scheduler phases. The last
+line is for a reader: ``operator-claims N=<largest N>: X claims/s; floor-ratio R;
+scheduler-ratio S; p99 P ms``.
 """
 
 from __future__ import annotations
@@ -47,8 +57,9 @@ from sriov_dra_agent.cluster.device_status import released_entries  # noqa: E402
 
 GROUP, VERSION = "resource.k8s.io", "v1"
 MERGE = "application/merge-patch+json"
-NODES = ("sim-node-1", "sim-node-2")
 DEVICES_PER_SLICE = 128
+PODS_PER_KWOK_NODE = 110
+KWOK_ANNOTATION = "kwok.x-k8s.io/node"
 
 
 def vf_device(index: int, group: str) -> dict[str, Any]:
@@ -65,11 +76,17 @@ def vf_device(index: int, group: str) -> dict[str, Any]:
     }
 
 
-def slices_for(group: str, vfs: int) -> list[dict[str, Any]]:
-    """``vfs`` VFs split over the sim nodes, one pool per node, 128 devices per slice."""
+def slices_for(group: str, vfs: int, nodes: list[str]) -> list[dict[str, Any]]:
+    """``vfs`` VFs split over ``nodes``, one pool per node, 128 devices per slice.
+
+    Each pool is named after its node, as the agent names them (the operator's node
+    label relies on it); a newer generation than any earlier phase's makes the pool
+    fresh, so slices of a phase still being deleted are not counted.
+    """
     out = []
-    per_node = -(-vfs // len(NODES))
-    for node in NODES:
+    generation = time.time_ns()
+    per_node = -(-vfs // len(nodes))
+    for node in nodes:
         devices = [vf_device(i, group) for i in range(per_node)]
         chunks = [devices[i : i + DEVICES_PER_SLICE] for i in range(0, per_node, DEVICES_PER_SLICE)]
         for n, chunk in enumerate(chunks):
@@ -82,8 +99,8 @@ def slices_for(group: str, vfs: int) -> list[dict[str, Any]]:
                         "driver": DRIVER_NAME,
                         "nodeName": node,
                         "pool": {
-                            "name": f"{node}.{group}",
-                            "generation": 1,
+                            "name": node,
+                            "generation": generation,
                             "resourceSliceCount": len(chunks),
                         },
                         "devices": chunk,
@@ -102,15 +119,38 @@ def device_class(name: str, expression: str) -> dict[str, Any]:
     }
 
 
+def claim_spec(device_class_name: str) -> dict[str, Any]:
+    return {
+        "devices": {"requests": [{"name": "vf", "exactly": {"deviceClassName": device_class_name}}]}
+    }
+
+
 def claim_body(name: str, device_class_name: str) -> dict[str, Any]:
     return {
         "apiVersion": "resource.k8s.io/v1",
         "kind": "ResourceClaim",
         "metadata": {"name": name},
+        "spec": claim_spec(device_class_name),
+    }
+
+
+def pod_body(name: str, template: str) -> dict[str, Any]:
+    """A pod asking for one VF through ``template``; kwok nodes run nothing, so the image
+    is never pulled."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
         "spec": {
-            "devices": {
-                "requests": [{"name": "vf", "exactly": {"deviceClassName": device_class_name}}]
-            }
+            "nodeSelector": {"type": "kwok"},
+            "containers": [
+                {
+                    "name": "c",
+                    "image": "bench.invalid/none",
+                    "resources": {"claims": [{"name": "vf"}]},
+                }
+            ],
+            "resourceClaims": [{"name": "vf", "resourceClaimTemplateName": template}],
         },
     }
 
@@ -165,48 +205,37 @@ async def gather_limited(limit: int, coros: list[Any]) -> list[Any]:
     return await asyncio.gather(*(one(c) for c in coros))
 
 
-async def measure_operator(
-    api: client.ApiClient, n: int, concurrency: int
-) -> tuple[float, float, float, float]:
-    """(claims/s, p50 s, p99 s, wall s) for N claims against N VFs."""
-    # Any: the client's stubs know neither dict bodies nor _content_type.
-    objects: Any = client.CustomObjectsApi(api)
-    core: Any = client.CoreV1Api(api)
-    group = f"bench-{n}-{secrets.token_hex(3)}"
-    ns = group
-    await core.create_namespace({"metadata": {"name": ns}})
-    expression = (
-        f"device.driver == '{DRIVER_NAME}' && device.attributes['{PREFIX}'].benchGroup == '{group}'"
-    )
-    await objects.create_cluster_custom_object(
-        GROUP, VERSION, "deviceclasses", device_class(group, expression)
-    )
-    for s in slices_for(group, n):
-        await objects.create_cluster_custom_object(GROUP, VERSION, "resourceslices", s)
-    await asyncio.sleep(1)  # let the operator's watches deliver class and slices
+class AllocationWatch:
+    """Watches the claims of one namespace and notes when each is first seen allocated,
+    under a key (the claim's name, or the pod that owns it)."""
 
-    created: dict[str, float] = {}
-    allocated: dict[str, float] = {}
-    done = asyncio.Event()
+    def __init__(self, objects: Any, namespace: str, n: int, key: Any) -> None:
+        self.objects = objects
+        self.namespace = namespace
+        self.n = n
+        self.key = key
+        self.allocated: dict[str, float] = {}
+        self.done = asyncio.Event()
+        self.task = asyncio.create_task(self._run())
 
-    def seen(body: dict[str, Any]) -> None:
-        name = body["metadata"]["name"]
-        if (body.get("status") or {}).get("allocation") and name not in allocated:
-            allocated[name] = time.perf_counter()
-            if len(allocated) == n:
-                done.set()
+    def _seen(self, body: dict[str, Any]) -> None:
+        name = self.key(body)
+        if name and (body.get("status") or {}).get("allocation") and name not in self.allocated:
+            self.allocated[name] = time.perf_counter()
+            if len(self.allocated) == self.n:
+                self.done.set()
 
-    async def watch_allocations() -> None:
+    async def _run(self) -> None:
         # A watch can end early (the apiserver closes slow or long watches): relist and
         # go on; a claim first seen allocated in a relist counts from then (a little late).
-        version = ""
-        while not done.is_set():
+        objects, ns, version = self.objects, self.namespace, ""
+        while not self.done.is_set():
             if version:
                 listed = await objects.list_namespaced_custom_object(
                     GROUP, VERSION, ns, "resourceclaims"
                 )
                 for body in listed["items"]:
-                    seen(body)
+                    self._seen(body)
                 version = listed["metadata"]["resourceVersion"]
             w = watch.Watch()
             async with w.stream(
@@ -214,37 +243,131 @@ async def measure_operator(
                 timeout_seconds=600, resource_version=version or None,
             ) as stream:  # fmt: skip
                 async for event in stream:
-                    seen(event["object"])
+                    self._seen(event["object"])
                     version = event["object"]["metadata"]["resourceVersion"]
-                    if done.is_set():
+                    if self.done.is_set():
                         return
             version = version or "0"
 
-    watcher = asyncio.create_task(watch_allocations())
-    await asyncio.sleep(0.5)
+    async def wait(self) -> None:
+        await asyncio.wait_for(self.done.wait(), timeout=900)
+        self.task.cancel()
 
-    async def create(i: int) -> None:
-        name = f"c-{i:05d}"
-        await objects.create_namespaced_custom_object(
-            GROUP, VERSION, ns, "resourceclaims", claim_body(name, group)
+
+class Phase:
+    """A namespace, a DeviceClass and fresh slices of N VFs over ``nodes``, all its own."""
+
+    def __init__(self, api: client.ApiClient, kind: str, n: int, nodes: list[str]) -> None:
+        # Any: the client's stubs know neither dict bodies nor _content_type.
+        self.objects: Any = client.CustomObjectsApi(api)
+        self.core: Any = client.CoreV1Api(api)
+        self.name = f"{kind}-{n}-{secrets.token_hex(3)}"
+        self.n = n
+        self.nodes = nodes
+
+    async def __aenter__(self) -> Phase:
+        await self.core.create_namespace({"metadata": {"name": self.name}})
+        expression = (
+            f"device.driver == '{DRIVER_NAME}' && "
+            f"device.attributes['{PREFIX}'].benchGroup == '{self.name}'"
         )
-        created[name] = time.perf_counter()
+        await self.objects.create_cluster_custom_object(
+            GROUP, VERSION, "deviceclasses", device_class(self.name, expression)
+        )
+        for s in slices_for(self.name, self.n, self.nodes):
+            await self.objects.create_cluster_custom_object(GROUP, VERSION, "resourceslices", s)
+        await asyncio.sleep(1)  # let the watches (operator, scheduler) deliver class and slices
+        return self
 
-    start = time.perf_counter()
-    await gather_limited(concurrency, [create(i) for i in range(n)])
-    await asyncio.wait_for(done.wait(), timeout=600)
+    async def __aexit__(self, *_: object) -> None:
+        await self.core.delete_namespace(self.name)
+        await self.objects.delete_collection_cluster_custom_object(
+            GROUP, VERSION, "resourceslices", label_selector=f"bench={self.name}"
+        )
+        await self.objects.delete_cluster_custom_object(GROUP, VERSION, "deviceclasses", self.name)
+
+
+def summary(
+    n: int, start: float, created: dict[str, float], allocated: dict[str, float]
+) -> dict[str, float]:
+    """Rate, p50/p99 from create returned to allocation seen, and p99 after the burst."""
     end = max(allocated.values())
-    watcher.cancel()
+    burst_over = max(created.values())
     latencies = [allocated[k] - created[k] for k in created]
+    after_burst = [allocated[k] - max(created[k], burst_over) for k in created]
+    return {
+        "per_s": n / (end - start),
+        "p50_s": percentile(latencies, 0.5),
+        "p99_s": percentile(latencies, 0.99),
+        "p99_after_burst_s": max(0.0, percentile(after_burst, 0.99)),
+        "wall_s": end - start,
+    }
 
-    await cleanup_claims(api, ns, concurrency)
-    await core.delete_namespace(ns)
-    await objects.delete_collection_cluster_custom_object(
-        GROUP, VERSION, "resourceslices", label_selector=f"bench={group}"
-    )
-    await objects.delete_cluster_custom_object(GROUP, VERSION, "deviceclasses", group)
-    wall = end - start
-    return n / wall, percentile(latencies, 0.5), percentile(latencies, 0.99), wall
+
+async def measure_operator(
+    api: client.ApiClient, n: int, concurrency: int, nodes: list[str]
+) -> dict[str, float]:
+    """The operator allocating N claims against N VFs."""
+    async with Phase(api, "op", n, nodes) as phase:
+        objects, ns = phase.objects, phase.name
+        seen = AllocationWatch(objects, ns, n, key=lambda body: body["metadata"]["name"])
+        await asyncio.sleep(0.5)
+        created: dict[str, float] = {}
+
+        async def create(i: int) -> None:
+            name = f"c-{i:05d}"
+            await objects.create_namespaced_custom_object(
+                GROUP, VERSION, ns, "resourceclaims", claim_body(name, ns)
+            )
+            created[name] = time.perf_counter()
+
+        start = time.perf_counter()
+        await gather_limited(concurrency, [create(i) for i in range(n)])
+        await seen.wait()
+        result = summary(n, start, created, seen.allocated)
+        await cleanup_claims(api, ns, concurrency)
+    return result
+
+
+def pod_of(claim: dict[str, Any]) -> str:
+    owners = claim["metadata"].get("ownerReferences") or []
+    return next((str(o["name"]) for o in owners if o.get("kind") == "Pod"), "")
+
+
+async def measure_scheduler(
+    api: client.ApiClient, n: int, concurrency: int, nodes: list[str]
+) -> dict[str, float]:
+    """kube-scheduler allocating N pods' template claims against N VFs (operator stopped)."""
+    async with Phase(api, "sched", n, nodes) as phase:
+        objects, core, ns = phase.objects, phase.core, phase.name
+        await objects.create_namespaced_custom_object(
+            GROUP, VERSION, ns, "resourceclaimtemplates",
+            {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate",
+             "metadata": {"name": "vf"}, "spec": {"spec": claim_spec(ns)}},
+        )  # fmt: skip
+        seen = AllocationWatch(objects, ns, n, key=pod_of)
+        await asyncio.sleep(0.5)
+        created: dict[str, float] = {}
+
+        async def create(i: int) -> None:
+            name = f"p-{i:05d}"
+            await core.create_namespaced_pod(ns, pod_body(name, "vf"))
+            created[name] = time.perf_counter()
+
+        start = time.perf_counter()
+        await gather_limited(concurrency, [create(i) for i in range(n)])
+        await seen.wait()
+        result = summary(n, start, created, seen.allocated)
+        # kwok runs no kubelet: nobody would confirm a graceful deletion.
+        await core.delete_collection_namespaced_pod(ns, grace_period_seconds=0)
+        deadline = time.monotonic() + 300
+        while (await objects.list_namespaced_custom_object(GROUP, VERSION, ns, "resourceclaims"))[
+            "items"
+        ]:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"template claims in {ns} were not deleted within 300 s")
+            await asyncio.sleep(0.5)
+    return result
 
 
 async def cleanup_claims(api: client.ApiClient, ns: str, concurrency: int) -> None:
@@ -276,8 +399,11 @@ async def cleanup_claims(api: client.ApiClient, ns: str, concurrency: int) -> No
         await asyncio.sleep(0.5)
 
 
-async def measure_floor(api: client.ApiClient, n: int, concurrency: int) -> float:
-    """Raw status PATCHes per second: N allocations written straight to ignored claims."""
+async def measure_floor(
+    api: client.ApiClient, n: int, concurrency: int, node: str
+) -> dict[str, float]:
+    """The two-write floor: per claim a metadata PATCH then a status PATCH (the allocation),
+    on claims of a class the operator ignores."""
     # Any: the client's stubs know neither dict bodies nor _content_type.
     objects: Any = client.CustomObjectsApi(api)
     core: Any = client.CoreV1Api(api)
@@ -310,31 +436,50 @@ async def measure_floor(api: client.ApiClient, n: int, concurrency: int) -> floa
                             }
                         ]
                     },
-                    "nodeSelector": node_selector(NODES[0]),
+                    "nodeSelector": node_selector(node),
                 }
             }
         }
 
+    round_trips: list[float] = []
+
+    async def two_writes(i: int) -> None:
+        claim = f"c-{i:05d}"
+        sent = time.perf_counter()
+        await objects.patch_namespaced_custom_object(
+            GROUP, VERSION, name, "resourceclaims", claim,
+            {"metadata": {"labels": {"bench-floor": "marked"}, "annotations": {"bench": str(i)}}},
+            _content_type=MERGE,
+        )  # fmt: skip
+        round_trips.append(time.perf_counter() - sent)
+        await objects.patch_namespaced_custom_object_status(
+            GROUP, VERSION, name, "resourceclaims", claim, status(i), _content_type=MERGE
+        )
+
     start = time.perf_counter()
-    await gather_limited(
-        concurrency,
-        [
-            objects.patch_namespaced_custom_object_status(
-                GROUP,
-                VERSION,
-                name,
-                "resourceclaims",
-                f"c-{i:05d}",
-                status(i),
-                _content_type=MERGE,
-            )
-            for i in range(n)
-        ],
-    )
+    await gather_limited(concurrency, [two_writes(i) for i in range(n)])
     rate = n / (time.perf_counter() - start)
     await core.delete_namespace(name)
     await objects.delete_cluster_custom_object(GROUP, VERSION, "deviceclasses", name)
-    return rate
+    return {"per_s": rate, "patch_p50_s": percentile(round_trips, 0.5)}
+
+
+async def kwok_nodes(api: client.ApiClient, most: int) -> list[str]:
+    """The kwok nodes, checked to hold ``most`` pods."""
+    core: Any = client.CoreV1Api(api)
+    nodes = sorted(
+        n.metadata.name
+        for n in (await core.list_node()).items
+        if (n.metadata.annotations or {}).get(KWOK_ANNOTATION)
+    )
+    if len(nodes) * PODS_PER_KWOK_NODE < most:
+        need = -(-most // PODS_PER_KWOK_NODE)
+        raise SystemExit(
+            f"{len(nodes)} kwok nodes hold {len(nodes) * PODS_PER_KWOK_NODE} pods, "
+            f"the scheduler phase needs {most}; fix: sriov-dra devcluster up --nodes 0 "
+            f"--kwok-nodes {need} (with its own --state-dir)"
+        )
+    return nodes
 
 
 async def main() -> None:
@@ -351,36 +496,57 @@ async def main() -> None:
     if not await asyncio.to_thread(os.path.isfile, args.kubeconfig):
         raise SystemExit(
             f"no kubeconfig at {args.kubeconfig}; fix: start the dev cluster first "
-            "(.venv/bin/sriov-dra devcluster up) or pass --kubeconfig"
+            "(.venv/bin/sriov-dra devcluster up --nodes 0 --kwok-nodes 10) or pass --kubeconfig"
         )
     await config.load_kube_config(config_file=args.kubeconfig)
-    operator = Operator(args.kubeconfig, args.profile)
-    rows = []
-    try:
-        await operator.ready()
-        async with client.ApiClient() as api:
+    rows: dict[int, dict[str, dict[str, float]]] = {n: {} for n in counts}
+    async with client.ApiClient() as api:
+        nodes = await kwok_nodes(api, max(counts))
+        for n in counts:
+            rows[n]["scheduler"] = await measure_scheduler(api, n, args.concurrency, nodes)
+        operator = Operator(args.kubeconfig, args.profile)
+        try:
+            await operator.ready()
             for n in counts:
-                floor = await measure_floor(api, n, args.concurrency)
-                rate, p50, p99, wall = await measure_operator(api, n, args.concurrency)
-                rows.append((n, rate, p50, p99, wall, floor))
-    finally:
-        operator.stop()
-    print(f"\noperator log: {operator.log}")
-    print(f"client concurrency {args.concurrency}; floor = raw status PATCH/s, same client\n")
+                rows[n]["floor"] = await measure_floor(api, n, args.concurrency, nodes[0])
+                rows[n]["operator"] = await measure_operator(api, n, args.concurrency, nodes)
+        finally:
+            operator.stop()
+    report(rows, args.concurrency, len(nodes), operator.log)
+
+
+def report(rows: dict[int, dict[str, dict[str, float]]], concurrency: int, nodes: int,
+           log: Path) -> None:  # fmt: skip
+    print(f"\noperator log: {log}")
+    print(
+        f"client concurrency {concurrency}; {nodes} kwok nodes; floor = one metadata PATCH + "
+        "one status PATCH per claim, same client; patch = p50 round trip of one PATCH there\n"
+    )
     header = (
-        f"{'claims':>7} {'alloc/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'wall s':>7} "
-        f"{'floor PATCH/s':>14} {'alloc/floor':>11}"
+        f"{'claims':>7} {'floor/s':>8} {'patch ms':>8} {'sched/s':>8} {'sched p99':>9} "
+        f"{'op/s':>7} {'op p50':>7} {'op p99':>7} {'p99 post':>8} "
+        f"{'floor-r':>7} {'sched-r':>7} {'post/patch':>10}"
     )
     print(header)
     print("-" * len(header))
-    for n, rate, p50, p99, wall, floor in rows:
+    for n, row in rows.items():
+        floor, sched, op = row["floor"], row["scheduler"], row["operator"]
         print(
-            f"{n:>7} {rate:>9.1f} {p50 * 1000:>8.1f} {p99 * 1000:>8.1f} {wall:>7.2f} "
-            f"{floor:>14.1f} {rate / floor:>11.2f}"
+            f"{n:>7} {floor['per_s']:>8.1f} {floor['patch_p50_s'] * 1000:>8.1f} "
+            f"{sched['per_s']:>8.1f} {sched['p99_s'] * 1000:>9.0f} "
+            f"{op['per_s']:>7.1f} {op['p50_s'] * 1000:>7.0f} {op['p99_s'] * 1000:>7.0f} "
+            f"{op['p99_after_burst_s'] * 1000:>8.0f} "
+            f"{op['per_s'] / floor['per_s']:>7.2f} {op['per_s'] / sched['per_s']:>7.2f} "
+            f"{op['p99_after_burst_s'] / floor['patch_p50_s']:>10.2f}"
         )
-    print(json.dumps([dict(zip(
-        ["claims", "alloc_per_s", "p50_s", "p99_s", "wall_s", "floor_patch_per_s"], r, strict=True
-    )) for r in rows]))  # fmt: skip
+    print(json.dumps({n: row for n, row in rows.items()}))
+    n = max(rows)
+    floor, sched, op = rows[n]["floor"], rows[n]["scheduler"], rows[n]["operator"]
+    print(
+        f"operator-claims N={n}: {op['per_s']:.1f} claims/s; "
+        f"floor-ratio {op['per_s'] / floor['per_s']:.2f}; "
+        f"scheduler-ratio {op['per_s'] / sched['per_s']:.2f}; p99 {op['p99_s'] * 1000:.0f} ms"
+    )
 
 
 if __name__ == "__main__":
