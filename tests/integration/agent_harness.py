@@ -7,6 +7,7 @@ hook with an OCI state whose pid lives in a pod netns).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -15,7 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,6 +25,7 @@ import grpc
 from sriov_dra import allocation_record, constants
 from sriov_dra.naming import device_name
 from sriov_dra_agent.proto import dra_v1_pb2, dra_v1_pb2_grpc
+from sriov_dra_devcluster.cluster import DevCluster
 
 ROOT = Path(__file__).resolve().parents[2]
 SRIOV_DRA = Path(sys.executable).parent / "sriov-dra"
@@ -41,6 +43,31 @@ def wait_for(probe: Callable[[], T | None], *, what: str, timeout: float = 30.0)
             return last
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout:g}s waiting for {what}; last: {last!r}")
+
+
+def agent_service_account(cluster: DevCluster) -> Path:
+    """The agent's ServiceAccount bound to the shipped RBAC (a missing rule fails there)."""
+    for manifest in ("namespace.yaml", "serviceaccounts.yaml", "rbac-agent.yaml"):
+        cluster.kubectl("apply", "-f", str(ROOT / "manifests" / "base" / manifest))
+    return cluster.kubeconfig_for_service_account("sriov-dra", "sriov-dra-agent")
+
+
+@contextlib.contextmanager
+def node_object(cluster: DevCluster, prefix: str) -> Iterator[str]:
+    """A Node object of its own, named ``<prefix>-<hex>`` (no kubelet: the test plays it);
+    deleted afterwards with its ResourceSlices."""
+    name = f"{prefix}-{os.urandom(3).hex()}"
+    cluster.kubectl("create", "-f", "-", input=json.dumps(
+        {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}}
+    ))  # fmt: skip
+    try:
+        yield name
+    finally:
+        cluster.kubectl("delete", "node", name, "--wait=false", check=False)
+        cluster.kubectl(
+            "delete", "resourceslices", "--field-selector", f"spec.nodeName={name}",
+            "--wait=false", check=False,
+        )  # fmt: skip
 
 
 def free_port() -> int:

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import pytest
 import pytest_asyncio
-from agent_harness import AgentProcess, wait_for
+from agent_harness import AgentProcess, agent_service_account, wait_for
 from sriov_dra import constants
 from sriov_dra.advertisement import NoPolicyMode
 from sriov_dra.naming import device_name
@@ -81,9 +81,7 @@ def agent_kubeconfig(cluster: DevCluster) -> Path:
         "wait", "--for=condition=Established", "--timeout=60s",
         f"crd/sriovresourcepolicies.{DRIVER}", f"crd/deviceattributes.{DRIVER}",
     )  # fmt: skip
-    for manifest in ("namespace.yaml", "serviceaccounts.yaml", "rbac-agent.yaml"):
-        cluster.kubectl("apply", "-f", str(ROOT / "manifests" / "base" / manifest))
-    return cluster.kubeconfig_for_service_account("sriov-dra", "sriov-dra-agent")
+    return agent_service_account(cluster)
 
 
 async def eventually(probe: Callable[[], Awaitable[T | None]], what: str) -> T:

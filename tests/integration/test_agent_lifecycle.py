@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_harness import DRIVER, AgentProcess, Pod, allocation_patch, wait_for
+from agent_harness import (
+    DRIVER,
+    AgentProcess,
+    Pod,
+    agent_service_account,
+    allocation_patch,
+    node_object,
+    wait_for,
+)
 from pyroute2 import netns as pyroute2_netns
 from sriov_dra import constants, release_signal
 from sriov_dra.naming import device_name
@@ -48,9 +56,7 @@ def nad_crd(cluster: DevCluster) -> None:
 @pytest.fixture(scope="module")
 def agent_kubeconfig(cluster: DevCluster) -> Path:
     """The agent runs as its ServiceAccount with the shipped RBAC, not as admin."""
-    for manifest in ("namespace.yaml", "serviceaccounts.yaml", "rbac-agent.yaml"):
-        cluster.kubectl("apply", "-f", str(ROOT / "manifests" / "base" / manifest))
-    return cluster.kubeconfig_for_service_account("sriov-dra", "sriov-dra-agent")
+    return agent_service_account(cluster)
 
 
 @pytest.fixture
@@ -58,18 +64,8 @@ def node(cluster: DevCluster) -> Iterator[str]:
     """A Node object of its own (no kubelet: the test plays it)."""
     if not HOST_LOCAL.exists():
         pytest.fail(f"{HOST_LOCAL} missing: run .ci/setup (containernetworking-plugins)")
-    name = f"e-node-{secrets.token_hex(3)}"
-    cluster.kubectl("create", "-f", "-", input=json.dumps(
-        {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}}
-    ))  # fmt: skip
-    try:
+    with node_object(cluster, "e-node") as name:
         yield name
-    finally:
-        cluster.kubectl("delete", "node", name, "--wait=false", check=False)
-        cluster.kubectl(
-            "delete", "resourceslices", "--field-selector", f"spec.nodeName={name}",
-            "--wait=false", check=False,
-        )  # fmt: skip
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from typing import Any
 
 import grpc
 import pytest
-from agent_harness import AgentProcess, wait_for
+from agent_harness import AgentProcess, agent_service_account, node_object, wait_for
 from sriov_dra import constants
 from sriov_dra.device_health import PF_LINK_DOWN_TAINT
 from sriov_dra_agent.proto import dra_health_v1alpha1_pb2, dra_health_v1alpha1_pb2_grpc
@@ -28,35 +28,15 @@ from sriov_dra_devcluster.cluster import DevCluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.netns]
 
-ROOT = Path(__file__).resolve().parents[2]
 DOWN_PF, OTHER_PF = "simpf0", "simpf1"
 HEALTHY = dra_health_v1alpha1_pb2.HEALTHY
 UNHEALTHY = dra_health_v1alpha1_pb2.UNHEALTHY
 
 
-@pytest.fixture(scope="module")
-def agent_kubeconfig(cluster: DevCluster) -> Path:
-    """The agent runs as its ServiceAccount with the shipped RBAC."""
-    for manifest in ("namespace.yaml", "serviceaccounts.yaml", "rbac-agent.yaml"):
-        cluster.kubectl("apply", "-f", str(ROOT / "manifests" / "base" / manifest))
-    return cluster.kubeconfig_for_service_account("sriov-dra", "sriov-dra-agent")
-
-
 @pytest.fixture
 def node(cluster: DevCluster) -> Iterator[str]:
-    """A Node object of its own (no kubelet: the test plays it)."""
-    name = f"h-node-{secrets.token_hex(3)}"
-    cluster.kubectl("create", "-f", "-", input=json.dumps(
-        {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}}
-    ))  # fmt: skip
-    try:
+    with node_object(cluster, "h-node") as name:
         yield name
-    finally:
-        cluster.kubectl("delete", "node", name, "--wait=false", check=False)
-        cluster.kubectl(
-            "delete", "resourceslices", "--field-selector", f"spec.nodeName={name}",
-            "--wait=false", check=False,
-        )  # fmt: skip
 
 
 @pytest.fixture
@@ -70,9 +50,10 @@ def nic(node: str) -> Iterator[SimulatedNic]:
 
 
 @pytest.fixture
-def agent(node: str, nic: SimulatedNic, agent_kubeconfig: Path) -> Iterator[AgentProcess]:
+def agent(cluster: DevCluster, node: str, nic: SimulatedNic) -> Iterator[AgentProcess]:
     root = Path(tempfile.mkdtemp(prefix="h-", dir="/tmp"))
-    proc = AgentProcess(node=node, sim_prefix=nic.prefix, kubeconfig=agent_kubeconfig, root=root)
+    kubeconfig = agent_service_account(cluster)
+    proc = AgentProcess(node=node, sim_prefix=nic.prefix, kubeconfig=kubeconfig, root=root)
     proc.start()
     try:
         yield proc
