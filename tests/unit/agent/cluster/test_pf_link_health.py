@@ -19,6 +19,7 @@ from sriov_dra_agent.health.health_service import health_servicer
 from sriov_dra_agent.health.pf_links import PfLinkMonitor
 from sriov_dra_agent.kubelet.plugin import KubeletPlugin, KubeletPluginConfig, PreparedDevice
 from sriov_dra_agent.proto import dra_health_v1alpha1_pb2, dra_health_v1alpha1_pb2_grpc
+from test_advertised_slices import FakeApi
 from test_slices import make_inventory
 
 INVENTORY = make_inventory(3)
@@ -144,22 +145,13 @@ async def test_the_kubelet_stream_reports_down_and_recovery(
         call.cancel()
 
 
-class SliceStore:
-    """Just enough of KubeApi for the publisher; ``drops_taints`` plays a server without
+class SliceStore(FakeApi):
+    """FakeApi answering writes with what it stored; ``drops_taints`` plays a server without
     the DRADeviceTaints gate."""
 
     def __init__(self, *, drops_taints: bool = False) -> None:
-        self.slices: dict[str, dict[str, Any]] = {}
+        super().__init__()
         self.drops_taints = drops_taints
-        self.writes = 0
-
-    async def get_node(self, name: str) -> None:
-        return None
-
-    async def list_slices(self, *, node: str, driver: str) -> list[dict[str, Any]]:
-        return [
-            dict(s, metadata=dict(s["metadata"], resourceVersion="1")) for s in self.slices.values()
-        ]
 
     def _store(self, body: dict[str, Any]) -> dict[str, Any]:
         self.writes += 1
@@ -171,14 +163,11 @@ class SliceStore:
         self.slices[body["metadata"]["name"]] = body
         return body
 
-    async def create_slice(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def create_slice(self, body: dict[str, Any]) -> dict[str, Any]:  # type: ignore[override]
         return self._store(body)
 
-    async def replace_slice(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def replace_slice(self, name: str, body: dict[str, Any]) -> dict[str, Any]:  # type: ignore[override]
         return self._store(body)
-
-    async def delete_slice(self, name: str) -> None:
-        self.slices.pop(name, None)
 
     def taints(self) -> dict[str, list[dict[str, Any]]]:
         return {
