@@ -16,7 +16,7 @@ from pyroute2 import IPRoute
 from sriov_dra.claim_ref import ClaimRef
 from sriov_dra.errors import DeviceBusy, IpamError, NetnsNotFound
 from sriov_dra.nad import parse_nad_config
-from sriov_dra_agent.attach import ipam, netns, netns_attach
+from sriov_dra_agent.attach import ipam, netns, netns_attach, pod_network
 from sriov_dra_agent.vf.backends.simulated import SimulatedBackend
 from sriov_dra_agent.vf.backends.simulated_nic import SimulatedNic
 from sriov_dra_agent.vf.lifecycle import VfLifecycle
@@ -280,7 +280,7 @@ def _crash_after(monkeypatch: pytest.MonkeyPatch, module: Any, name: str) -> Non
 
 ATTACH_STEPS = [
     (netns_attach, "move_into_pod"),
-    (ipam, "ipam_add"),
+    (ipam.PendingAdd, "result"),
     (netns_attach, "configure_addresses"),
 ]
 
@@ -321,7 +321,7 @@ def test_crash_during_attach_leaks_nothing(
     assert record is not None and record.attachment is None
 
 
-DETACH_STEPS = [(ipam, "ipam_del"), (netns_attach, "move_to_host")]
+DETACH_STEPS = [(ipam.PendingDel, "done"), (netns_attach, "move_to_host")]
 
 
 @pytest.mark.parametrize(("module", "step"), DETACH_STEPS, ids=[s for _, s in DETACH_STEPS])
@@ -370,15 +370,16 @@ def test_sweep_keeps_healthy_attachments_and_detaches_dead_pods(
 
 
 def _count_sockets(monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
-    """Record the netns of every pyroute2 socket the attach code opens from now on."""
+    """Record the netns of every socket the attach code opens in another netns from now on."""
     opened: list[str | None] = []
+    real = netns.netns_socket
 
-    class Counting(IPRoute):  # type: ignore[misc]
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            opened.append(kwargs.get("netns"))
-            super().__init__(*args, **kwargs)
+    def counting(path: str) -> IPRoute:
+        opened.append(path)
+        return real(path)
 
-    monkeypatch.setattr(netns, "IPRoute", Counting)
+    monkeypatch.setattr(netns, "netns_socket", counting)
+    monkeypatch.setattr(pod_network, "netns_socket", counting)
     return opened
 
 
@@ -398,7 +399,7 @@ def test_attach_and_detach_open_one_pod_socket_each_and_reuse_the_host_socket(
         )
         assert len(data.ips) == 1 and data.ips[0].startswith("10.9.0.")
         lifecycle.detach(VF1)
-    # Each open forks a pyroute2 child: one per attach and one per detach, nothing more.
+    # One pod socket per attach and one per detach, nothing more.
     assert opened == [pod.netns] * 6
     _assert_vf_home(lifecycle, "simpf0v1", _original_mac(lifecycle, VF1))
 

@@ -4,18 +4,21 @@ The plugin gets the network config on stdin and the ``CNI_*`` variables in its
 environment; it answers a result (ADD) or nothing (DEL, CHECK) on stdout with exit
 0, or a ``{"code", "msg", "details"}`` error on stdout with a non-zero exit.
 Parsing is pure (:func:`parse_result`, :func:`parse_error`); :func:`ipam_add`,
-:func:`ipam_del` and :func:`ipam_check` exec the plugin.
+:func:`ipam_del` and :func:`ipam_check` exec the plugin. :class:`PendingAdd` and
+:class:`PendingDel` start it and answer later, so that a plugin that never looks into
+the container (:func:`netns_free`) runs while the VF moves.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from pydantic import BaseModel, ConfigDict, Field
 from sriov_dra.errors import IpamError
@@ -23,6 +26,9 @@ from sriov_dra.nad import SriovNetConf
 
 DEFAULT_CNI_PATH: Final = "/usr/lib/cni:/opt/cni/bin"
 TIMEOUT_SECONDS: Final = 30.0
+NETNS_FREE_PLUGINS: Final = frozenset({"host-local", "static"})
+"""IPAM plugins that neither enter the container's netns nor need its interface
+(``dhcp`` does both)."""
 
 
 class IpConfig(BaseModel):
@@ -160,45 +166,106 @@ def nad_ipam_conf(conf: SriovNetConf, *, default_data_dir: Path) -> dict[str, An
     return stdin
 
 
-def _run(
-    command: str,
-    netconf: Mapping[str, Any],
-    *,
-    container: str,
-    ifname: str,
-    netns: str,
-    cni_path: str,
-) -> subprocess.CompletedProcess[str]:
-    kind = plugin_type(netconf)
-    plugin = find_plugin(kind, cni_path)
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
-        "CNI_COMMAND": command,
-        "CNI_CONTAINERID": container,
-        # host-local never opens the netns but the CNI skeleton insists on the variable.
-        "CNI_NETNS": netns or "/dev/null",
-        "CNI_IFNAME": ifname,
-        "CNI_PATH": cni_path,
-    }
-    try:
-        proc = subprocess.run(
-            [str(plugin)],
-            input=json.dumps(netconf),
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT_SECONDS,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise IpamError(
-            f"{kind} {command} timed out after {TIMEOUT_SECONDS:.0f}s",
-            field=_field(kind),
-            fix="check the IPAM plugin (a dhcp daemon that does not answer?)",
-        ) from exc
-    if proc.returncode != 0:
-        raise parse_error(proc.stdout, plugin=kind, returncode=proc.returncode, stderr=proc.stderr)
-    return proc
+def netns_free(netconf: Mapping[str, Any]) -> bool:
+    """Whether the config's IPAM plugin may run before the interface is in the netns
+    (and after it left); raises :class:`IpamError` when the config names none."""
+    return plugin_type(netconf) in NETNS_FREE_PLUGINS
+
+
+class PluginRun:
+    """One exec of an IPAM plugin for (``container``, ``ifname``), started at
+    construction; :meth:`output` waits for it."""
+
+    command: ClassVar[str]
+    """``CNI_COMMAND``."""
+
+    def __init__(
+        self,
+        netconf: Mapping[str, Any],
+        *,
+        container: str,
+        ifname: str,
+        netns: str,
+        cni_path: str = DEFAULT_CNI_PATH,
+    ) -> None:
+        self.kind = plugin_type(netconf)
+        command = self.command
+        plugin = find_plugin(self.kind, cni_path)
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+            "CNI_COMMAND": command,
+            "CNI_CONTAINERID": container,
+            # host-local never opens the netns but the CNI skeleton insists on the variable.
+            "CNI_NETNS": netns or "/dev/null",
+            "CNI_IFNAME": ifname,
+            "CNI_PATH": cni_path,
+        }
+        # The config waits in a memfd, not a pipe: the plugin reads it whenever it
+        # starts, while this thread goes on (a pipe would block on a large config).
+        stdin = os.memfd_create("cni-netconf", os.MFD_CLOEXEC)
+        try:
+            os.write(stdin, json.dumps(netconf).encode())
+            os.lseek(stdin, 0, os.SEEK_SET)
+            self._proc = subprocess.Popen(
+                [str(plugin)],
+                stdin=stdin,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+                text=True,
+            )
+        finally:
+            os.close(stdin)
+
+    def output(self) -> str:
+        """Wait for the plugin; its stdout, or :class:`IpamError` when it failed."""
+        try:
+            stdout, stderr = self._proc.communicate(timeout=TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired as exc:
+            self._proc.kill()
+            self._proc.communicate()
+            raise IpamError(
+                f"{self.kind} {self.command} timed out after {TIMEOUT_SECONDS:.0f}s",
+                field=_field(self.kind),
+                fix="check the IPAM plugin (a dhcp daemon that does not answer?)",
+            ) from exc
+        if self._proc.returncode != 0:
+            raise parse_error(
+                stdout, plugin=self.kind, returncode=self._proc.returncode, stderr=stderr
+            )
+        return stdout
+
+    def settle(self) -> None:
+        """Wait for the plugin to end, whatever it answers (on a path that fails anyway)."""
+        if self._proc.returncode is None:
+            with contextlib.suppress(IpamError):
+                self.output()
+
+
+class PendingAdd(PluginRun):
+    """A started CNI ADD."""
+
+    command = "ADD"
+
+    def result(self) -> IpamResult:
+        """The addresses allocated; raises :class:`IpamError`."""
+        return parse_result(self.output(), plugin=self.kind)
+
+
+class PendingDel(PluginRun):
+    """A started CNI DEL (idempotent)."""
+
+    command = "DEL"
+
+    def done(self) -> None:
+        """Wait until the addresses are released; raises :class:`IpamError`."""
+        self.output()
+
+
+class PendingCheck(PluginRun):
+    """A started CNI CHECK."""
+
+    command = "CHECK"
 
 
 def ipam_add(
@@ -210,8 +277,9 @@ def ipam_add(
     cni_path: str = DEFAULT_CNI_PATH,
 ) -> IpamResult:
     """CNI ADD: allocate addresses for (``container``, ``ifname``); raises :class:`IpamError`."""
-    proc = _run("ADD", netconf, container=container, ifname=ifname, netns=netns, cni_path=cni_path)
-    return parse_result(proc.stdout, plugin=plugin_type(netconf))
+    return PendingAdd(
+        netconf, container=container, ifname=ifname, netns=netns, cni_path=cni_path
+    ).result()
 
 
 def ipam_del(
@@ -223,7 +291,7 @@ def ipam_del(
     cni_path: str = DEFAULT_CNI_PATH,
 ) -> None:
     """CNI DEL: release what (``container``, ``ifname``) holds. Idempotent."""
-    _run("DEL", netconf, container=container, ifname=ifname, netns=netns, cni_path=cni_path)
+    PendingDel(netconf, container=container, ifname=ifname, netns=netns, cni_path=cni_path).done()
 
 
 def ipam_check(
@@ -238,4 +306,4 @@ def ipam_check(
     """CNI CHECK with ``previous`` as prevResult; raises :class:`IpamError` when it fails."""
     conf = dict(netconf)
     conf["prevResult"] = previous.model_dump(by_alias=True, exclude_none=True)
-    _run("CHECK", conf, container=container, ifname=ifname, netns=netns, cni_path=cni_path)
+    PendingCheck(conf, container=container, ifname=ifname, netns=netns, cni_path=cni_path).output()

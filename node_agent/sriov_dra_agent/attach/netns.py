@@ -4,20 +4,30 @@ A pod's netns is named by a path (``/proc/<pid>/ns/net``, ``/var/run/netns/<name
 a ``/proc/<pid>`` path can be reused by another process, so a netns is identified by
 the (device, inode) of that file (:func:`netns_id`). Namespaces are always opened with
 ``flags=0``: a missing one is an error (:class:`~sriov_dra.errors.NetnsNotFound`),
-never silently created. Opening a socket in another netns costs pyroute2 a fork
-(~15-20 ms): :class:`NetnsSockets` keeps the node's host netns sockets open.
+never silently created. A socket in another netns is made by a short-lived thread
+that enters it (:func:`netns_socket`), not by pyroute2's forked helper process (a
+fork of the agent costs ~20 ms); :class:`NetnsSockets` keeps the node's host netns
+sockets open all the same.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import os
+import socket
 import threading
 from collections.abc import Iterator
+from typing import Final
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 from sriov_dra.errors import NetnsNotFound, SriovDraError
+
+CLONE_NEWNET: Final = 0x40000000
+NETLINK_ROUTE: Final = 0
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def _not_found(path: str) -> NetnsNotFound:
@@ -54,12 +64,61 @@ def host_netns_path(host_netns: str | None) -> str:
     return host_netns or f"/proc/{os.getpid()}/ns/net"
 
 
+def _netlink_socket_in(ns_fd: int) -> socket.socket:
+    """A rtnetlink socket made inside netns ``ns_fd``, by a thread that enters it and ends.
+
+    A netns is per thread, and a socket belongs to the netns of the thread that
+    created it. The thread ends right after, so no other work ever runs inside the
+    pod's netns (nor needs to find its way back).
+    """
+    made: list[socket.socket] = []
+    failed: list[BaseException] = []
+
+    def enter_and_create() -> None:
+        try:
+            if _libc.setns(ns_fd, CLONE_NEWNET) != 0:
+                code = ctypes.get_errno()
+                raise OSError(code, os.strerror(code))
+            made.append(socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE))
+        except BaseException as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=enter_and_create, name="netns-socket")
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
+    return made[0]
+
+
 def netns_socket(path: str) -> IPRoute:
-    """A new IPRoute in netns ``path`` (the caller closes it); never creates a netns."""
+    """A new IPRoute in netns ``path`` (the caller closes it); never creates a netns.
+
+    Raises :class:`NetnsNotFound` when ``path`` does not exist or is not a network
+    namespace.
+    """
     try:
-        return IPRoute(netns=path, flags=0)
+        ns_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError as exc:
         raise _not_found(path) from exc
+    try:
+        sock = _netlink_socket_in(ns_fd)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        raise NetnsNotFound(
+            f"{path} is not a network namespace",
+            field="netns",
+            fix="pass a netns path such as /proc/<pid>/ns/net or /var/run/netns/<name>",
+        ) from exc
+    finally:
+        os.close(ns_fd)
+    fd = sock.detach()
+    try:
+        return IPRoute(fileno=fd)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 @contextlib.contextmanager

@@ -7,9 +7,10 @@ test as ``is_vf``. Each function looks first, then plans only the steps
 still missing (:func:`plan_into_pod`, :func:`plan_back_to_host`), so any of them
 can be re-run after a crash at any point.
 
-Opening a socket in another netns costs a fork (see :mod:`~sriov_dra_agent.attach.netns`),
-so the functions take open sockets: one pod socket serves every step of an attach or
-a detach.
+The functions take open sockets: one pod socket serves every step of an attach or
+a detach. A dump decodes every link of the netns (hundreds on a busy node), so after
+the first one a VF is looked up again by its index (:func:`refind_vf`), which the
+kernel keeps across a move unless the target netns has it taken.
 """
 
 from __future__ import annotations
@@ -69,6 +70,16 @@ def find_vf(ipr: IPRoute, pci: str, is_vf: IsVfNetdev) -> LinkView | None:
         if is_vf(link, pci):
             return _view(link)
     return None
+
+
+def refind_vf(ipr: IPRoute, pci: str, is_vf: IsVfNetdev, index: int) -> LinkView | None:
+    """The VF ``pci``'s netdev in ``ipr``'s netns, tried first at ``index`` (where it
+    was last seen); a link there that is not the VF, or none, falls back to a dump."""
+    try:
+        (link,) = ipr.link("get", index=index)
+    except NetlinkError:
+        return find_vf(ipr, pci, is_vf)
+    return _view(link) if is_vf(link, pci) else find_vf(ipr, pci, is_vf)
 
 
 def find_name(ipr: IPRoute, name: str) -> LinkView | None:
@@ -146,24 +157,38 @@ def plan_back_to_host(
     return steps
 
 
+_ATTRIBUTES: Final = {"rename": "ifname", "mac": "address", "mtu": "mtu"}
+"""Steps that set one link attribute; consecutive ones go in one netlink request."""
+
+
+def _set(ipr: IPRoute, index: int, attributes: dict[str, Any]) -> None:
+    if attributes:
+        ipr.link("set", index=index, **attributes)
+
+
 def _run(ipr: IPRoute, index: int, steps: Sequence[Step], *, move_to: str) -> None:
+    attributes: dict[str, Any] = {}
     for step in steps:
+        if step.action in _ATTRIBUTES:
+            attributes[_ATTRIBUTES[step.action]] = step.value
+            continue
+        _set(ipr, index, attributes)
+        attributes = {}
         if step.action == "down":
             ipr.link("set", index=index, state="down")
         elif step.action == "up":
             ipr.link("set", index=index, state="up")
-        elif step.action == "rename":
-            ipr.link("set", index=index, ifname=step.value)
-        elif step.action == "mac":
-            ipr.link("set", index=index, address=step.value)
-        elif step.action == "mtu":
-            ipr.link("set", index=index, mtu=step.value)
         elif step.action == "move":
             ipr.link("set", index=index, net_ns_fd=move_to)
+    _set(ipr, index, attributes)
 
 
 def _netlink_error(what: str, exc: NetlinkError) -> AttachError:
     return AttachError(f"{what}: {exc}", field="vf", fix="see the agent log; the sweep retries")
+
+
+def _vanished(what: str) -> AttachError:
+    return AttachError(what, field="vf", fix="the pod netns may have died; the runtime retries")
 
 
 def move_into_pod(
@@ -195,13 +220,9 @@ def move_into_pod(
             _run(host, in_host.index, steps[: steps.index(Step("move")) + 1], move_to=pod_netns)
         except NetlinkError as exc:
             raise _netlink_error(f"moving VF {pci} into {pod_netns}", exc) from exc
-        in_pod = find_vf(pod, pci, is_vf)
+        in_pod = refind_vf(pod, pci, is_vf, in_host.index)
         if in_pod is None:
-            raise AttachError(
-                f"VF {pci} vanished while moving into {pod_netns}",
-                field="vf",
-                fix="the pod netns may have died; the runtime retries",
-            )
+            raise _vanished(f"VF {pci} vanished while moving into {pod_netns}")
     holder = find_name(pod, if_name)
     steps = plan_into_pod(
         None,
@@ -215,8 +236,11 @@ def move_into_pod(
         _run(pod, in_pod.index, steps, move_to=pod_netns)
     except NetlinkError as exc:
         raise _netlink_error(f"configuring VF {pci} as {if_name} in {pod_netns}", exc) from exc
-    done = find_vf(pod, pci, is_vf)
-    assert done is not None
+    if not steps:
+        return in_pod
+    done = refind_vf(pod, pci, is_vf, in_pod.index)
+    if done is None:
+        raise _vanished(f"VF {pci} vanished from {pod_netns} while configuring it")
     return done
 
 
@@ -229,15 +253,21 @@ def _gateway_for(address: str, result: IpamResult) -> str | None:
 
 
 def configure_addresses(
-    pod: IPRoute, *, pod_netns: str, pci: str, is_vf: IsVfNetdev, result: IpamResult
+    pod: IPRoute,
+    *,
+    pod_netns: str,
+    pci: str,
+    is_vf: IsVfNetdev,
+    result: IpamResult,
+    index: int | None = None,
 ) -> list[str]:
     """Add the IPAM addresses and routes to the VF in the pod (socket ``pod``), missing
-    ones only.
+    ones only; ``index`` is where the VF was last seen there, if known.
 
     Returns the addresses as CIDR strings. A route without ``gw`` goes via the
     gateway of its family, as CNI's ConfigureIface does.
     """
-    link = find_vf(pod, pci, is_vf)
+    link = find_vf(pod, pci, is_vf) if index is None else refind_vf(pod, pci, is_vf, index)
     if link is None:
         raise AttachError(f"VF {pci} is not in {pod_netns}", field="vf", fix="re-run the attach")
     have = {f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}" for a in pod.addr("dump", index=link.index)}
@@ -290,9 +320,11 @@ def move_to_host(
     netns is still held elsewhere).
     """
     target = host_netns_path(host_netns)
+    moved: int | None = None
     if pod is not None:
         link = find_vf(pod, pci, is_vf)
         if link is not None:
+            moved = link.index
             steps = plan_back_to_host(
                 link, in_pod=True, host_name=host_name, host_mac=host_mac, host_mtu=host_mtu
             )
@@ -303,11 +335,10 @@ def move_to_host(
                 _run(pod, link.index, steps, move_to=target)
             except NetlinkError as exc:
                 raise _netlink_error(f"moving VF {pci} back from {pod_netns}", exc) from exc
-    link = find_vf(host, pci, is_vf)
+    link = find_vf(host, pci, is_vf) if moved is None else refind_vf(host, pci, is_vf, moved)
     if link is None:
         return None
-    holder = find_name(host, host_name)
-    if link.name != host_name and holder is not None:
+    if link.name != host_name and find_name(host, host_name) is not None:
         raise DeviceBusy(
             f"cannot rename VF {pci} back to {host_name}: the name is taken by another link",
             field="vf",
@@ -316,8 +347,10 @@ def move_to_host(
     steps = plan_back_to_host(
         link, in_pod=False, host_name=host_name, host_mac=host_mac, host_mtu=host_mtu
     )
+    if not steps:
+        return link
     try:
         _run(host, link.index, steps, move_to=target)
     except NetlinkError as exc:
         raise _netlink_error(f"restoring VF {pci} in the host netns", exc) from exc
-    return find_vf(host, pci, is_vf)
+    return refind_vf(host, pci, is_vf, link.index)

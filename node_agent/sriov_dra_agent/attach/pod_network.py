@@ -59,48 +59,64 @@ class PodNetwork:
         :class:`~sriov_dra.errors.IpamError`, :class:`AttachError`; undoing is the caller's.
         """
         pci = record.pci_address
-        # One pod socket for every step: each open costs pyroute2 a fork.
+        conf = attachment.ipam_conf
+        # One pod socket for every step.
         with open_netns(attachment.netns) as pod:
-            with self._host() as host:
-                link = netns_attach.move_into_pod(
-                    pod,
-                    host,
-                    pci=pci,
-                    is_vf=self.backend.is_vf_netdev,
-                    pod_netns=attachment.netns,
-                    if_name=attachment.if_name,
-                    mac=attachment.mac,
-                    mtu=attachment.mtu,
-                )
-            ips: list[str] = []
-            if attachment.ipam_conf is not None:
-                result = ipam.ipam_add(
-                    attachment.ipam_conf,
-                    container=attachment.container_id,
-                    ifname=attachment.if_name,
-                    netns=attachment.netns,
-                    cni_path=self.cni_path,
-                )
-                ips = netns_attach.configure_addresses(
-                    pod,
-                    pod_netns=attachment.netns,
-                    pci=pci,
-                    is_vf=self.backend.is_vf_netdev,
-                    result=result,
-                )
+            # A plugin that never looks into the pod allocates while the VF moves.
+            adding = self._start_add(attachment) if conf and ipam.netns_free(conf) else None
+            try:
+                with self._host() as host:
+                    link = netns_attach.move_into_pod(
+                        pod,
+                        host,
+                        pci=pci,
+                        is_vf=self.backend.is_vf_netdev,
+                        pod_netns=attachment.netns,
+                        if_name=attachment.if_name,
+                        mac=attachment.mac,
+                        mtu=attachment.mtu,
+                    )
+                ips: list[str] = []
+                if conf is not None:
+                    adding = adding or self._start_add(attachment)
+                    ips = netns_attach.configure_addresses(
+                        pod,
+                        pod_netns=attachment.netns,
+                        pci=pci,
+                        is_vf=self.backend.is_vf_netdev,
+                        result=adding.result(),
+                        index=link.index,
+                    )
+            finally:
+                # On failure the caller's rollback runs DEL: the ADD must be over by then.
+                if adding is not None:
+                    adding.settle()
         return attachment.model_copy(
             update={"phase": "attached", "ips": tuple(ips), "hardware_address": link.mac}
         )
 
-    def disconnect(self, record: VfRecord, attachment: Attachment) -> None:
-        """IPAM DEL, then the VF back in the host netns with its name, MAC and MTU.
+    def _start_add(self, attachment: Attachment) -> ipam.PendingAdd:
+        assert attachment.ipam_conf is not None
+        return ipam.PendingAdd(
+            attachment.ipam_conf,
+            container=attachment.container_id,
+            ifname=attachment.if_name,
+            netns=attachment.netns,
+            cni_path=self.cni_path,
+        )
 
-        Works when the pod netns is already gone. Raises :class:`AttachError` when a
-        real VF has not come back yet (run again later).
+    def disconnect(self, record: VfRecord, attachment: Attachment) -> None:
+        """IPAM DEL, and the VF back in the host netns with its name, MAC and MTU.
+
+        A plugin that never looks into the pod releases while the VF moves back;
+        any other releases first. Works when the pod netns is already gone. Raises
+        :class:`AttachError` when a real VF has not come back yet (run again later).
         """
-        if attachment.ipam_conf is not None:
-            ipam.ipam_del(
-                attachment.ipam_conf,
+        conf = attachment.ipam_conf
+        deleting = None
+        if conf is not None:
+            deleting = ipam.PendingDel(
+                conf,
                 container=attachment.container_id,
                 ifname=attachment.if_name,
                 netns=attachment.netns
@@ -108,7 +124,16 @@ class PodNetwork:
                 else "",
                 cni_path=self.cni_path,
             )
-        self.return_to_host(record, attachment)
+            if not ipam.netns_free(conf):
+                deleting.done()
+        try:
+            self.return_to_host(record, attachment)
+        except BaseException:
+            if deleting is not None:
+                deleting.settle()
+            raise
+        if deleting is not None:
+            deleting.done()
 
     def return_to_host(self, record: VfRecord, attachment: Attachment | None) -> None:
         """Bring the VF back to the host netns as ``record`` saw it before any attach.
