@@ -1,7 +1,9 @@
 """VF attach + detach latency on the simulated NIC, beside the bare calls it is made of.
 
 Builds one simulated node (its own netns names, removed at the end), starts one
-pod process in its own netns, and measures over N cycles (default 200):
+pod process in its own netns, and measures over N rounds (default 200), each round
+running the three rows below once, in a rotating order, so that load from other
+processes weighs on the rows alike:
 
 - attach + detach through ``VfLifecycle`` (record writes, identity lookups, move,
   rename, MAC/MTU, up, host-local ADD, addresses and routes; then DEL, move back,
@@ -61,13 +63,17 @@ def _percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def _time(cycles: int, fn: Callable[[int], None]) -> list[float]:
-    fn(-1)  # warm-up
-    samples = []
-    for i in range(cycles):
-        start = time.perf_counter()
-        fn(i)
-        samples.append((time.perf_counter() - start) * 1000)
+def _interleaved(rounds: int, rows: list[Callable[[int], None]]) -> list[list[float]]:
+    """Milliseconds per call of each row, the rows taking turns (after one warm-up each)."""
+    for fn in rows:
+        fn(-1)
+    samples: list[list[float]] = [[] for _ in rows]
+    for i in range(rounds):
+        for k in range(len(rows)):
+            row = (i + k) % len(rows)
+            start = time.perf_counter()
+            rows[row](i)
+            samples[row].append((time.perf_counter() - start) * 1000)
     return samples
 
 
@@ -100,9 +106,9 @@ def main() -> int:
             )  # fmt: skip
             lifecycle.detach("0000:3b:02.0")
 
-        full = _time(args.cycles, attach_detach)
-        lifecycle.release("0000:3b:02.0")
-        pods.close()
+        def bare_ipam(i: int) -> None:
+            ipam.ipam_add(conf, container=f"c{i}", ifname="net1", netns="/dev/null")
+            ipam.ipam_del(conf, container=f"c{i}", ifname="net1")
 
         with IPRoute(netns=nic.host_ns, flags=0) as host, IPRoute(netns=pod_ns, flags=0) as inpod:
             (index,) = host.link_lookup(ifname="simpf0v1")
@@ -115,13 +121,9 @@ def main() -> int:
                 inpod.link("set", index=index, ifname="simpf0v1")
                 inpod.link("set", index=index, net_ns_fd=nic.host_netns_path)
 
-            netlink = _time(args.cycles, bare_netlink)
-
-        def bare_ipam(i: int) -> None:
-            ipam.ipam_add(conf, container=f"c{i}", ifname="net1", netns="/dev/null")
-            ipam.ipam_del(conf, container=f"c{i}", ifname="net1")
-
-        cni = _time(args.cycles, bare_ipam)
+            full, netlink, cni = _interleaved(args.cycles, [attach_detach, bare_netlink, bare_ipam])
+        lifecycle.release("0000:3b:02.0")
+        pods.close()
     finally:
         pod.kill()
         pod.wait()
@@ -134,7 +136,7 @@ def main() -> int:
         ("bare netlink move+rename+up and back", netlink),
         ("bare host-local ADD + DEL exec", cni),
     ]
-    print(f"{args.cycles} cycles each, milliseconds; ratio = p50 / (netlink p50 + IPAM p50)")
+    print(f"{args.cycles} rounds, milliseconds; ratio = p50 / (netlink p50 + IPAM p50)")
     print(f"{'operation':<40} {'p50':>8} {'p99':>8} {'ratio':>7}")
     for name, samples in rows:
         p50, p99 = _percentile(samples, 0.5), _percentile(samples, 0.99)
