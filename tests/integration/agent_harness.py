@@ -10,10 +10,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -379,3 +381,21 @@ def allocation_patch(
         }
     }
     return metadata, status
+
+
+@contextlib.contextmanager
+def running_agent(
+    node: str, sim_prefix: str, kubeconfig: Path, *, prefix: str
+) -> Iterator[AgentProcess]:
+    """An agent for ``node`` in a fresh directory ``/tmp/<prefix>*``, started; afterwards
+    terminated if still running, the tail of its log printed, the directory removed."""
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    proc = AgentProcess(node=node, sim_prefix=sim_prefix, kubeconfig=kubeconfig, root=root)
+    proc.start()
+    try:
+        yield proc
+    finally:
+        if proc.proc is not None and proc.proc.poll() is None:
+            proc.terminate()
+        print(proc.log()[-4000:])
+        shutil.rmtree(root, ignore_errors=True)

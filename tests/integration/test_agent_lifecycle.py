@@ -12,9 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
-import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ from agent_harness import (
     agent_service_account,
     allocation_patch,
     node_object,
+    running_agent,
     wait_for,
 )
 from pyroute2 import netns as pyroute2_netns
@@ -85,16 +84,8 @@ def nic(node: str) -> Iterator[SimulatedNic]:
 def agent(
     node: str, nic: SimulatedNic, agent_kubeconfig: Path, nad_crd: None
 ) -> Iterator[AgentProcess]:
-    root = Path(tempfile.mkdtemp(prefix="e-", dir="/tmp"))
-    proc = AgentProcess(node=node, sim_prefix=nic.prefix, kubeconfig=agent_kubeconfig, root=root)
-    proc.start()
-    try:
+    with running_agent(node, nic.prefix, agent_kubeconfig, prefix="e-") as proc:
         yield proc
-    finally:
-        if proc.proc is not None and proc.proc.poll() is None:
-            proc.terminate()
-        print(proc.log()[-4000:])
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import json
 import secrets
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-from agent_harness import AgentProcess, agent_service_account, node_object, wait_for
+from agent_harness import (
+    AgentProcess,
+    agent_service_account,
+    node_object,
+    running_agent,
+    wait_for,
+)
 from sriov_dra import constants
 from sriov_dra.device_health import PF_LINK_DOWN_TAINT
 from sriov_dra_agent.proto import dra_health_v1alpha1_pb2, dra_health_v1alpha1_pb2_grpc
@@ -51,17 +54,9 @@ def nic(node: str) -> Iterator[SimulatedNic]:
 
 @pytest.fixture
 def agent(cluster: DevCluster, node: str, nic: SimulatedNic) -> Iterator[AgentProcess]:
-    root = Path(tempfile.mkdtemp(prefix="h-", dir="/tmp"))
     kubeconfig = agent_service_account(cluster)
-    proc = AgentProcess(node=node, sim_prefix=nic.prefix, kubeconfig=kubeconfig, root=root)
-    proc.start()
-    try:
+    with running_agent(node, nic.prefix, kubeconfig, prefix="h-") as proc:
         yield proc
-    finally:
-        if proc.proc is not None and proc.proc.poll() is None:
-            proc.terminate()
-        print(proc.log()[-4000:])
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def published(cluster: DevCluster, node: str) -> dict[str, dict[str, Any]]:
