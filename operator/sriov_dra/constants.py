@@ -27,6 +27,10 @@ RELEASED_CONDITION: Final = "Released"
 VF once the VF is detached and reset; the operator hands the VF on only then
 (:mod:`sriov_dra.release_signal`)."""
 
+ALLOCATED_CONDITION: Final = "Allocated"
+"""Condition the operator sets True on its ``status.devices`` entry of each VF it
+allocates, with the allocation; its message names the VF, PF, node, ifName and NAD."""
+
 FINALIZER: Final = f"{PREFIX}/vf-protection"
 """Our finalizer on allocated claims: the VF stays held until the agent released it."""
 

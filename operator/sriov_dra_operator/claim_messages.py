@@ -1,4 +1,5 @@
-"""The texts of the claim reconciler's Events: what happened, to which VF, and the fix.
+"""The texts of the claim reconciler's Events and conditions: what happened, to which VF,
+and the fix.
 
 Pure functions of the facts they report, so :mod:`.claims` reads as the state
 machine it is and each text can be checked on its own.
@@ -39,7 +40,8 @@ def nad_not_found(ref: Ref, request: str) -> NadNotFound:
 
 
 def allocated(records: Sequence[AllocatedVf], node: str) -> str:
-    """``Allocated``: every VF with its PF, device, ifName and NAD."""
+    """Condition ``Allocated`` (on each VF's ``status.devices`` entry, ``records`` of one):
+    every VF with its PF, device, ifName and NAD."""
     vfs = ", ".join(
         f"VF {r.pci_address} (vfIndex {r.vf_index}, device {r.pool}/{r.device}) of PF "
         f"{r.pf or '?'} as {r.if_name}" + (f" for NAD {r.nad}" if r.nad else "")

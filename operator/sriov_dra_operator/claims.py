@@ -10,8 +10,10 @@ Life of a static claim of ours:
    cache (every claim's allocation counts as taken, plus decisions whose writes
    are still in flight); outside the lock two guarded writes follow: metadata
    (our finalizer, node label, allocation annotation) first, so an allocated
-   claim always carries our finalizer, then ``status.allocation``. A 409 means
-   the claim changed: re-read, decide again.
+   claim always carries our finalizer, then ``status.allocation`` together with
+   condition ``Allocated`` on each VF's ``status.devices`` entry, which says which
+   VF, PF and node (an Event would be a third write per claim; Warnings stay
+   Events). A 409 means the claim changed: re-read, decide again.
 3. *Allocated* -- nothing to do unless a device is also in another claim's
    allocation (:mod:`.conflicts`), or kube-scheduler allocated it (a pod came
    first): then we *adopt* it -- our marks, and the scheduler's
@@ -33,8 +35,8 @@ when the claim's pod fits no node), we remove our marks and leave the claim
 alone for ``--yield-seconds`` and for as long as a pod is pending on it.
 
 What is derived from the claim before writing (VfConfig per request, the
-annotation records) is in :mod:`.claim_config`, the Events' texts in
-:mod:`.claim_messages`, the writes in :mod:`.status_writer`.
+annotation records) is in :mod:`.claim_config`, the Events' and conditions' texts
+in :mod:`.claim_messages`, the writes in :mod:`.status_writer`.
 """
 
 from __future__ import annotations
@@ -70,7 +72,13 @@ from .metrics import OperatorMetrics
 from .ownership import Verdict, class_not_found, verdict
 from .settings import OperatorSettings
 from .slices import PublishedDevice, published_devices
-from .status_writer import ClaimWriter, StaleClaim, has_marks, rejection_message
+from .status_writer import (
+    ClaimWriter,
+    StaleClaim,
+    allocated_entry,
+    has_marks,
+    rejection_message,
+)
 
 log = logging.getLogger(__name__)
 
@@ -430,16 +438,24 @@ class ClaimReconciler:
         results = [dict(r) for r in allocation.results]
         records = allocation_records(results, allocation.node, configs, devices, nad_refs)
         status = allocation.status_allocation(claim, self.cache.classes)
+        # The explanation goes with the allocation, as a condition on each VF's
+        # status.devices entry: one write fewer per claim than an Event.
+        explained = [
+            allocated_entry(
+                driver=self.settings.driver,
+                pool=r.pool,
+                device=r.device,
+                message=claim_messages.allocated([r], allocation.node),
+            )
+            for r in records
+        ]
         marked = await self.writer.mark(
             claim, node=allocation.node, annotation=allocation_record.encode(records)
         )
         self.record(marked)
-        written = await self.writer.write_allocation(marked, status)
+        written = await self.writer.write_allocation(marked, status, explained)
         self.record(written)
         self.metrics.allocations.labels(allocation.node).inc()
-        message = claim_messages.allocated(records, allocation.node)
-        # The allocation is done; the explanation need not hold up the next claim.
-        self.events.post_later(written, warning=False, reason="Allocated", message=message)
         self._tell_device_ids(written, records)
         for r in records:
             log.info(

@@ -4,17 +4,20 @@ and the re-read that follows a refused one.
 All writes are JSON merge patches that carry ``metadata.resourceVersion``: the
 apiserver then refuses them with 409 Conflict if the claim changed since we
 read it. A conflict is never retried blindly: the caller re-reads and decides
-again (:class:`StaleClaim`). Status writes touch only ``status.allocation``.
+again (:class:`StaleClaim`). Status writes touch ``status.allocation`` and, with
+the allocation, the operator's ``status.devices`` entries (:func:`allocated_entry`).
 """
 
 from __future__ import annotations
 
+import datetime
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kubernetes_asyncio import client
 from sriov_dra.constants import (
+    ALLOCATED_CONDITION,
     ALLOCATION_ANNOTATION,
     FINALIZER,
     KUBE_DELETE_PROTECTION,
@@ -125,6 +128,26 @@ def node_label_patch(claim: Mapping[str, Any], node: str | None) -> Body:
     return {"metadata": {"resourceVersion": _meta(claim)[2], "labels": {NODE_LABEL: node}}}
 
 
+def allocated_entry(*, driver: str, pool: str, device: str, message: str) -> Body:
+    """A ``status.devices`` entry with condition :data:`~sriov_dra.constants.ALLOCATED_CONDITION`
+    True, written together with the allocation: the explanation ``kubectl describe`` shows,
+    at no extra write (an Event would be one more per claim).
+
+    The node agent applies its own conditions (``Ready`` and others) to the same entry
+    under its own field manager; the list of conditions is a map by type, so neither
+    removes the other's.
+    """
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    condition = {
+        "type": ALLOCATED_CONDITION,
+        "status": "True",
+        "reason": ALLOCATED_CONDITION,
+        "message": message,
+        "lastTransitionTime": now,
+    }
+    return {"driver": driver, "pool": pool, "device": device, "conditions": [condition]}
+
+
 class ClaimWriter:
     """Guarded writes to claims; each returns the claim as the apiserver stored it."""
 
@@ -184,13 +207,20 @@ class ClaimWriter:
         return await self._patch(claim, node_label_patch(claim, node), status=False)
 
     async def write_allocation(
-        self, claim: Mapping[str, Any], allocation: Mapping[str, Any]
+        self,
+        claim: Mapping[str, Any],
+        allocation: Mapping[str, Any],
+        devices: Sequence[Mapping[str, Any]] = (),
     ) -> Body:
-        """Set ``status.allocation`` (write-once in the API)."""
-        body = {
-            "metadata": {"resourceVersion": _meta(claim)[2]},
-            "status": {"allocation": dict(allocation)},
-        }
+        """Set ``status.allocation`` (write-once in the API) and, when given, ``status.devices``.
+
+        An unallocated claim has no ``status.devices`` (the apiserver accepts entries
+        only for allocated devices), so replacing the list loses nobody's entries.
+        """
+        status: Body = {"allocation": dict(allocation)}
+        if devices:
+            status["devices"] = [dict(d) for d in devices]
+        body = {"metadata": {"resourceVersion": _meta(claim)[2]}, "status": status}
         return await self._patch(claim, body, status=True)
 
     async def clear_allocation(self, claim: Mapping[str, Any]) -> Body:

@@ -133,11 +133,12 @@ def test_2_describe_resourceclaim_shows_allocation_reservation_net1_and_events(
     assert re.search(rf"Ips:\s+{re.escape(ip)}\n", text)
     assert f"Hardware Address:  {view.net1_mac}" in text
     assert "Reason:                Attached" in text
-    # The Events of the operator and the agent.
+    # The operator's explanation, written with the allocation: condition Allocated.
+    assert re.search(r"Type:\s+Allocated\n", text)
+    assert re.search(rf"Message:\s+allocated VF {re.escape(view.pci_address)} ", text)
+    # The agent's Events.
     events = text[text.index("Events:") :]
-    assert "Allocated" in events and "sriov-dra-operator" in events
     assert "VfConfigured" in events and "sriov-dra-agent" in events
-    assert any(e.startswith("Normal Allocated: allocated VF") for e in view.events)
 
 
 def test_3_pod0_runs_on_the_claims_node(scenario: Scenario) -> None:

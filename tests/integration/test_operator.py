@@ -49,6 +49,7 @@ from operator_harness import (
 from sriov_dra import allocation_record
 from sriov_dra.allocator import allocate
 from sriov_dra.constants import (
+    ALLOCATED_CONDITION,
     ALLOCATION_ANNOTATION,
     DRIVER_NAME,
     FINALIZER,
@@ -101,7 +102,7 @@ def assert_untouched_by_kopf(body: dict[str, Any]) -> None:
     foreign = [k for k in meta.get("annotations") or {} if "kopf" in k]
     assert foreign == [], f"kopf annotations on the claim: {foreign}"
     assert [f for f in meta.get("finalizers") or [] if f != FINALIZER] == []
-    assert set(body.get("status") or {}) <= {"allocation"}
+    assert set(body.get("status") or {}) <= {"allocation", "devices"}
 
 
 def test_seed_claim_is_allocated_and_described(
@@ -135,17 +136,24 @@ def test_seed_claim_is_allocated_and_described(
         assert record.nad == f"{namespace}/vf-resourceclaim-test"
         assert_untouched_by_kopf(body)
 
-        event = wait_for_event(cluster, namespace, "static-vf-claim", "Allocated")
-        assert event["type"] == "Normal"
-        assert event["message"] == (
+        # Explained in the allocation's own write: a condition on the VF's entry, no Event.
+        [entry] = body["status"]["devices"]
+        assert (entry["driver"], entry["pool"], entry["device"]) == (
+            DRIVER_NAME, result["pool"], result["device"]
+        )  # fmt: skip
+        [condition] = entry["conditions"]
+        assert (condition["type"], condition["status"]) == (ALLOCATED_CONDITION, "True")
+        assert condition["message"] == (
             f"allocated VF {record.pci_address} (vfIndex {record.vf_index}, device "
             f"{record.pool}/{record.device}) of PF simpf0 as net1 for NAD "
             f"{namespace}/vf-resourceclaim-test on node {node}"
         )
+        assert [e["reason"] for e in events_for(cluster, namespace, "static-vf-claim")] == []
         described = cluster.kubectl(
             "describe", "resourceclaim", "static-vf-claim", "-n", namespace
         ).stdout
-        assert "Allocated" in described and record.pci_address in described
+        assert ALLOCATED_CONDITION in described and record.pci_address in described
+        assert f"on node {node}" in described
         metrics = operator.metrics()
         assert f'sriov_dra_operator_allocations_total{{node="{node}"}}' in metrics
         assert "sriov_dra_operator_reconcile_duration_seconds_bucket" in metrics
@@ -323,9 +331,8 @@ def test_a_claim_whose_device_class_comes_later_is_told_then_allocated(
         # well within the 10-60 s retry delays. (Labelled with the group: cleaned up with it.)
         apply(cluster, device_class_manifest(late_class, group))
         wait_allocated(cluster, namespace, "early", timeout=8)
-        wait_for_event(cluster, namespace, "early", "Allocated")
         reasons = sorted(e["reason"] for e in events_for(cluster, namespace, "early"))
-        assert reasons == ["Allocated", "DeviceClassNotFound"]
+        assert reasons == ["DeviceClassNotFound"]
 
 
 def _reconciles(operator: OperatorProcess) -> float:
@@ -594,11 +601,10 @@ def test_a_nad_whose_chained_plugins_never_run_is_warned_about_and_allocated(
             ),
         )
         wait_allocated(cluster, namespace, "chained")
-        wait_for_event(cluster, namespace, "chained", "Allocated")
         said = [(e["type"], e["reason"], e["message"])
                 for e in events_for(cluster, namespace, "chained")]  # fmt: skip
         assert ("Warning", "NadPluginsNotRun", warning) in said
-        assert sorted(reason for _, reason, _ in said) == ["Allocated", "NadPluginsNotRun"]
+        assert sorted(reason for _, reason, _ in said) == ["NadPluginsNotRun"]
 
 
 def test_a_classic_nad_with_a_device_id_is_accepted_and_the_claim_told_its_vf_is_used(
@@ -624,7 +630,7 @@ def test_a_classic_nad_with_a_device_id_is_accepted_and_the_claim_told_its_vf_is
         said = [(e["type"], e["reason"], e["message"])
                 for e in events_for(cluster, namespace, "classic")]  # fmt: skip
         assert ("Normal", "NadDeviceIdReplaced", told) in said
-        assert sorted(reason for _, reason, _ in said) == ["Allocated", "NadDeviceIdReplaced"]
+        assert sorted(reason for _, reason, _ in said) == ["NadDeviceIdReplaced"]
 
 
 @pytest.mark.parametrize(

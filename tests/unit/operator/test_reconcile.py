@@ -17,6 +17,7 @@ from typing import Any, cast
 
 import pytest
 from sriov_dra.constants import (
+    ALLOCATED_CONDITION,
     DRIVER_NAME,
     FINALIZER,
     NODE_LABEL,
@@ -253,6 +254,11 @@ class World:
     def reasons(self, claim: str) -> list[str]:
         return [reason for name, _, reason, _ in self.events.posted if name == claim]
 
+    def conditions(self, claim: str) -> list[tuple[str, str, str]]:
+        """(device, condition type, message) on the stored claim's ``status.devices``."""
+        entries = (self.stored(claim).get("status") or {}).get("devices") or []
+        return [(e["device"], c["type"], c["message"]) for e in entries for c in e["conditions"]]
+
 
 @pytest.fixture
 def world() -> World:
@@ -294,6 +300,28 @@ async def test_a_missing_class_is_told_only_to_claims_meant_for_us(
     assert world.writer.status_writes == []
     # Either way a DeviceClass created later kicks it.
     assert body["metadata"]["uid"] in world.reconciler.waiting.for_devices
+
+
+# -- an allocation explains itself in the same write ------------------------------------------
+
+
+async def test_an_allocation_is_explained_by_a_condition_written_with_it(world: World) -> None:
+    world.create(claim_body("one"))
+    await world.reconcile("one")
+    [write] = world.writer.status_writes
+    [entry] = write["status"]["devices"]
+    assert (entry["driver"], entry["pool"], entry["device"]) == (DRIVER_NAME, "node-a", VF0)
+    assert devices_of(write) == [VF0]
+    assert world.conditions("one") == [
+        (
+            VF0,
+            ALLOCATED_CONDITION,
+            f"allocated VF 0000:08:00.2 (vfIndex 0, device node-a/{VF0}) of PF ? as vfnet0 "
+            "on node node-a",
+        )
+    ]
+    # A Normal Event would be a third write for every claim; nothing is posted.
+    assert world.events.posted == []
 
 
 # -- a refused status write is re-read and decided again --------------------------------------
@@ -376,7 +404,8 @@ async def test_plugins_after_sriov_get_one_warning_per_claim_and_the_claim_is_al
         await world.reconcile(name)
     assert devices_of(world.stored("first")) == [VF0]
     assert devices_of(world.stored("second")) == [VF1]
-    assert world.reasons("first") == ["NadPluginsNotRun", "Allocated"]
+    assert world.reasons("first") == ["NadPluginsNotRun"]
+    assert [kind for _, kind, _ in world.conditions("first")] == [ALLOCATED_CONDITION]
     # The third waits for a VF: reconciled again, it is told nothing twice.
     assert world.reasons("third") == ["NadPluginsNotRun", "NoDeviceAvailable"]
     told = [(kind, message) for name, kind, reason, message in world.events.posted
@@ -410,12 +439,12 @@ async def test_a_deleted_claim_explains_its_wait_for_the_agent(world: World) -> 
     await _allocated_then_deleted(world, "gone")
     world.reconciler.release_notice_after = 3600.0
     await world.reconcile("gone")
-    assert world.reasons("gone") == ["Allocated"]
+    assert world.reasons("gone") == []
     assert [uid for uid, _ in world.queue.delayed] == ["uid-gone"]
     world.reconciler.release_notice_after = 0.0
     await world.reconcile("gone")
     await world.reconcile("gone")
-    [(_, kind, reason, message)] = world.events.posted[1:]
+    [(_, kind, reason, message)] = world.events.posted
     assert (kind, reason) == ("Normal", "AwaitingRelease")
     assert message == (
         f"the claim is deleted; device node-a/{VF0} stays allocated until the sriov-dra agent on "
@@ -478,12 +507,12 @@ async def test_a_deleted_claim_of_a_removed_node_is_released_without_the_agent(
     if not released:
         assert devices_of(stored) == [VF0]
         assert FINALIZER in stored["metadata"]["finalizers"]
-        assert world.reasons("orphan") == ["Allocated", "AwaitingRelease"]
+        assert world.reasons("orphan") == ["AwaitingRelease"]
         return
     assert devices_of(stored) == []
     assert FINALIZER not in (stored["metadata"].get("finalizers") or [])
     assert NODE_LABEL not in (stored["metadata"].get("labels") or {})
-    [(_, kind, reason, message)] = world.events.posted[1:]
+    [(_, kind, reason, message)] = world.events.posted
     assert (kind, reason) == ("Warning", "ReleasedWithoutAgent")
     assert message == (
         "node node-a no longer exists (its Node object was deleted), so no node agent will "
@@ -556,7 +585,8 @@ async def test_an_unexpected_error_is_a_warning_a_metric_and_a_retry_with_backof
     await world.reconcile("mine")
     assert devices_of(world.stored("other")) == [VF0]
     assert devices_of(world.stored("mine")) == [VF1]
-    assert world.reasons("mine") == ["ReconcileFailed", "Allocated"]
+    assert world.reasons("mine") == ["ReconcileFailed"]
+    assert [kind for _, kind, _ in world.conditions("mine")] == [ALLOCATED_CONDITION]
     assert world.reconciler.backoff.next_delay("uid-mine") == 10.0
 
 
@@ -580,7 +610,7 @@ async def test_a_nad_with_a_device_id_is_accepted_and_the_claim_told_its_vf_is_u
     expected = device_id_replaced(parse_nad_config(CLASSIC, nad="ns/classic"), "vf", "0000:08:00.2")
     assert told == [("Normal", expected)]
     assert "0000:5e:00.9" in str(expected) and "0000:08:00.2" in str(expected)
-    assert world.reasons("classic") == ["Allocated", "NadDeviceIdReplaced"]
+    assert world.reasons("classic") == ["NadDeviceIdReplaced"]
 
 
 # -- the node label on claims someone else allocated ------------------------------------------

@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+import datetime
+
 import pytest
-from sriov_dra.constants import ALLOCATION_ANNOTATION, FINALIZER, NODE_LABEL
-from sriov_dra_operator.status_writer import has_marks, mark_patch, rejection_message, unmark_patch
+from sriov_dra.constants import (
+    ALLOCATED_CONDITION,
+    ALLOCATION_ANNOTATION,
+    DRIVER_NAME,
+    FINALIZER,
+    NODE_LABEL,
+)
+from sriov_dra_operator.status_writer import (
+    allocated_entry,
+    has_marks,
+    mark_patch,
+    rejection_message,
+    unmark_patch,
+)
 
 
 @pytest.mark.parametrize(
@@ -57,3 +71,18 @@ def test_patches_keep_other_finalizers_and_carry_the_resource_version() -> None:
 )
 def test_any_one_mark_counts(metadata: dict[str, object], marked: bool) -> None:
     assert has_marks({"metadata": {"name": "c", **metadata}}) is marked
+
+
+def test_an_allocated_entry_is_one_condition_on_the_vfs_status_devices_entry() -> None:
+    entry = allocated_entry(driver=DRIVER_NAME, pool="n1", device="vf-0", message="allocated VF")
+    [condition] = entry.pop("conditions")
+    assert entry == {"driver": DRIVER_NAME, "pool": "n1", "device": "vf-0"}
+    stamp = condition.pop("lastTransitionTime")
+    assert condition == {
+        "type": ALLOCATED_CONDITION,
+        "status": "True",
+        "reason": ALLOCATED_CONDITION,
+        "message": "allocated VF",
+    }
+    # metav1.Condition wants RFC 3339 in UTC, to the second.
+    assert datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")
