@@ -8,7 +8,8 @@ when every node that could satisfy it would give more than
 node), the claim-wide limit.
 Pools skipped as incomplete are named, and the fix then says the wait is
 transient. Devices the request's selectors match but that are not offered
-(``Pool.refused``: no node agent could prepare them) are named with why and the fix.
+(``Pool.refused``: no node agent could prepare them) are named with why and the fix,
+and so are those a taint keeps from the request (:mod:`sriov_dra.device_taints`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Final
 from sriov_dra.allocation_search import CompiledAlternative, CompiledRequest, Constraint, Search
 from sriov_dra.constants import MAX_ALLOCATION_RESULTS
 from sriov_dra.device_pools import REFUSAL_FIX, Device, DeviceKey, Pool
+from sriov_dra.device_taints import describe, untolerated
 from sriov_dra.errors import NoDeviceAvailable, SelectorError
 
 _FIX_BUSY: Final = (
@@ -32,6 +34,11 @@ _FIX_NONE: Final = (
 def _plural(count: int) -> str:
     return f"{count} VF matches" if count == 1 else f"{count} VFs match"
 
+
+_FIX_TAINTED: Final = (
+    "a tainted VF is offered again when its taint goes (pf-link-down: when its PF's link is "
+    "back up); or tolerate the taint in the request's tolerations"
+)
 
 _NAMED_INCOMPLETE: Final = 3
 """Incomplete pools named in a NoDeviceAvailable message; the rest are counted."""
@@ -78,6 +85,30 @@ def _refused_note(request: CompiledRequest, nodes: Mapping[str, Sequence[Pool]])
     return "; not offered: " + ", ".join(named)
 
 
+def _tainted_note(request: CompiledRequest, nodes: Mapping[str, Sequence[Pool]]) -> str:
+    """``; tainted: device p/d (key=value:effect), ...`` for devices the request selects
+    that a taint keeps from every alternative selecting them, or ''."""
+    tainted: list[tuple[Device, str]] = []
+    for pools in nodes.values():
+        for pool in pools:
+            for device in pool.devices:
+                if not device.taints:
+                    continue
+                selecting = [a for a in request.alternatives if _selected(a, device)]
+                kept = [untolerated(device.taints, a.tolerations) for a in selecting]
+                if kept and all(kept):
+                    tainted.append((device, ", ".join(describe(t) for t in kept[0])))
+    if not tainted:
+        return ""
+    named = [
+        f"device {d.key.pool}/{d.key.device} ({why})" for d, why in tainted[:_NAMED_INCOMPLETE]
+    ]
+    more = len(tainted) - len(named)
+    if more:
+        named.append(f"{more} more device{'s' if more > 1 else ''} likewise")
+    return "; tainted: " + ", ".join(named)
+
+
 def explain(
     requests: Sequence[CompiledRequest],
     constraints: Sequence[Constraint],
@@ -121,11 +152,14 @@ def explain(
         elif len(request.alternatives) == 1 and first.count > 1 and free >= first.count:
             detail = f"; {first.count} are needed on one node"
         refused = _refused_note(request, nodes)
+        tainted = _tainted_note(request, nodes)
         return NoDeviceAvailable(
-            f'no free VF matches request "{request.name}": {counts}{detail}{refused}{note}',
+            f'no free VF matches request "{request.name}": '
+            f"{counts}{detail}{refused}{tainted}{note}",
             field=f"spec.devices.requests[{request.index}]",
             fix=(_FIX_NONE if total == 0 else _FIX_BUSY)
             + (f"; for the devices not offered: {REFUSAL_FIX}" if refused else "")
+            + (f"; {_FIX_TAINTED}" if tainted else "")
             + transient,
         )
     fewest = [Search(pools, requests, [], in_use).fewest_results() for pools in nodes.values()]

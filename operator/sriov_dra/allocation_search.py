@@ -6,6 +6,8 @@ and ``firstAvailable`` (subrequests tried in order). A device matches when every
 CEL selector of the DeviceClass, then of the request, is true; an evaluation
 error aborts the allocation with :class:`SelectorError`, never a silent no-match.
 A request with ``adminAccess: true`` may use taken devices (as in Kubernetes).
+A device with a ``NoSchedule``/``NoExecute`` taint the request (or subrequest)
+does not tolerate is not a candidate (:mod:`sriov_dra.device_taints`).
 ``constraints[].matchAttribute``: every device of the named requests (all when
 none are named; ``req`` covers its subrequests) has the attribute, with the same
 type and value.
@@ -32,6 +34,7 @@ from sriov_dra.cel_selectors import compile_selector
 from sriov_dra.claim_requests import Alternative, claim_requests, listed
 from sriov_dra.constants import MAX_ALLOCATION_RESULTS
 from sriov_dra.device_pools import Device, DeviceKey, Pool, Selector
+from sriov_dra.device_taints import untolerated
 from sriov_dra.errors import NoDeviceAvailable, SelectorError
 
 
@@ -47,6 +50,8 @@ class CompiledAlternative:
     admin: bool
     key: tuple[str, ...] = ()
     """The selector expressions: the memo key of :meth:`Pool.matching`."""
+    tolerations: tuple[Mapping[str, Any], ...] = ()
+    """The request's ``tolerations`` of device taints."""
 
     @property
     def need(self) -> int:
@@ -124,6 +129,7 @@ def _alternative(
         all_mode=all_mode,
         count=0 if all_mode else int(raw.get("count") or 1),
         admin=bool(raw.get("adminAccess")),
+        tolerations=tuple(raw.get("tolerations") or ()),
     )
 
 
@@ -178,7 +184,12 @@ class Search:
     def candidates(self, alternative: CompiledAlternative) -> list[Device] | None:
         """Devices the alternative may take here; None when it cannot be met here."""
         key, selectors = alternative.key, alternative.selectors
-        matching = [d for pool in self.pools for d in pool.matching_key(key, selectors)]
+        matching = [
+            d
+            for pool in self.pools
+            for d in pool.matching_key(key, selectors)
+            if not d.taints or not untolerated(d.taints, alternative.tolerations)
+        ]
         if alternative.all_mode:
             if not matching:
                 return None

@@ -20,6 +20,9 @@ A device named otherwise (in a slice our agent did not publish) could be allocat
 but never prepared, so it is kept out of the pool, and
 :class:`~sriov_dra.errors.NoDeviceAvailable` names it with the fix.
 
+**Tainted devices** stay in the pool: whether a taint keeps a device away depends
+on the request's tolerations (:mod:`sriov_dra.device_taints`, applied by the search).
+
 **Taken devices**: every device in any claim's ``status.allocation`` (whoever wrote
 it, :func:`held_devices`), except ``adminAccess`` results. :class:`DeviceUsage`
 keeps them with per-pool counts.
@@ -62,9 +65,12 @@ class Device:
     memo: dict[str, bool | SelectorError] = field(default_factory=dict)
     refusal: str = field(init=False)
     """Why the device is not offered (empty when it is): see :func:`refusal`."""
+    taints: tuple[Mapping[str, Any], ...] = field(init=False)
+    """The device's ``taints`` (resource.k8s.io/v1, gate DRADeviceTaints)."""
 
     def __post_init__(self) -> None:
         self.refusal = refusal(self)
+        self.taints = tuple(t for t in self.data.get("taints") or () if isinstance(t, Mapping))
 
     def attribute(self, qualified: str) -> tuple[str, Any] | None:
         """``(type, value)`` of a fully qualified attribute, or None."""
