@@ -24,7 +24,6 @@ import argparse
 import os
 import secrets
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -130,7 +129,7 @@ def main() -> int:
         nic.destroy()
         shutil.rmtree(work, ignore_errors=True)
 
-    baseline = statistics.median(netlink) + statistics.median(cni)
+    baseline = _percentile(netlink, 0.5) + _percentile(cni, 0.5)
     rows = [
         ("attach + detach (VfLifecycle)", full),
         ("bare netlink move+rename+up and back", netlink),
