@@ -4,7 +4,8 @@ Real API server (with the DRADeviceTaints gate the dev cluster sets), the agent
 process on a simulated NIC with two PFs, this test playing the kubelet on the
 agent's DRA socket (``v1alpha1.DRAResourceHealth/NodeWatchResources``). Down: the
 published slice carries the NoSchedule taint on that PF's VFs only, and the stream
-reports exactly those VFs unhealthy. Up: both cleared.
+reports exactly those VFs unhealthy. Up: both cleared. With the operator running,
+no new claim gets such a VF (its allocator honours the taint) until the link is back.
 """
 
 from __future__ import annotations
@@ -22,6 +23,15 @@ from agent_harness import (
     node_object,
     running_agent,
     wait_for,
+)
+from operator_harness import (
+    OperatorProcess,
+    allocated_devices,
+    claim_manifest,
+    claims,
+    create,
+    wait_allocated,
+    wait_for_event,
 )
 from sriov_dra import constants
 from sriov_dra.device_health import PF_LINK_DOWN_TAINT
@@ -139,3 +149,56 @@ def test_uplink_down_taints_and_reports_unhealthy_up_clears_both(
     ]
     assert changes[-2:] == [("up", "down"), ("down", "up")]
     assert "DRADeviceTaints" not in agent.log(), "the API server must keep the taints"
+
+
+def test_the_operator_gives_no_new_claim_a_vf_of_a_pf_whose_link_is_down(
+    cluster: DevCluster,
+    operator: OperatorProcess,
+    node: str,
+    nic: SimulatedNic,
+    agent: AgentProcess,
+    namespace: str,
+) -> None:
+    wait_for(lambda: len(published(cluster, node)) == 4 or None, what="the 4 VFs published")
+    nic.set_uplink(DOWN_PF, up=False)
+    taints = wait_for(lambda: tainted(published(cluster, node)) or None, what="the taints")
+    devices = published(cluster, node)
+    up_vfs = {name for name, device in devices.items() if pf_of(device) == OTHER_PF}
+    device_class = f"health-{node}"
+    expression = (
+        f"device.driver == '{constants.DRIVER_NAME}' && "
+        f"device.attributes['{constants.PREFIX}'].nodeName == '{node}'"
+    )
+    create(
+        cluster,
+        {
+            "apiVersion": "resource.k8s.io/v1",
+            "kind": "DeviceClass",
+            "metadata": {"name": device_class},
+            "spec": {"selectors": [{"cel": {"expression": expression}}]},
+        },
+    )
+    names = ["first", "second", "third"]
+    try:
+        create(cluster, *(claim_manifest(n, namespace, device_class) for n in names))
+        got = {
+            device
+            for n in names[:2]
+            for _, _, device in allocated_devices(wait_allocated(cluster, namespace, n))
+        }
+        assert got == up_vfs, "only the VFs of the PF whose link is up are allocated"
+        event = wait_for_event(cluster, namespace, "third", "NoDeviceAvailable")
+        for name in taints:
+            assert f"{node}/{name} ({PF_LINK_DOWN_TAINT}={DOWN_PF}:NoSchedule)" in event["message"]
+
+        nic.set_uplink(DOWN_PF, up=True)
+        (third,) = allocated_devices(wait_allocated(cluster, namespace, "third", timeout=60))
+        assert third[2] in set(taints), "back up, the PF's VFs are offered again"
+    finally:
+        cluster.kubectl("delete", "resourceclaims", "--all", "-n", namespace, "--wait=false")
+        wait_for(
+            lambda: not claims(cluster, namespace) or None,
+            what="the claims released by the agent and gone",
+            timeout=120,
+        )
+        cluster.kubectl("delete", "deviceclass", device_class, check=False)
