@@ -59,7 +59,8 @@ class PfLinkMonitor:
         self.inventory: Inventory | None = None
         self.version = 0
         """Bumped on every change of a PF's link or of the inventory's devices."""
-        self._changed = asyncio.Condition()
+        self._changed = asyncio.Event()
+        """Set (and replaced by a fresh one) on every bump: wakes :meth:`wait_change`."""
         self.watching = asyncio.Event()
         """Set while the netlink watch runs (after its first dump)."""
 
@@ -90,8 +91,8 @@ class PfLinkMonitor:
 
     async def wait_change(self, seen: int) -> int:
         """Return :attr:`version` once it differs from ``seen``."""
-        async with self._changed:
-            await self._changed.wait_for(lambda: self.version != seen)
+        while self.version == seen:
+            await self._changed.wait()
         return self.version
 
     # --- link events ------------------------------------------------------------------
@@ -141,11 +142,8 @@ class PfLinkMonitor:
         self.version += 1
         if self._on_change is not None:
             self._on_change()
-        asyncio.get_running_loop().create_task(self._notify())
-
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
 
     # --- the watch --------------------------------------------------------------------
 
