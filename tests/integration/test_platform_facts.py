@@ -194,11 +194,17 @@ def claims(cluster: DevCluster, namespace: str) -> Claims:
 def test_resource_k8s_io_v1_is_served(cluster: DevCluster) -> None:
     versions = cluster.kubectl("api-versions").stdout.split()
     assert "resource.k8s.io/v1" in versions
-    # Beta and alpha DRA versions stay opt-in in 1.34.
-    assert [v for v in versions if v.startswith("resource.k8s.io/")] == ["resource.k8s.io/v1"]
+    # Beta and alpha DRA versions stay opt-in in 1.34; the dev cluster opts in to one:
+    # v1alpha3 (DeviceTaintRule), which the scheduler and the controller manager watch
+    # once the DRADeviceTaints gate is on (the agent taints VFs whose PF link is down).
+    assert [v for v in versions if v.startswith("resource.k8s.io/")] == [
+        "resource.k8s.io/v1",
+        "resource.k8s.io/v1alpha3",
+    ]
     out = cluster.kubectl("api-resources", "--api-group=resource.k8s.io", "-o", "name").stdout
     assert sorted(out.split()) == [
         "deviceclasses.resource.k8s.io",
+        "devicetaintrules.resource.k8s.io",
         "resourceclaims.resource.k8s.io",
         "resourceclaimtemplates.resource.k8s.io",
         "resourceslices.resource.k8s.io",

@@ -28,6 +28,10 @@ CONTROL_PLANE_FEATURE_GATES: Final = "--feature-gates=DRADeviceTaints=true"
 """Alpha in 1.34: the API server keeps ResourceSlice device taints (the agent taints the
 VFs of a PF whose link is down), the scheduler honours them, the controller manager's
 taint eviction controller knows them."""
+DEVICE_TAINT_RULES: Final = "--runtime-config=resource.k8s.io/v1alpha3=true"
+"""The gate's DeviceTaintRule API (resource.k8s.io/v1alpha3): the scheduler and the
+controller manager watch it once the gate is on, and log a failed list every few
+seconds while the API server does not serve it."""
 
 
 @dataclass(frozen=True)
@@ -166,6 +170,7 @@ def component_specs(
                 "--allow-privileged=true",
                 "--profiling=false",
                 CONTROL_PLANE_FEATURE_GATES,
+                DEVICE_TAINT_RULES,
                 "--v=1",
             ),
             ports.apiserver,
