@@ -10,7 +10,9 @@ processes weighs on the rows alike:
   restore name/MAC/MTU);
 - baselines from the same run: the bare netlink move + rename + up and back (two
   pre-opened pyroute2 sockets, no lookups, no records) and a bare host-local ADD +
-  DEL exec.
+  DEL exec; the ratio is against their sum;
+- for information, every netlink call an attach + detach makes, bare: also the
+  MAC and MTU (set and restored), the address and the route.
 
 Prints p50/p99 per row and each row's p50 as a multiple of the summed baselines.
 Needs root and /usr/lib/cni/host-local.
@@ -120,7 +122,22 @@ def main() -> int:
                 inpod.link("set", index=index, ifname="simpf0v1")
                 inpod.link("set", index=index, net_ns_fd=nic.host_netns_path)
 
-            full, netlink, cni = _interleaved(args.cycles, [attach_detach, bare_netlink, bare_ipam])
+            (link,) = host.link("get", index=index)
+            home_mac, home_mtu = link.get("IFLA_ADDRESS"), link.get("IFLA_MTU")
+
+            def bare_all(_: int) -> None:
+                host.link("set", index=index, net_ns_fd=pod_ns)
+                inpod.link("set", index=index, ifname="net1", address="02:00:00:77:00:02", mtu=1400)
+                inpod.link("set", index=index, state="up")
+                inpod.addr("add", index=index, address="10.79.0.2", prefixlen=16)
+                inpod.route("add", dst="10.78.0.0/16", gateway="10.79.0.1", oif=index)
+                inpod.link("set", index=index, state="down")
+                inpod.link("set", index=index, ifname="simpf0v1", address=home_mac, mtu=home_mtu)
+                inpod.link("set", index=index, net_ns_fd=nic.host_netns_path)
+
+            full, netlink, cni, every = _interleaved(
+                args.cycles, [attach_detach, bare_netlink, bare_ipam, bare_all]
+            )
         lifecycle.release("0000:3b:02.0")
         pods.close()
     finally:
@@ -134,6 +151,7 @@ def main() -> int:
         ("attach + detach (VfLifecycle)", full),
         ("bare netlink move+rename+up and back", netlink),
         ("bare host-local ADD + DEL exec", cni),
+        ("bare netlink, every call of the attach", every),
     ]
     print(f"{args.cycles} rounds, milliseconds; ratio = p50 / (netlink p50 + IPAM p50)")
     print(f"{'operation':<40} {'p50':>8} {'p99':>8} {'ratio':>7}")

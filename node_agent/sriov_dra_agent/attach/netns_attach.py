@@ -8,9 +8,10 @@ still missing (:func:`plan_into_pod`, :func:`plan_back_to_host`), so any of them
 can be re-run after a crash at any point.
 
 The functions take open sockets: one pod socket serves every step of an attach or
-a detach. A dump decodes every link of the netns (hundreds on a busy node), so after
-the first one a VF is looked up again by its index (:func:`refind_vf`), which the
-kernel keeps across a move unless the target netns has it taken.
+a detach. A dump decodes every link of the netns (hundreds on a busy node), so a VF
+is first looked for where it should be (:func:`lookup_vf`): by its expected name, or
+by its index, which the kernel keeps across a move unless the target netns has it
+taken; only a miss dumps.
 """
 
 from __future__ import annotations
@@ -33,6 +34,14 @@ IFF_UP: Final = 1
 IsVfNetdev = Callable[[Any, str], bool]
 """Whether a netlink link message is VF ``pci``'s netdev (the backend's
 :meth:`~sriov_dra_agent.vf.backends.base.VfBackend.is_vf_netdev`)."""
+
+BeforeChange = Callable[[], None]
+"""Called before each netlink change (not before lookups): the caller's write-ahead
+record may still be on its way to disk while the functions look. Idempotent."""
+
+
+def no_wait() -> None:
+    """A :data:`BeforeChange` for callers whose record is already written."""
 
 
 @dataclass(frozen=True)
@@ -72,11 +81,15 @@ def find_vf(ipr: IPRoute, pci: str, is_vf: IsVfNetdev) -> LinkView | None:
     return None
 
 
-def refind_vf(ipr: IPRoute, pci: str, is_vf: IsVfNetdev, index: int) -> LinkView | None:
-    """The VF ``pci``'s netdev in ``ipr``'s netns, tried first at ``index`` (where it
-    was last seen); a link there that is not the VF, or none, falls back to a dump."""
+def lookup_vf(ipr: IPRoute, pci: str, is_vf: IsVfNetdev, hint: int | str | None) -> LinkView | None:
+    """The VF ``pci``'s netdev in ``ipr``'s netns, tried first at ``hint`` (an index or
+    a name where it should be); no hint, or a link there that is not the VF, or none,
+    falls back to a dump."""
+    if hint is None:
+        return find_vf(ipr, pci, is_vf)
+    key = "index" if isinstance(hint, int) else "ifname"
     try:
-        (link,) = ipr.link("get", index=index)
+        (link,) = ipr.link("get", **{key: hint})
     except NetlinkError:
         return find_vf(ipr, pci, is_vf)
     return _view(link) if is_vf(link, pci) else find_vf(ipr, pci, is_vf)
@@ -166,7 +179,11 @@ def _set(ipr: IPRoute, index: int, attributes: dict[str, Any]) -> None:
         ipr.link("set", index=index, **attributes)
 
 
-def _run(ipr: IPRoute, index: int, steps: Sequence[Step], *, move_to: str) -> None:
+def _run(
+    ipr: IPRoute, index: int, steps: Sequence[Step], *, move_to: str, before: BeforeChange
+) -> None:
+    if steps:
+        before()
     attributes: dict[str, Any] = {}
     for step in steps:
         if step.action in _ATTRIBUTES:
@@ -187,10 +204,6 @@ def _netlink_error(what: str, exc: NetlinkError) -> AttachError:
     return AttachError(f"{what}: {exc}", field="vf", fix="see the agent log; the sweep retries")
 
 
-def _vanished(what: str) -> AttachError:
-    return AttachError(what, field="vf", fix="the pod netns may have died; the runtime retries")
-
-
 def move_into_pod(
     pod: IPRoute,
     host: IPRoute,
@@ -201,29 +214,38 @@ def move_into_pod(
     if_name: str,
     mac: str | None = None,
     mtu: int | None = None,
+    host_name: str | None = None,
+    before_change: BeforeChange = no_wait,
 ) -> LinkView:
     """Ensure VF ``pci`` is in ``pod_netns`` (socket ``pod``) as ``if_name``, with
-    ``mac``/``mtu``, up; ``host`` is a socket in the host netns.
+    ``mac``/``mtu``, up; ``host`` is a socket in the host netns, where the VF is
+    expected as ``host_name`` (if known).
 
     Idempotent: a VF already there is only completed. Raises :class:`DeviceBusy`
     (name taken), :class:`AttachError`.
     """
-    in_pod = find_vf(pod, pci, is_vf)
+    in_host = lookup_vf(host, pci, is_vf, host_name)
+    # A netdev is in one netns only: found in the host, it is not in the pod.
+    in_pod = find_vf(pod, pci, is_vf) if in_host is None else None
+    holder = find_name(pod, if_name)
     if in_pod is None:
-        in_host = find_vf(host, pci, is_vf)
-        holder = find_name(pod, if_name)
         steps = plan_into_pod(
             in_host, None, if_name=if_name, mac=mac, mtu=mtu, name_taken=holder is not None
         )
         assert in_host is not None
         try:
-            _run(host, in_host.index, steps[: steps.index(Step("move")) + 1], move_to=pod_netns)
+            moving = steps[: steps.index(Step("move")) + 1]
+            _run(host, in_host.index, moving, move_to=pod_netns, before=before_change)
         except NetlinkError as exc:
             raise _netlink_error(f"moving VF {pci} into {pod_netns}", exc) from exc
-        in_pod = refind_vf(pod, pci, is_vf, in_host.index)
+        in_pod = lookup_vf(pod, pci, is_vf, in_host.index)
         if in_pod is None:
-            raise _vanished(f"VF {pci} vanished while moving into {pod_netns}")
-    holder = find_name(pod, if_name)
+            raise AttachError(
+                f"VF {pci} vanished while moving into {pod_netns}",
+                field="vf",
+                fix="the pod netns may have died; the runtime retries",
+            )
+    # The name was free before the move; a link taking it since makes the rename fail.
     steps = plan_into_pod(
         None,
         in_pod,
@@ -233,15 +255,17 @@ def move_into_pod(
         name_taken=holder is not None and holder.index != in_pod.index,
     )
     try:
-        _run(pod, in_pod.index, steps, move_to=pod_netns)
+        _run(pod, in_pod.index, steps, move_to=pod_netns, before=before_change)
     except NetlinkError as exc:
         raise _netlink_error(f"configuring VF {pci} as {if_name} in {pod_netns}", exc) from exc
-    if not steps:
-        return in_pod
-    done = refind_vf(pod, pci, is_vf, in_pod.index)
-    if done is None:
-        raise _vanished(f"VF {pci} vanished from {pod_netns} while configuring it")
-    return done
+    # The kernel took every step: the VF is now as they made it.
+    return LinkView(
+        index=in_pod.index,
+        name=if_name,
+        mac=mac.lower() if mac is not None else in_pod.mac,
+        mtu=mtu if mtu is not None else in_pod.mtu,
+        up=True,
+    )
 
 
 def _gateway_for(address: str, result: IpamResult) -> str | None:
@@ -259,15 +283,15 @@ def configure_addresses(
     pci: str,
     is_vf: IsVfNetdev,
     result: IpamResult,
-    index: int | None = None,
+    link: LinkView | None = None,
 ) -> list[str]:
     """Add the IPAM addresses and routes to the VF in the pod (socket ``pod``), missing
-    ones only; ``index`` is where the VF was last seen there, if known.
+    ones only; ``link`` is the VF there if the caller has just found it.
 
     Returns the addresses as CIDR strings. A route without ``gw`` goes via the
     gateway of its family, as CNI's ConfigureIface does.
     """
-    link = find_vf(pod, pci, is_vf) if index is None else refind_vf(pod, pci, is_vf, index)
+    link = link or find_vf(pod, pci, is_vf)
     if link is None:
         raise AttachError(f"VF {pci} is not in {pod_netns}", field="vf", fix="re-run the attach")
     have = {f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}" for a in pod.addr("dump", index=link.index)}
@@ -309,11 +333,14 @@ def move_to_host(
     host_name: str,
     host_mac: str | None,
     host_mtu: int | None,
+    pod_name: str | None = None,
+    before_change: BeforeChange = no_wait,
 ) -> LinkView | None:
     """Ensure VF ``pci`` is in the host netns (socket ``host``), down, named ``host_name``
     with its MAC/MTU.
 
-    ``pod`` is a socket in the pod netns ``pod_netns``; ``None`` (the netns is gone)
+    ``pod`` is a socket in the pod netns ``pod_netns``, where the VF is expected as
+    ``pod_name`` (if known); ``None`` (the netns is gone)
     means look only in the host (a real VF returns there when its netns dies, still
     carrying the pod's name). Returns the VF's link in the host, or ``None`` when it
     is in neither (a simulated VF destroyed with its netns, or a real one whose
@@ -322,20 +349,18 @@ def move_to_host(
     target = host_netns_path(host_netns)
     moved: int | None = None
     if pod is not None:
-        link = find_vf(pod, pci, is_vf)
+        link = lookup_vf(pod, pci, is_vf, pod_name)
         if link is not None:
             moved = link.index
             steps = plan_back_to_host(
                 link, in_pod=True, host_name=host_name, host_mac=host_mac, host_mtu=host_mtu
             )
+            # No address flush: the kernel drops a netdev's addresses when it changes netns.
             try:
-                with contextlib.suppress(NetlinkError):
-                    # Flushing is courtesy: addresses vanish with the move anyway.
-                    pod.flush_addr(index=link.index)
-                _run(pod, link.index, steps, move_to=target)
+                _run(pod, link.index, steps, move_to=target, before=before_change)
             except NetlinkError as exc:
                 raise _netlink_error(f"moving VF {pci} back from {pod_netns}", exc) from exc
-    link = find_vf(host, pci, is_vf) if moved is None else refind_vf(host, pci, is_vf, moved)
+    link = lookup_vf(host, pci, is_vf, moved)
     if link is None:
         return None
     if link.name != host_name and find_name(host, host_name) is not None:
@@ -350,7 +375,7 @@ def move_to_host(
     if not steps:
         return link
     try:
-        _run(host, link.index, steps, move_to=target)
+        _run(host, link.index, steps, move_to=target, before=before_change)
     except NetlinkError as exc:
         raise _netlink_error(f"restoring VF {pci} in the host netns", exc) from exc
-    return refind_vf(host, pci, is_vf, link.index)
+    return lookup_vf(host, pci, is_vf, link.index)

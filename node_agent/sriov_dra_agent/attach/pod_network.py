@@ -20,7 +20,7 @@ from sriov_dra.errors import AttachError, NetnsNotFound
 from sriov_dra_agent.attach import ipam, netns_attach
 from sriov_dra_agent.attach.ipam import DEFAULT_CNI_PATH
 from sriov_dra_agent.attach.netns import NetnsSockets, netns_alive, netns_socket, open_netns
-from sriov_dra_agent.attach.netns_attach import LinkView
+from sriov_dra_agent.attach.netns_attach import BeforeChange, LinkView, no_wait
 from sriov_dra_agent.vf.backends.base import VfBackend
 from sriov_dra_agent.vf.records import Attachment, VfRecord, log_context
 
@@ -50,9 +50,16 @@ class PodNetwork:
         with self._host() as host:
             return netns_attach.find_vf(host, pci, self.backend.is_vf_netdev)
 
-    def connect(self, record: VfRecord, attachment: Attachment) -> Attachment:
+    def connect(
+        self,
+        record: VfRecord,
+        attachment: Attachment,
+        *,
+        before_change: BeforeChange = no_wait,
+    ) -> Attachment:
         """Move the VF into ``attachment``'s netns as its ``if_name`` (MAC, MTU, up), run
         its IPAM ADD and add the addresses; returns the attachment as ``attached``.
+        ``before_change`` runs before the first change (lookups come first).
 
         Raises :class:`~sriov_dra.errors.NetnsNotFound`,
         :class:`~sriov_dra.errors.DeviceBusy` (the name is taken),
@@ -60,10 +67,17 @@ class PodNetwork:
         """
         pci = record.pci_address
         conf = attachment.ipam_conf
+        adding: ipam.PendingAdd | None = None
+
+        def change() -> None:
+            nonlocal adding
+            before_change()
+            # A plugin that never looks into the pod allocates while the VF moves.
+            if adding is None and conf and ipam.netns_free(conf):
+                adding = self._start_add(attachment)
+
         # One pod socket for every step.
         with open_netns(attachment.netns) as pod:
-            # A plugin that never looks into the pod allocates while the VF moves.
-            adding = self._start_add(attachment) if conf and ipam.netns_free(conf) else None
             try:
                 with self._host() as host:
                     link = netns_attach.move_into_pod(
@@ -75,9 +89,12 @@ class PodNetwork:
                         if_name=attachment.if_name,
                         mac=attachment.mac,
                         mtu=attachment.mtu,
+                        host_name=record.host_ifname,
+                        before_change=change,
                     )
                 ips: list[str] = []
                 if conf is not None:
+                    change()  # the VF may have been in place already
                     adding = adding or self._start_add(attachment)
                     ips = netns_attach.configure_addresses(
                         pod,
@@ -85,7 +102,7 @@ class PodNetwork:
                         pci=pci,
                         is_vf=self.backend.is_vf_netdev,
                         result=adding.result(),
-                        index=link.index,
+                        link=link,
                     )
             finally:
                 # On failure the caller's rollback runs DEL: the ADD must be over by then.
@@ -105,16 +122,28 @@ class PodNetwork:
             cni_path=self.cni_path,
         )
 
-    def disconnect(self, record: VfRecord, attachment: Attachment) -> None:
+    def disconnect(
+        self,
+        record: VfRecord,
+        attachment: Attachment,
+        *,
+        before_change: BeforeChange = no_wait,
+    ) -> None:
         """IPAM DEL, and the VF back in the host netns with its name, MAC and MTU.
+        ``before_change`` runs before the first change (lookups come first).
 
         A plugin that never looks into the pod releases while the VF moves back;
         any other releases first. Works when the pod netns is already gone. Raises
         :class:`AttachError` when a real VF has not come back yet (run again later).
         """
         conf = attachment.ipam_conf
-        deleting = None
-        if conf is not None:
+        deleting: ipam.PendingDel | None = None
+
+        def change() -> None:
+            nonlocal deleting
+            before_change()
+            if conf is None or deleting is not None:
+                return
             deleting = ipam.PendingDel(
                 conf,
                 container=attachment.container_id,
@@ -126,8 +155,10 @@ class PodNetwork:
             )
             if not ipam.netns_free(conf):
                 deleting.done()
+
         try:
-            self.return_to_host(record, attachment)
+            self.return_to_host(record, attachment, before_change=change)
+            change()  # the VF may have been home already: the address goes all the same
         except BaseException:
             if deleting is not None:
                 deleting.settle()
@@ -135,7 +166,13 @@ class PodNetwork:
         if deleting is not None:
             deleting.done()
 
-    def return_to_host(self, record: VfRecord, attachment: Attachment | None) -> None:
+    def return_to_host(
+        self,
+        record: VfRecord,
+        attachment: Attachment | None,
+        *,
+        before_change: BeforeChange = no_wait,
+    ) -> None:
         """Bring the VF back to the host netns as ``record`` saw it before any attach.
 
         Looks in ``attachment``'s pod netns while it lives, else in the host only; a
@@ -153,12 +190,21 @@ class PodNetwork:
             "host_name": record.host_ifname,
             "host_mac": record.host_mac,
             "host_mtu": record.host_mtu,
+            "before_change": before_change,
         }
         with self._pod_socket(pod) as pod_socket, self._host() as host:
-            if netns_attach.move_to_host(host, pod_socket, pod_netns=pod, **kwargs) is not None:
+            back = netns_attach.move_to_host(
+                host,
+                pod_socket,
+                pod_netns=pod,
+                pod_name=attachment.if_name if attachment is not None else None,
+                **kwargs,
+            )
+            if back is not None:
                 return
         # A dead netns is torn down asynchronously: a real VF reappears in the host, a
         # simulated one's veth pair vanishes (then repair() recreates it). Give it a moment.
+        before_change()
         deadline = time.monotonic() + RETURN_TIMEOUT_SECONDS
         while True:
             recreated = self.backend.repair()

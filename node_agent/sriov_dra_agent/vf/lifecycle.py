@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -262,10 +262,12 @@ class VfLifecycle:
                 ipam_conf=ipam_conf,
             )
             record = record.model_copy(update={"attachment": attachment})
-            self.records.put(record)
+            # Written while the pod network looks; it waits for the write before changing.
+            writing = self.records.start_put(record)
             try:
-                return self._attach_steps(record, attachment)
+                return self._attach_steps(record, attachment, writing.wait)
             except Exception as exc:
+                writing.join()
                 log.warning(
                     "attach failed; rolling back",
                     extra=self._ctx(record, pci, netns=netns, error=str(exc)),
@@ -279,6 +281,8 @@ class VfLifecycle:
                         extra=self._ctx(record, pci, error=str(cleanup)),
                     )
                 raise
+            finally:
+                writing.join()
 
     def _adopt_netdev(self, record: VfRecord) -> VfRecord:
         """Take the netdev of the driver we bound (the VF had none) as its host netdev.
@@ -300,8 +304,11 @@ class VfLifecycle:
         self.records.put(record)
         return record
 
-    def _attach_steps(self, record: VfRecord, attachment: Attachment) -> NetworkData:
-        done = self.pods.connect(record, attachment)
+    def _attach_steps(
+        self, record: VfRecord, attachment: Attachment, written: Callable[[], None]
+    ) -> NetworkData:
+        done = self.pods.connect(record, attachment, before_change=written)
+        written()  # also when nothing changed: the writes must land in order
         self.records.put(record.model_copy(update={"attachment": done}))
         log.info(
             "VF attached",
@@ -333,8 +340,13 @@ class VfLifecycle:
         record = record.model_copy(
             update={"attachment": attachment.model_copy(update={"phase": "detaching"})}
         )
-        self.records.put(record)
-        self.pods.disconnect(record, attachment)
+        # Written while the pod network looks; it waits for the write before changing.
+        writing = self.records.start_put(record)
+        try:
+            self.pods.disconnect(record, attachment, before_change=writing.wait)
+            writing.wait()  # also when nothing changed: the writes must land in order
+        finally:
+            writing.join()
         record = record.model_copy(update={"attachment": None})
         self.records.put(record)
         log.info("VF detached", extra=self._ctx(record, pci, netns=attachment.netns))

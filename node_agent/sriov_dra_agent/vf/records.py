@@ -3,13 +3,16 @@
 One JSON file per VF (named by PCI address) in a state directory, replaced
 atomically. A record is written *before* each change it describes (the original
 state before programming, the attachment before moving), so a crash between any
-two steps leaves enough to undo them.
+two steps leaves enough to undo them. :meth:`RecordStore.start_put` writes while
+the caller looks (not changes) at the kernel, and waits for the write before its
+first change.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -133,6 +136,10 @@ class RecordStore:
         self.directory.mkdir(parents=True, exist_ok=True)
         write_atomically(self._path(record.pci_address), record.model_dump_json().encode())
 
+    def start_put(self, record: VfRecord) -> PendingPut:
+        """Start :meth:`put` in a thread of its own; the caller waits before its next change."""
+        return PendingPut(self, record)
+
     def delete(self, pci: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self._path(pci).unlink()
@@ -143,3 +150,30 @@ class RecordStore:
         names = sorted(n for n in os.listdir(self.directory) if n.endswith(".json"))
         records = [self.get(name[: -len(".json")]) for name in names]
         return [r for r in records if r is not None]
+
+
+class PendingPut:
+    """A record write under way (:meth:`RecordStore.start_put`)."""
+
+    def __init__(self, store: RecordStore, record: VfRecord) -> None:
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._write, args=(store, record), name="vf-record-write"
+        )
+        self._thread.start()
+
+    def _write(self, store: RecordStore, record: VfRecord) -> None:
+        try:
+            store.put(record)
+        except BaseException as exc:
+            self._error = exc
+
+    def wait(self) -> None:
+        """Return once the record is on disk; raise what the write raised. Idempotent."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def join(self) -> None:
+        """Return once the write is over, written or not (before any other write)."""
+        self._thread.join()
