@@ -134,8 +134,12 @@ class ClaimWatcher:
             current = await self.api.get_claim(namespace, name)
             if current is None or claim_devices.uid(current) != uid:
                 await self.manager.claim_gone(uid, namespace, name)
-            else:
-                await self.manager.reconcile(current)
+                return
+            logger.info(
+                "claim left this node's label but exists; reconciling it as it is",
+                extra=claim_devices.log_context(current, node=self.node),
+            )
+            await self.manager.reconcile(current)
 
     async def _process(self, uid: str) -> None:
         entry = self._latest.pop(uid, None) or self._failed.pop(uid, None)
