@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from netns_helpers import Pod
+from netns_helpers import Pod, netconf
 from sriov_dra.claim_ref import ClaimRef
 from sriov_dra.errors import NetnsNotFound
+from sriov_dra_agent.attach import ipam, netns_attach
 from sriov_dra_agent.attach.netns import netns_socket
 from sriov_dra_agent.attach.pod_network import PodNetwork
 from sriov_dra_agent.vf.backends.simulated import SimulatedBackend
 from sriov_dra_agent.vf.backends.simulated_nic import SimulatedNic
 from sriov_dra_agent.vf.lifecycle import VfLifecycle
+from sriov_dra_agent.vf.records import RecordStore, VfRecord
 
 pytestmark = pytest.mark.netns
 
@@ -93,3 +97,42 @@ def test_a_plugin_that_looks_into_the_pod_runs_while_the_vf_is_there(
         pods.close()
     assert (plugins / "seen.log").read_text().splitlines() == ["ADD present", "DEL present"]
     assert pod.links() == ["lo"]
+
+
+def test_every_change_waits_for_its_write_ahead_record(
+    lifecycle: VfLifecycle,
+    make_pod: Callable[[], Pod],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The attaching/detaching record is written while the lookups run, never after a change."""
+    pod = make_pod()
+    conf = netconf(tmp_path / "ipam")
+    events: list[str] = []
+    real_put, real_run, real_start = RecordStore.put, netns_attach._run, ipam.PluginRun.__init__
+
+    def slow_put(self: RecordStore, record: VfRecord) -> None:
+        time.sleep(0.2)  # a slow disk: a change that does not wait lands first
+        real_put(self, record)
+        events.append(f"written {record.attachment.phase if record.attachment else None}")
+
+    def logged_run(*args: Any, **kwargs: Any) -> None:
+        real_run(*args, **kwargs)
+        if args[2]:
+            events.append("netlink change")
+
+    def logged_start(self: ipam.PluginRun, *args: Any, **kwargs: Any) -> None:
+        real_start(self, *args, **kwargs)
+        events.append(f"IPAM {self.command}")
+
+    monkeypatch.setattr(RecordStore, "put", slow_put)
+    monkeypatch.setattr(netns_attach, "_run", logged_run)
+    monkeypatch.setattr(ipam.PluginRun, "__init__", logged_start)
+    lifecycle.attach(VF1, CLAIM, "vf", netns=pod.netns, if_name="net1", netconf=conf)
+    lifecycle.detach(VF1)
+    first = events.index("written attaching")
+    assert "netlink change" not in events[:first] and "IPAM ADD" not in events[:first]
+    between = events[events.index("written detaching") - 1 : events.index("written detaching")]
+    assert between == ["written attached"]
+    assert events[-1] == "written None"
+    assert events.count("IPAM ADD") == events.count("IPAM DEL") == 1
