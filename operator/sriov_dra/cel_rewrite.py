@@ -206,3 +206,58 @@ class _Rewriter:
 def rewrite_expression(expression: str) -> str:
     """The expression as the ``cel`` package evaluates it (see the module doc)."""
     return _Rewriter(expression).rewrite()
+
+
+def _plain_string(token: _Token) -> str | None:
+    """The value of a quoted string token without prefix, escapes or triple quotes."""
+    text = token.text
+    if (
+        token.kind != "string"
+        or len(text) < 2
+        or text[0] not in "'\""
+        or text[-1] != text[0]
+        or text.startswith(text[0] * 3)
+        or "\\" in text
+    ):
+        return None
+    return text[1:-1]
+
+
+def attribute_reads(expression: str) -> tuple[tuple[str, str], ...] | None:
+    """The ``(domain, name)`` attributes ``expression`` reads, or None when unsure.
+
+    Known only when the variable ``device`` appears solely as ``device.driver`` or
+    ``device.attributes["<domain>"].<name>`` (or ``["<name>"]``) with plain string
+    literals: the result is then a function of the driver and those attributes'
+    values, so devices that agree on them get the same result. Any other use (the
+    whole map, ``capacity``, a macro binding a variable named ``device``) is None.
+    """
+    tokens = [t for t in _tokenize(expression) if t.kind != "space"]
+    reads: list[tuple[str, str]] = []
+    for i, token in enumerate(tokens):
+        if token.kind != "ident" or token.text != "device":
+            continue
+        if i > 0 and tokens[i - 1].text == ".":
+            continue  # a field of something else, not the variable
+        rest = [t.text for t in tokens[i + 1 : i + 9]] + [""] * 8
+        if i > 0 and tokens[i - 1].text in ("(", ",") and rest[0] == ",":
+            return None  # a macro binding its own ``device``
+        if rest[0] == "." and rest[1] == "driver":
+            continue
+        if rest[:3] != [".", "attributes", "["] or rest[4] != "]":
+            return None
+        domain = _plain_string(tokens[i + 4])
+        if domain is None:
+            return None
+        if (
+            rest[5] == "."
+            and i + 7 < len(tokens)
+            and tokens[i + 7].kind == "ident"
+            and rest[7] != "("
+        ):
+            reads.append((domain, rest[6]))
+        elif rest[5] == "[" and rest[7] == "]" and (name := _plain_string(tokens[i + 7])):
+            reads.append((domain, name))
+        else:
+            return None
+    return tuple(sorted(set(reads)))

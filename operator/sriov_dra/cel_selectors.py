@@ -40,8 +40,8 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import cel
@@ -55,7 +55,7 @@ from sriov_dra.cel_library import (
     parse_semver,
     quantity_value,
 )
-from sriov_dra.cel_rewrite import FIX_SYNTAX, rewrite_expression
+from sriov_dra.cel_rewrite import FIX_SYNTAX, attribute_reads, rewrite_expression
 from sriov_dra.errors import SelectorError
 
 _FIX_RUNTIME: Final = (
@@ -121,13 +121,28 @@ def device_variables(device: Mapping[str, Any], *, driver: str) -> dict[str, Any
 class DeviceInput:
     """One device's CEL context, built once and reused for every selector."""
 
-    __slots__ = ("_context", "device", "driver", "name")
+    __slots__ = ("_context", "_plain", "device", "driver", "name")
 
     def __init__(self, device: Mapping[str, Any], *, driver: str) -> None:
         self.device = device
         self.driver = driver
         self.name = str(device.get("name", ""))
         self._context: cel.Context | None = None
+        self._plain: bool | None = None
+
+    @property
+    def plain(self) -> bool:
+        """Its context builds from its attributes alone and cannot fail: every attribute
+        is an int, bool or string, and it has no capacity (those are parsed)."""
+        if self._plain is None:
+            attributes = self.device.get("attributes") or {}
+            self._plain = not self.device.get("capacity") and all(
+                isinstance(a, Mapping)
+                and ("int" in a or "bool" in a or "string" in a)
+                and all(isinstance(v, (str, int, bool)) for v in a.values())
+                for a in attributes.values()
+            )
+        return self._plain
 
     @property
     def context(self) -> cel.Context:
@@ -172,6 +187,12 @@ def _shown(value: Any) -> str:
     return repr(value)
 
 
+def _frozen(attribute: Any) -> Hashable:
+    if attribute is None:
+        return None
+    return tuple(sorted(attribute.items()))
+
+
 @dataclass(frozen=True, eq=False)
 class CompiledSelector:
     """A compiled device selector; evaluate with :meth:`matches` or :meth:`evaluate`."""
@@ -179,6 +200,26 @@ class CompiledSelector:
     expression: str
     rewritten: str
     program: cel.Program
+    reads: tuple[tuple[str, str], ...] | None = None
+    """The attributes the result depends on (:func:`~sriov_dra.cel_rewrite.attribute_reads`),
+    None when it may depend on anything."""
+    shared: dict[Hashable, bool] = field(default_factory=dict, repr=False)
+    """Results by :meth:`shared_key`: one evaluation serves every device with that key."""
+
+    def shared_key(self, device: DeviceInput) -> Hashable | None:
+        """What the result on ``device`` depends on (driver and the attributes read), or
+        None when that is not known: devices with equal keys get equal results."""
+        if self.reads is None or not device.plain:
+            return None
+        attributes = device.device.get("attributes") or {}
+        key: list[Hashable] = [device.driver]
+        for domain, name in self.reads:
+            qualified = attributes.get(f"{domain}/{name}")
+            bare = attributes.get(name) if domain == device.driver else None
+            if qualified is not None and bare is not None:
+                return None  # both spellings: which one wins depends on their order
+            key.append(_frozen(qualified if qualified is not None else bare))
+        return tuple(key)
 
     def evaluate(self, device: DeviceInput) -> bool:
         """Evaluate against a prepared device; raises SelectorError on any error."""
@@ -234,4 +275,9 @@ def compile_selector(expression: str) -> CompiledSelector:
             field="cel.expression",
             fix="simplify the expression",
         ) from exc
-    return CompiledSelector(expression=expression, rewritten=rewritten, program=program)
+    return CompiledSelector(
+        expression=expression,
+        rewritten=rewritten,
+        program=program,
+        reads=attribute_reads(expression),
+    )

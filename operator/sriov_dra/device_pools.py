@@ -145,14 +145,23 @@ class Selector:
 
     def test(self, device: Device) -> bool:
         """True when ``device`` is selected; raises SelectorError naming pool, device, path."""
-        expression = self.compiled.expression
-        outcome = device.memo.get(expression)
+        compiled = self.compiled
+        outcome = device.memo.get(compiled.expression)
         if outcome is None:
-            try:
-                outcome = self.compiled.evaluate(device.input)
-            except SelectorError as exc:
-                outcome = exc
-            device.memo[expression] = outcome
+            # A result that depends only on a few attributes is kept once per their values,
+            # not per device: a node's or a PF's name is then evaluated once, not per VF.
+            key = compiled.shared_key(device.input)
+            if key is not None:
+                outcome = compiled.shared.get(key)
+            if outcome is None:
+                try:
+                    outcome = compiled.evaluate(device.input)
+                except SelectorError as exc:
+                    outcome = exc
+                if key is not None and not isinstance(outcome, SelectorError):
+                    compiled.shared[key] = outcome
+                else:
+                    device.memo[compiled.expression] = outcome
         if isinstance(outcome, SelectorError):
             message = outcome.message.removeprefix(f"device {device.key.device}: ")
             raise SelectorError(

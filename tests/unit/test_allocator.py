@@ -9,6 +9,7 @@ from allocator_inputs import CLASSES, D, claim, node_vfs, picks, request, run, s
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sriov_dra.allocator import allocate
+from sriov_dra.cel_selectors import compile_selector
 from sriov_dra.device_pools import DeviceKey, DeviceUsage, pools_from_slices
 from sriov_dra.errors import NoDeviceAvailable, SelectorError
 
@@ -201,14 +202,43 @@ def test_class_selector_error_names_class() -> None:
 
 
 def test_selector_results_memoized() -> None:
+    """A selector reading the whole attribute map is memoized per device."""
     pools = pools_from_slices([node_vfs("node-a")], driver=D)
-    c = claim(request(selectors=['device.attributes["dra.net"].numaNode == 0']))
+    c = claim(request(selectors=['"numaNode" in device.attributes["dra.net"]']))
     allocate(c, device_classes=CLASSES, pools=pools, in_use=(), driver=D)
-    memo = pools[0].devices[0].memo
-    assert memo == {
-        f'device.driver == "{D}"': True,
-        'device.attributes["dra.net"].numaNode == 0': True,
-    }
+    assert pools[0].devices[0].memo == {'"numaNode" in device.attributes["dra.net"]': True}
+
+
+def test_selector_results_shared_by_the_attributes_read() -> None:
+    """A selector reading named attributes is evaluated once per their values, not per
+    device (a node name on 64 VFs: once), and each device still gets its own answer."""
+    expression = f'device.attributes["{D}"].nodeName == "node-b"'
+    slices = [
+        slice_(node, [vf(0, i, nodeName={"string": node}) for i in range(3)])
+        for node in ("node-a", "node-b")
+    ]
+    pools = pools_from_slices(slices, driver=D)
+    c = claim(request(selectors=[expression]))
+    assert picks(allocate(c, device_classes=CLASSES, pools=pools, in_use=(), driver=D)) == [
+        ("vf", "node-b", "0000-01-00-2")
+    ]
+    assert all(not d.memo for p in pools for d in p.devices)
+    shared = compile_selector(expression).shared
+    assert shared[(D, (("string", "node-a"),))] is False
+    assert shared[(D, (("string", "node-b"),))] is True
+
+
+def test_shared_result_not_given_to_a_device_whose_context_fails() -> None:
+    """A device with an attribute that cannot be converted (a bad version) gets its own
+    evaluation and error, though another device with the same PF name got True."""
+    expression = f'device.attributes["{D}"].PFName == "ens1f0"'
+    good = vf(0, 0)
+    bad = vf(0, 1, driverVersion={"version": "not-a-version"})
+    pools = pools_from_slices([slice_("node-a", [good, bad])], driver=D)
+    taken = {DeviceKey(D, "node-a", good["name"])}
+    c = claim(request(selectors=[expression]))
+    with pytest.raises(SelectorError, match="not a semantic version"):
+        allocate(c, device_classes=CLASSES, pools=pools, in_use=taken, driver=D)
 
 
 @settings(max_examples=60, deadline=None)

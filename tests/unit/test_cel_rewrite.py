@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sriov_dra.cel_rewrite import rewrite_expression
+from sriov_dra.cel_rewrite import attribute_reads, rewrite_expression
 from sriov_dra.errors import SelectorError
 
 REWRITES = [
@@ -58,3 +58,29 @@ def test_rewrite_errors(expression: str, message: str) -> None:
     with pytest.raises(SelectorError) as info:
         rewrite_expression(expression)
     assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    ("expression", "reads"),
+    [
+        ('device.driver == "d"', ()),
+        (
+            'device.attributes["d"].PFName == "a" && device.attributes["e"]["x"] > 1',
+            (("d", "PFName"), ("e", "x")),
+        ),
+        ('has(device.attributes["d"].x)', (("d", "x"),)),
+        ('device.attributes["d"].x.startsWith("a")', (("d", "x"),)),
+        ('"x" in device.attributes["d"]', None),
+        ('device.attributes["d"].exists(k, k == "x")', None),
+        ('device.attributes["d"]["x"] == device.attributes["d"]', None),
+        ('device.capacity["d"].m > quantity("1")', None),
+        ("device.attributes.d.x == 1", None),
+        ('cel.bind(a, device.attributes, a["d"].x == 1)', None),
+        ("[1].all(device, device > 0)", None),
+        (r'device.attributes["d\x41"].x == 1', None),
+        ('"device.attributes" == "x"', ()),
+    ],
+)
+def test_attribute_reads(expression: str, reads: tuple[tuple[str, str], ...] | None) -> None:
+    """Known only when device is read as driver or named attributes with plain literals."""
+    assert attribute_reads(expression) == reads
