@@ -1,10 +1,13 @@
 """Claim watch events one node agent receives while claims churn over many nodes.
 
 The operator runs as a process (``sriov-dra operator``, as bench_operator_claims
-starts it), so the node labels on the claims are the ones it really writes. N
-static claims are created at once over VFs published on the kwok nodes (pools
-named after their nodes), the operator allocates them, then each is released (the
-agent's Released condition, played here) and deleted, and the operator lets it go.
+starts it), so the node labels on the claims are the ones it really writes. With
+``--kind static`` (the default) N static claims are created at once over VFs
+published on the kwok nodes (pools named after their nodes), the operator allocates
+them, then each is released (the agent's Released condition, played here) and
+deleted, and the operator lets it go. With ``--kind template`` N pods each get a
+claim from a ResourceClaimTemplate, kube-scheduler allocates it, the operator only
+labels it, and deleting the pods deletes the claims.
 Meanwhile two watches count the events they receive, in the same run:
 
 - before: one watch over every claim of the cluster, as each agent had (it also
@@ -34,7 +37,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bench_operator_claims import Operator, kwok_nodes, measure_operator
+from bench_operator_claims import Operator, kwok_nodes, measure_operator, measure_scheduler
 from kubernetes_asyncio import client, config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -151,6 +154,12 @@ async def main() -> None:
     parser.add_argument("--nodes", type=int, default=10)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument(
+        "--kind",
+        choices=("static", "template"),
+        default="static",
+        help="static claims the operator allocates, or pods' template claims the scheduler does",
+    )
+    parser.add_argument(
         "--kubeconfig",
         default=os.environ.get("KUBECONFIG", "/var/tmp/sriov-dra/devcluster/kubeconfig"),
     )
@@ -164,7 +173,8 @@ async def main() -> None:
     await config.load_kube_config(config_file=args.kubeconfig)
     watch_api = await KubeApi.from_kubeconfig(args.kubeconfig)
     async with client.ApiClient() as api:
-        nodes = (await kwok_nodes(api, 0))[: args.nodes]
+        most = args.claims if args.kind == "template" else 0
+        nodes = (await kwok_nodes(api, most))[: args.nodes]
         if len(nodes) < args.nodes:
             raise SystemExit(
                 f"{len(nodes)} kwok nodes, {args.nodes} wanted; fix: sriov-dra devcluster up "
@@ -178,7 +188,8 @@ async def main() -> None:
         try:
             await operator.ready()
             started = time.perf_counter()
-            churn = await measure_operator(api, args.claims, args.concurrency, nodes)
+            measure = measure_scheduler if args.kind == "template" else measure_operator
+            churn = await measure(api, args.claims, args.concurrency, nodes)
             await sentinels(api, nodes, create=True)
             for watch in (before, *after.values()):
                 await watch.finish()
@@ -202,10 +213,16 @@ def report(
     one = after[nodes[0]]
     per_node = [after[n].total for n in nodes]
     print(f"\noperator log: {log}")
+    how = (
+        "pods' template claims allocated by kube-scheduler, labelled by the operator, deleted "
+        "with their pods"
+        if args.kind == "template"
+        else "static claims allocated by the operator, released and deleted"
+    )
     print(
-        f"{args.claims} claims created, allocated by the operator, released and deleted over "
-        f"{len(nodes)} kwok nodes in {elapsed:.1f} s (allocation {churn['per_s']:.1f} claims/s); "
-        f"events counted from the end of each watch's first list to a sentinel claim\n"
+        f"{args.claims} {how}, over {len(nodes)} kwok nodes in {elapsed:.1f} s (allocation "
+        f"{churn['per_s']:.1f} claims/s); events counted from the end of each watch's first "
+        "list to a sentinel claim\n"
     )
     header = (
         f"{'watch of one agent':<34} {'events':>7} {'ADDED':>6} {'MODIFIED':>8} "
@@ -237,6 +254,7 @@ def report(
         json.dumps(
             {
                 "claims": args.claims,
+                "kind": args.kind,
                 "nodes": len(nodes),
                 "before": dict(before.events),
                 "after": dict(one.events),
@@ -246,8 +264,9 @@ def report(
         )
     )
     print(
-        f"agent-watch N={args.claims} nodes={len(nodes)}: before {before.total} events, "
-        f"after {one.total}; ratio {before.total / max(1, one.total):.1f}"
+        f"agent-watch {args.kind} N={args.claims} nodes={len(nodes)}: "
+        f"before {before.total} events, after {one.total}; "
+        f"ratio {before.total / max(1, one.total):.1f}"
     )
 
 
