@@ -36,6 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "operator"), str(ROOT / "node_agent")]
 
+from latency_table import percentile, print_ratio_table  # noqa: E402
 from pyroute2 import IPRoute  # noqa: E402
 from sriov_dra.claim_ref import ClaimRef  # noqa: E402
 from sriov_dra_agent.attach import ipam  # noqa: E402
@@ -57,11 +58,6 @@ def _netconf(data_dir: Path) -> dict[str, object]:
             "routes": [{"dst": "10.78.0.0/16"}],
         },
     }
-
-
-def _percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def _interleaved(rounds: int, rows: list[Callable[[int], None]]) -> list[list[float]]:
@@ -146,18 +142,19 @@ def main() -> int:
         nic.destroy()
         shutil.rmtree(work, ignore_errors=True)
 
-    baseline = _percentile(netlink, 0.5) + _percentile(cni, 0.5)
+    baseline = percentile(netlink, 0.5) + percentile(cni, 0.5)
     rows = [
         ("attach + detach (VfLifecycle)", full),
         ("bare netlink move+rename+up and back", netlink),
         ("bare host-local ADD + DEL exec", cni),
         ("bare netlink, every call of the attach", every),
     ]
-    print(f"{args.cycles} rounds, milliseconds; ratio = p50 / (netlink p50 + IPAM p50)")
-    print(f"{'operation':<40} {'p50':>8} {'p99':>8} {'ratio':>7}")
-    for name, samples in rows:
-        p50, p99 = _percentile(samples, 0.5), _percentile(samples, 0.99)
-        print(f"{name:<40} {p50:8.2f} {p99:8.2f} {p50 / baseline:7.2f}")
+    print_ratio_table(
+        f"{args.cycles} rounds, milliseconds; ratio = p50 / (netlink p50 + IPAM p50)",
+        "operation",
+        rows,
+        baseline,
+    )
     return 0
 
 

@@ -57,6 +57,7 @@ from agent_harness import (  # noqa: E402
     running_agent,
     wait_for,
 )
+from latency_table import percentile, print_ratio_table  # noqa: E402
 from sriov_dra import constants  # noqa: E402
 from sriov_dra.naming import device_name  # noqa: E402
 from sriov_dra_agent.proto import dra_v1_pb2, dra_v1_pb2_grpc  # noqa: E402
@@ -66,11 +67,6 @@ from sriov_dra_devcluster.cluster import DevCluster  # noqa: E402
 
 NAMESPACE = "bench-prepare"
 STATE_ROOT = Path("/var/tmp/sriov-dra")
-
-
-def _percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def _nad(name: str) -> dict[str, Any]:
@@ -229,12 +225,13 @@ def main() -> int:
         if owned:
             cluster.down(log=lambda _msg: None)
             shutil.rmtree(cluster.state_dir, ignore_errors=True)
-    baseline = _percentile(rows[-1][1], 0.5)
-    print(f"{args.rounds} rounds over one gRPC channel, milliseconds; ratio = p50 / baseline p50")
-    print(f"{'call':<40} {'p50':>8} {'p99':>8} {'ratio':>7}")
-    for name, samples in rows:
-        p50, p99 = _percentile(samples, 0.5), _percentile(samples, 0.99)
-        print(f"{name:<40} {p50:8.2f} {p99:8.2f} {p50 / baseline:7.2f}")
+    baseline = percentile(rows[-1][1], 0.5)
+    print_ratio_table(
+        f"{args.rounds} rounds over one gRPC channel, milliseconds; ratio = p50 / baseline p50",
+        "call",
+        rows,
+        baseline,
+    )
     return 0
 
 
