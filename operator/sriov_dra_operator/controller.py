@@ -1,11 +1,15 @@
 """Wiring: watch events in, cache updates, kicks to the work queue, workers out.
 
-Nothing is decided here. Watch events (from kopf's ``on.event`` handlers, and
-from the unscheduled pods' own watch, :mod:`.pending_pods`) update the cache and
-enqueue the claims they may unblock; workers reconcile claims one
-at a time each (:mod:`.claims`). Before the first decision the whole state is
-listed from the API (:meth:`Controller.prime`), so a restarted operator sees
-every allocation, whoever wrote it, before it hands out a single VF.
+Nothing is decided here. Watch events update the cache and enqueue the claims
+they may unblock; workers reconcile claims one at a time each (:mod:`.claims`).
+Claims and unscheduled pods (:mod:`.pending_pods`) come from the project's own
+:class:`~sriov_dra_kube.list_watch.ListWatch`; slices, classes, NADs and nodes from
+kopf's ``on.event`` handlers. Claims left kopf because it spent more on each claim
+event (causes, handler arguments, a diff base) than the reconcile spent on the claim,
+and a burst of claims is where the operator is busiest (issue 13). Before the
+first decision the whole state is listed from the API (:meth:`Controller.prime`),
+so a restarted operator sees every allocation, whoever wrote it, before it hands
+out a single VF.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from kubernetes_asyncio import client
-from sriov_dra_kube.client import KubeApi
+from sriov_dra_kube.client import KubeApi, watch_events
 from sriov_dra_kube.events import (
     EventRecorder,
     StateEvents,
@@ -27,6 +31,7 @@ from sriov_dra_kube.events import (
     last_posted,
     seed_field_selector,
 )
+from sriov_dra_kube.list_watch import ListWatch
 from sriov_dra_kube.workqueue import WorkQueue
 
 from .cache import ClusterCache, Ref, ref_of, uid_of
@@ -44,14 +49,25 @@ COMPONENT = "sriov-dra-operator"
 """The operator's name as the source of its Events (and how it finds them after a restart)."""
 GAUGE_INTERVAL = 2.0
 LIST_PAGE = 500
+CLAIMS = ("resource.k8s.io", "v1", "resourceclaims")
+CLAIM_WATCH_SECONDS = 300
+"""How long one claim watch request runs before the server ends it (then it resumes)."""
 
 Lister = Callable[..., Awaitable[Any]]
 
 
 async def _list_pages(call: Lister, *args: Any, **options: Any) -> list[dict[str, Any]]:
     """Every item of a list call, page by page, as raw JSON dicts."""
+    items, _ = await _list_all(call, *args, **options)
+    return items
+
+
+async def _list_all(call: Lister, *args: Any, **options: Any) -> tuple[list[dict[str, Any]], str]:
+    """Every item of a list call, page by page, and the resourceVersion to watch from
+    (the first page's: the snapshot every page is served from)."""
     items: list[dict[str, Any]] = []
     token: str | None = None
+    version: str | None = None
     while True:
         kwargs: dict[str, Any] = {"limit": LIST_PAGE, "_preload_content": False, **options}
         if token:
@@ -65,9 +81,11 @@ async def _list_pages(call: Lister, *args: Any, **options: Any) -> list[dict[str
             raise error
         page = json.loads(raw)
         items.extend(page.get("items") or [])
+        if version is None:
+            version = str((page.get("metadata") or {}).get("resourceVersion") or "")
         token = (page.get("metadata") or {}).get("continue")
         if not token:
-            return items
+            return items, version
 
 
 class Controller:
@@ -205,9 +223,10 @@ class Controller:
             self._tasks.append(asyncio.create_task(self.queue.run_worker(self._reconcile)))
         self._tasks.append(asyncio.create_task(self._gauges()))
         self._tasks.append(asyncio.create_task(self.pods.list_watch().run(self._stopping)))
+        self._tasks.append(asyncio.create_task(self.claim_list_watch().run(self._stopping)))
 
     async def stop(self) -> None:
-        """Cancel workers, timers and the pod watch."""
+        """Cancel workers, timers and the claim and pod watches."""
         self._stopping.set()
         self.queue.close()
         for task in self._tasks:
@@ -233,6 +252,36 @@ class Controller:
             await asyncio.sleep(GAUGE_INTERVAL)
 
     # -- watch events ---------------------------------------------------------------------------
+
+    def claim_list_watch(self) -> ListWatch:
+        """The claims' list -> watch loop; run it with ``.run(stop)``."""
+        objects = client.CustomObjectsApi(self.api)
+        return ListWatch(
+            what="claim",
+            relist=self._relist_claims,
+            watch=lambda version, timeout: watch_events(
+                objects.list_cluster_custom_object,
+                *CLAIMS,
+                resource_version=version,
+                timeout_seconds=timeout,
+            ),
+            on_event=self.on_claim,
+            timeout_seconds=CLAIM_WATCH_SECONDS,
+        )
+
+    async def _relist_claims(self) -> str:
+        """Every claim: those gone while no watch ran are forgotten, the others recorded."""
+        items, version = await _list_all(
+            client.CustomObjectsApi(self.api).list_cluster_custom_object, *CLAIMS
+        )
+        listed = {uid_of(body) for body in items}
+        for uid in [u for u in self.cache.claim_uids() if u not in listed]:
+            gone = self.cache.claims.get(uid)
+            if gone is not None:
+                self.on_claim("DELETED", gone)
+        for body in items:
+            self.on_claim("ADDED", body)
+        return version
 
     def on_claim(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         """A ResourceClaim was listed, added, modified or deleted."""

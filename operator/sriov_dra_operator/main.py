@@ -39,7 +39,6 @@ from .settings import OperatorSettings
 
 log = logging.getLogger("sriov_dra_operator")
 
-CLAIMS = ("resource.k8s.io", "v1", "resourceclaims")
 SLICES = ("resource.k8s.io", "v1", "resourceslices")
 CLASSES = ("resource.k8s.io", "v1", "deviceclasses")
 NADS = ("k8s.cni.cncf.io", "v1", "network-attachment-definitions")
@@ -109,10 +108,6 @@ def build_registry(
 
     # Async on purpose: kopf runs sync handlers in a thread pool, and the cache is
     # only ever touched from the event loop.
-    @kopf.on.event(*CLAIMS, registry=registry)
-    async def claim_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-        memo.controller.on_claim(event.get("type"), event["object"])
-
     @kopf.on.event(*SLICES, registry=registry)
     async def slice_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         memo.controller.on_slice(event.get("type"), event["object"])

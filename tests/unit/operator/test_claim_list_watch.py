@@ -1,0 +1,44 @@
+"""The operator's own claim list -> watch: a relist forgets the claims that went unseen."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from kubernetes_asyncio import client
+from sriov_dra_operator import controller as controller_module
+from sriov_dra_operator.controller import Controller
+from sriov_dra_operator.metrics import OperatorMetrics
+from sriov_dra_operator.settings import OperatorSettings
+
+
+def claim(uid: str, version: str) -> dict[str, Any]:
+    return {
+        "metadata": {"uid": uid, "name": uid, "namespace": "ns", "resourceVersion": version},
+        "spec": {"devices": {"requests": []}},
+    }
+
+
+async def test_a_relist_records_what_it_finds_and_forgets_claims_deleted_unseen(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with client.ApiClient() as api:
+        controller = Controller(OperatorSettings(), api, OperatorMetrics())
+        watch = controller.claim_list_watch()
+        watch.on_event("ADDED", claim("gone", "5"))
+        watch.on_event("ADDED", claim("kept", "6"))
+        controller.reconciler.waiting.for_devices.add("gone")
+        listed = [claim("kept", "9"), claim("new", "8")]
+
+        async def list_all(*_: Any, **__: Any) -> tuple[list[dict[str, Any]], str]:
+            return listed, "42"
+
+        monkeypatch.setattr(controller_module, "_list_all", list_all)
+        assert await watch.relist() == "42"
+        assert sorted(controller.cache.claim_uids()) == ["kept", "new"]
+        assert controller.cache.claims["kept"]["metadata"]["resourceVersion"] == "9"
+        # Deleted while no watch ran: forgotten as a DELETED event would have it.
+        assert "gone" not in controller.reconciler.waiting.for_devices
+        # A watch event older than what the relist found changes nothing.
+        watch.on_event("MODIFIED", claim("kept", "7"))
+        assert controller.cache.claims["kept"]["metadata"]["resourceVersion"] == "9"
