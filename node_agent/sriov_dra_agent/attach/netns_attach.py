@@ -17,6 +17,7 @@ taken; only a miss dumps.
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -294,20 +295,22 @@ def configure_addresses(
     link = link or find_vf(pod, pci, is_vf)
     if link is None:
         raise AttachError(f"VF {pci} is not in {pod_netns}", field="vf", fix="re-run the attach")
-    have = {f"{a.get('IFA_ADDRESS')}/{a['prefixlen']}" for a in pod.addr("dump", index=link.index)}
     cidrs = []
     try:
         for ip in result.ips:
             iface = ipaddress.ip_interface(ip.address)
-            cidr = f"{iface.ip}/{iface.network.prefixlen}"
-            cidrs.append(cidr)
-            if cidr not in have:
+            cidrs.append(f"{iface.ip}/{iface.network.prefixlen}")
+            try:
                 pod.addr(
                     "add",
                     index=link.index,
                     address=str(iface.ip),
                     prefixlen=iface.network.prefixlen,
                 )
+            except NetlinkError as exc:
+                # EEXIST on a re-run: the address is already there (no dump to look first).
+                if exc.code != errno.EEXIST:
+                    raise
         for route in result.routes:
             net = ipaddress.ip_network(route.dst, strict=False)
             gateway = route.gw or _gateway_for(f"{net.network_address}/{net.prefixlen}", result)
