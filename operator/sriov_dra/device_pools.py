@@ -27,15 +27,18 @@ on the request's tolerations (:mod:`sriov_dra.device_taints`, applied by the sea
 it, :func:`held_devices`), except ``adminAccess`` results. :class:`DeviceUsage`
 keeps them with per-pool counts.
 
-**Memos**: selector results are memoized per device (for the lifetime of the
-:class:`Pool`), the matching devices of a pool per selector set, and each
-device's CEL input is built once; devices of unchanged slices are reused.
+**Memos**: a selector that reads only the driver and named attributes is
+evaluated once per the values it reads (kept on the compiled selector: a node
+name is evaluated once, not on each of the node's VFs); other results are
+memoized per device (for the lifetime of the :class:`Pool`). The matching
+devices of a pool are kept per selector set, each device's CEL input is built
+once, and devices of unchanged slices are reused.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
@@ -106,6 +109,10 @@ class Pool:
     problem: str = ""
     """Why the pool cannot be used (empty when it can)."""
     _matching: dict[tuple[str, ...], tuple[Device, ...]] = field(default_factory=dict)
+    _keys: dict[tuple[tuple[str, str], ...], dict[Device, Hashable | None]] = field(
+        default_factory=dict
+    )
+    """Per set of attributes read, each device's shared-result key (see :meth:`Selector.test`)."""
     names: frozenset[str] = field(init=False)
     """The device names, for counting taken devices with one set operation."""
     _usage: tuple[int, int, int] | None = None
@@ -130,9 +137,32 @@ class Pool:
         """:meth:`matching` with the selector set's key (its expressions) precomputed."""
         found = self._matching.get(key)
         if found is None:
-            found = tuple(d for d in self.devices if all(s.test(d) for s in selectors))
+            # One selector at a time over the devices the earlier ones kept (as all() would
+            # short-circuit), with the keys of shared results computed once per pool.
+            kept: Sequence[Device] = self.devices
+            for selector in selectors:
+                keys = self.shared_keys(selector.compiled)
+                if keys is None:
+                    kept = [d for d in kept if selector.test(d)]
+                else:
+                    kept = [d for d in kept if selector.test_keyed(d, keys[d])]
+            found = tuple(kept)
             self._matching[key] = found
         return found
+
+    def shared_keys(self, compiled: CompiledSelector) -> dict[Device, Hashable | None] | None:
+        """Each device's :meth:`CompiledSelector.shared_key`, None when the selector has none."""
+        reads = compiled.reads
+        if reads is None:
+            return None
+        keys = self._keys.get(reads)
+        if keys is None:
+            distinct: dict[Hashable, Hashable] = {}
+            keys = self._keys[reads] = {}
+            for device in self.devices:
+                found = compiled.shared_key(device.input)
+                keys[device] = None if found is None else distinct.setdefault(found, found)
+        return keys
 
 
 @dataclass(frozen=True)
@@ -145,12 +175,15 @@ class Selector:
 
     def test(self, device: Device) -> bool:
         """True when ``device`` is selected; raises SelectorError naming pool, device, path."""
+        return self.test_keyed(device, self.compiled.shared_key(device.input))
+
+    def test_keyed(self, device: Device, key: Hashable | None) -> bool:
+        """:meth:`test` with the device's shared-result key computed already."""
         compiled = self.compiled
         outcome = device.memo.get(compiled.expression)
         if outcome is None:
             # A result that depends only on a few attributes is kept once per their values,
             # not per device: a node's or a PF's name is then evaluated once, not per VF.
-            key = compiled.shared_key(device.input)
             if key is not None:
                 outcome = compiled.shared.get(key)
             if outcome is None:
