@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sriov_dra.device_pools import DeviceKey, DeviceUsage, held_devices
+from sriov_dra.slice_interning import SliceInterner
 
 Body = dict[str, Any]
 Ref = tuple[str, str]
@@ -104,6 +105,8 @@ class ClusterCache:
         whose write is in flight (per-pool counts let it skip full nodes)."""
         self._refs: Counter[DeviceKey] = Counter()
         self.slices: dict[str, Body] = {}
+        self._interner = SliceInterner()
+        """Keeps each distinct device attribute value of the slices once (about 3 KB per VF)."""
         self.slices_version = 0
         """Bumped on every slice change, so derived pools can be cached."""
         self.classes: dict[str, Body] = {}
@@ -195,7 +198,7 @@ class ClusterCache:
         name = str(body["metadata"]["name"])
         old = self.slices.get(name)
         if old is None or is_not_older(body, old):
-            self.slices[name] = dict(body)
+            self.slices[name] = self._interner.compact(body)
             self.slices_version += 1
 
     def remove_slice(self, body: Mapping[str, Any]) -> None:
