@@ -118,6 +118,20 @@ def device_variables(device: Mapping[str, Any], *, driver: str) -> dict[str, Any
     return {"device": {"driver": driver, "attributes": attributes, "capacity": capacity}}
 
 
+_PLAIN_KINDS: Final = frozenset({"int", "bool", "string"})
+_PLAIN_TYPES: Final = (str, int, bool)
+
+
+def _plain_attributes(attributes: Mapping[str, Any]) -> bool:
+    for attribute in attributes.values():
+        if type(attribute) is not dict:
+            return False
+        for kind, value in attribute.items():
+            if kind not in _PLAIN_KINDS or type(value) not in _PLAIN_TYPES:
+                return False
+    return True
+
+
 class DeviceInput:
     """One device's CEL context, built once and reused for every selector."""
 
@@ -135,12 +149,8 @@ class DeviceInput:
         """Its context builds from its attributes alone and cannot fail: every attribute
         is an int, bool or string, and it has no capacity (those are parsed)."""
         if self._plain is None:
-            attributes = self.device.get("attributes") or {}
-            self._plain = not self.device.get("capacity") and all(
-                isinstance(a, Mapping)
-                and ("int" in a or "bool" in a or "string" in a)
-                and all(isinstance(v, (str, int, bool)) for v in a.values())
-                for a in attributes.values()
+            self._plain = not self.device.get("capacity") and _plain_attributes(
+                self.device.get("attributes") or {}
             )
         return self._plain
 
