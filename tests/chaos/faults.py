@@ -99,9 +99,10 @@ def agent_process(node: str) -> DriverProcess:
     raise LookupError(f"no sriov-dra agent process of {node} on this machine")
 
 
-def running_agent(node: str, timeout: float = 120.0) -> DriverProcess:
+def running_agent(node: str, timeout: float = 420.0) -> DriverProcess:
     """The agent of ``node`` once it runs: an earlier fault may have left its container in
-    the kubelet's restart back-off, and a fault aimed at no process would prove nothing."""
+    the kubelet's restart back-off (up to 5 min), and a fault aimed at no process would
+    prove nothing."""
     deadline = time.monotonic() + timeout
     while True:
         try:

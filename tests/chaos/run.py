@@ -44,10 +44,15 @@ NAMESPACE: Final = "chaos"
 NETWORK: Final = "chaos-net"
 CONVERGE_BOUND: Final = 120.0
 """Seconds from a claim's create to its allocation or a Warning naming why."""
-ALLOCATION_BOUND: Final = 240.0
-"""Seconds a warned claim may still wait for a VF before the run gives it up."""
-POD_BOUND: Final = 240.0
-"""Seconds for a pod to run and for a deleted pod or claim to be gone, faults included."""
+BACKOFF_CAP: Final = 300.0
+"""The kubelet's CrashLoopBackOff cap: an agent the faults killed many times in ten
+minutes waits up to this long before its next start, and its node's pods wait with it."""
+ALLOCATION_BOUND: Final = BACKOFF_CAP + 120.0
+"""Seconds a warned claim may still wait for a VF (freed by an agent, which may be in
+back-off) before the run gives it up."""
+POD_BOUND: Final = BACKOFF_CAP + 120.0
+"""Seconds for a pod to run and for a deleted pod or claim to be gone, faults included:
+one full kubelet back-off of the node's agent plus a start under load."""
 IMAGE: Final = "quay.io/schseba/toolbox:latest"
 AGENT_STOP: Final = 50.0
 """Seconds an agent is stopped: beyond the operator's 15 s lease and the kubelet's
