@@ -24,6 +24,7 @@ matching devices are memoized on the pools.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from sriov_dra.allocation_explain import explain
@@ -33,26 +34,37 @@ from sriov_dra.constants import MAX_ALLOCATION_RESULTS
 from sriov_dra.device_pools import DeviceKey, DeviceUsage, Pool
 from sriov_dra.errors import NoDeviceAvailable
 
-_NODE_CACHE: dict[tuple[str, tuple[int, ...]], tuple[Sequence[Pool], dict[str, list[Pool]]]] = {}
+
+@dataclass
+class _NodeOrder:
+    """Usable pools by node in name order, and how far the nodes are known to be full."""
+
+    pools: Sequence[Pool]
+    """Kept so their ids, part of the cache key, cannot be reused meanwhile."""
+    nodes: dict[str, list[Pool]]
+    order: tuple[tuple[str, list[Pool]], ...]
+    full_prefix: dict[int, tuple[int, int]] = field(default_factory=dict)
+    """DeviceUsage serial -> (its releases then, index): every node before the index had no
+    free device. Only a release can free one, so the prefix holds until the next release."""
 
 
-def _nodes(pools: Sequence[Pool], driver: str) -> dict[str, list[Pool]]:
-    """Usable (complete, sound) pools of ``driver`` by node, in name order (cached).
+_NODE_CACHE: dict[tuple[str, tuple[int, ...]], _NodeOrder] = {}
 
-    The cache entry keeps the pools alive, so their ids cannot be reused meanwhile.
-    """
+
+def _nodes(pools: Sequence[Pool], driver: str) -> _NodeOrder:
+    """Usable (complete, sound) pools of ``driver`` by node, in name order (cached)."""
     key = (driver, tuple(map(id, pools)))
     cached = _NODE_CACHE.get(key)
     if cached is not None:
-        return cached[1]
+        return cached
     nodes: dict[str, list[Pool]] = {}
     for pool in sorted(pools, key=lambda p: (p.node, p.name)):
         if pool.driver == driver and not pool.problem and pool.complete:
             nodes.setdefault(pool.node, []).append(pool)
     if len(_NODE_CACHE) >= 8:
         _NODE_CACHE.clear()
-    _NODE_CACHE[key] = (tuple(pools), nodes)
-    return nodes
+    found = _NODE_CACHE[key] = _NodeOrder(tuple(pools), nodes, tuple(nodes.items()))
+    return found
 
 
 def allocate(
@@ -86,15 +98,28 @@ def allocate(
         for r in requests
     )
     constraints = claim_constraints(claim)
-    nodes = _nodes(pools, driver)
+    known = _nodes(pools, driver)
     need = sum(min(a.need for a in r.alternatives) for r in requests)
     usage = in_use if isinstance(in_use, DeviceUsage) else None
     taken = usage.held if usage is not None else in_use
-    for node, node_pools in nodes.items():
+    first = 0
+    if usage is not None and need > 0:
+        # Nodes fill in name order: start after those known to be full, so a decision
+        # does not walk more nodes as more claims are allocated. (A claim that needs no
+        # free device, adminAccess only, may still be served by a full node.)
+        prefix = known.full_prefix.get(usage.serial)
+        if prefix is not None and prefix[0] == usage.releases:
+            first = prefix[1]
+    full_before = first
+    for index in range(first, len(known.order)):
+        node, node_pools = known.order[index]
         if usage is not None:
             free = 0
             for pool in node_pools:
                 free += usage.free_in(pool)
+            if free == 0 and full_before == index:
+                full_before = index + 1
+                known.full_prefix[usage.serial] = (usage.releases, full_before)
             if free < need:
                 continue
         picked = Search(
@@ -114,4 +139,4 @@ def allocate(
                 results.append(result)
             return Allocation(node=node, results=results, devices=[d.data for _, d in picked])
     incomplete = [p for p in pools if p.driver == driver and not p.problem and not p.complete]
-    raise explain(requests, constraints, nodes, taken, incomplete)
+    raise explain(requests, constraints, known.nodes, taken, incomplete)

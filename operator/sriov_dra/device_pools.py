@@ -341,6 +341,8 @@ class DeviceUsage(Collection[DeviceKey]):
         self._by_pool: dict[tuple[str, str], set[str]] = {}
         self._versions: dict[tuple[str, str], int] = {}
         self._serial = next(_USAGE_SERIALS)
+        self.releases = 0
+        """Devices marked free so far (the allocator's known-full nodes hold until one is)."""
         owners = held.items() if isinstance(held, Mapping) else ((k, "") for k in held)
         for key, owner in owners:
             self.add(key, owner)
@@ -353,6 +355,11 @@ class DeviceUsage(Collection[DeviceKey]):
 
     def __len__(self) -> int:
         return len(self._owners)
+
+    @property
+    def serial(self) -> int:
+        """Tells this DeviceUsage from every other one made in this process."""
+        return self._serial
 
     @property
     def held(self) -> Collection[DeviceKey]:
@@ -375,6 +382,7 @@ class DeviceUsage(Collection[DeviceKey]):
         if key not in self._owners:
             return
         del self._owners[key]
+        self.releases += 1
         pool = (key.driver, key.pool)
         self._by_pool.get(pool, set()).discard(key.device)
         self._versions[pool] = self._versions.get(pool, 0) + 1

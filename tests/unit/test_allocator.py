@@ -279,3 +279,30 @@ def test_never_taken_never_twice(
     assert {k.pool for k in keys} == {allocation.node}
     if same_pf:
         assert len({d["attributes"]["PFName"]["string"] for d in allocation.devices}) == 1
+
+
+def test_full_nodes_skipped_until_a_release() -> None:
+    """After node-a is full, decisions start at node-b; a release on node-a makes it first
+    again, and a claim that needs no free device (adminAccess) still gets the full node."""
+    pools = pools_from_slices([node_vfs("node-a", pfs=1, per_pf=1), node_vfs("node-b")], driver=D)
+    usage = DeviceUsage()
+
+    def one(name: str, **extra: Any) -> Any:
+        result = allocate(
+            claim(request(**extra), name=name),
+            device_classes=CLASSES,
+            pools=pools,
+            in_use=usage,
+            driver=D,
+        )
+        for key in result.keys:
+            if not extra:
+                usage.add(key, name)
+        return result
+
+    assert one("c1").node == "node-a"
+    assert one("c2").node == "node-b"
+    assert one("c3").node == "node-b"
+    assert one("admin", adminAccess=True).node == "node-a"
+    usage.discard(DeviceKey(D, "node-a", "0000-01-00-2"))
+    assert one("c4").node == "node-a"
