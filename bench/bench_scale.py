@@ -38,7 +38,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ from kubernetes_asyncio import client, config, watch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "operator"))
 
+from bench_operator_claims import gather_limited  # noqa: E402
 from sriov_dra.constants import ATTR_NODE_NAME, ATTR_PF_NAME, DRIVER_NAME  # noqa: E402
 from sriov_dra_agent.cluster.slices import build_slices  # noqa: E402
 from sriov_dra_agent.vf.inventory import Inventory, PfInfo, VfInfo  # noqa: E402
@@ -163,16 +165,6 @@ def exactly(name: str, device_class: str, count: int, expression: str = "") -> d
     return {"name": name, "exactly": request}
 
 
-async def gather_limited(limit: int, coros: list[Awaitable[Any]]) -> list[Any]:
-    semaphore = asyncio.Semaphore(limit)
-
-    async def one(coro: Awaitable[Any]) -> Any:
-        async with semaphore:
-            return await coro
-
-    return await asyncio.gather(*(one(c) for c in coros))
-
-
 def proc_status(pid: int, field: str) -> int:
     """A ``kB`` field of /proc/<pid>/status (VmHWM, VmRSS), in bytes."""
     text = Path(f"/proc/{pid}/status").read_text()
@@ -238,8 +230,6 @@ class Operator:
 
     def metric(self, name: str) -> float:
         """Sum of one metric's samples on /metrics."""
-        import urllib.request
-
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         with urllib.request.urlopen(url, timeout=30) as response:
             text = response.read().decode()
