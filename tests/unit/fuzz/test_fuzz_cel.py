@@ -144,3 +144,28 @@ def test_evaluating_a_selector_raises_only_selector_error_and_returns_a_bool(
 def test_text_without_device_or_bind_is_not_rewritten(text: str) -> None:
     if "device" not in text and "cel" not in text:
         assert rewrite_expression(text) == text
+
+
+@given(EXPRESSIONS, DEVICES, st.dictionaries(QUALIFIED, VALUES, max_size=3))
+def test_devices_with_equal_shared_keys_get_equal_results(
+    expression: str, device: dict[str, Any], changes: dict[str, Any]
+) -> None:
+    """The allocator evaluates a selector once per shared key: two devices with the same
+    key (one with some attributes changed or added) must get the same result."""
+    try:
+        selector = compile_selector(expression)
+    except SelectorError:
+        return
+    other = {**device, "attributes": {**(device.get("attributes") or {}), **changes}}
+    first, second = DeviceInput(device, driver=DRIVER_NAME), DeviceInput(other, driver=DRIVER_NAME)
+    key = selector.shared_key(first)
+    if key is None or key != selector.shared_key(second):
+        return
+
+    def outcome(device_input: DeviceInput) -> bool | str:
+        try:
+            return selector.evaluate(device_input)
+        except SelectorError:
+            return "error"
+
+    assert outcome(first) == outcome(second)
