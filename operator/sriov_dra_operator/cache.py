@@ -46,6 +46,16 @@ def uid_of(body: Mapping[str, Any]) -> str:
     return str(body.get("metadata", {}).get("uid") or "")
 
 
+def without_managed_fields(body: Mapping[str, Any]) -> Body:
+    """``body`` without ``metadata.managedFields``: nothing here reads them, and on a claim
+    they are often larger than the rest of it (each writer's field set, kept for every
+    claim and slice in the cache)."""
+    meta = body.get("metadata")
+    if not isinstance(meta, Mapping) or "managedFields" not in meta:
+        return dict(body)
+    return {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+
+
 def ref_of(body: Mapping[str, Any]) -> Ref:
     """(namespace, name) of a namespaced object."""
     meta = body.get("metadata", {})
@@ -126,7 +136,7 @@ class ClusterCache:
         old = self.claims.get(uid)
         if old is not None and not is_not_older(body, old):
             return None
-        new = dict(body)
+        new = without_managed_fields(body)
         self.claims[uid] = new
         self._uid_by_ref[ref_of(new)] = uid
         return ClaimChange(old=old, new=new, freed=self._set_devices(uid, held_devices(new)))
@@ -198,7 +208,7 @@ class ClusterCache:
         name = str(body["metadata"]["name"])
         old = self.slices.get(name)
         if old is None or is_not_older(body, old):
-            self.slices[name] = self._interner.compact(body)
+            self.slices[name] = self._interner.compact(without_managed_fields(body))
             self.slices_version += 1
 
     def remove_slice(self, body: Mapping[str, Any]) -> None:

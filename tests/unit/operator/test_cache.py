@@ -140,3 +140,25 @@ def test_a_relist_forgets_pods_it_no_longer_names_and_reports_their_claims() -> 
     assert not cache.has_pending_pod(("ns", "static"))
     assert cache.has_pending_pod(("ns", "other"))
     assert cache.replace_pods([other]) == frozenset()
+
+
+def test_claims_and_slices_are_kept_without_managed_fields() -> None:
+    cache = ClusterCache()
+    managed = [{"manager": "sriov-dra-operator", "operation": "Update", "fieldsV1": {"f:x": {}}}]
+    body = claim("5", "vf-0")
+    body["metadata"]["managedFields"] = managed
+    cache.upsert_claim(body)
+    kept = cache.claims["u1"]
+    assert "managedFields" not in kept["metadata"]
+    assert kept["metadata"]["resourceVersion"] == "5"
+    assert cache.devices_of("u1") == {key("vf-0")}
+    assert body["metadata"]["managedFields"] == managed  # the caller's object is not changed
+
+    cache.upsert_slice(
+        {
+            "metadata": {"name": "s1", "resourceVersion": "7", "managedFields": managed},
+            "spec": {"driver": DRIVER, "devices": [{"name": "vf-0", "attributes": {}}]},
+        }
+    )
+    assert "managedFields" not in cache.slices["s1"]["metadata"]
+    assert cache.slices["s1"]["spec"]["devices"][0]["name"] == "vf-0"
