@@ -99,18 +99,36 @@ def agent_process(node: str) -> DriverProcess:
     raise LookupError(f"no sriov-dra agent process of {node} on this machine")
 
 
-def running_agent(node: str, timeout: float = 420.0) -> DriverProcess:
-    """The agent of ``node`` once it runs: an earlier fault may have left its container in
-    the kubelet's restart back-off (up to 5 min), and a fault aimed at no process would
-    prove nothing."""
+AGENT_SETTLE: Final = 120.0
+"""Seconds an agent runs before the next fault may hit it: kills stacked on a fresh
+restart keep the kubelet's back-off at its 5 min cap and starve its node's pods for
+good; production sees a crash now and then, not one each minute."""
+
+
+def process_age(pid: int) -> float:
+    """Seconds since process ``pid`` started (from /proc, in clock ticks since boot)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    started = int(stat.rpartition(")")[2].split()[19]) / os.sysconf("SC_CLK_TCK")
+    uptime = float(Path("/proc/uptime").read_text().split()[0])
+    return uptime - started
+
+
+def running_agent(node: str, timeout: float = 600.0) -> DriverProcess:
+    """The agent of ``node`` once it has run for :data:`AGENT_SETTLE`: an earlier fault may
+    have left its container in the kubelet's restart back-off (up to 5 min), and a fault
+    aimed at no process would prove nothing."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return agent_process(node)
-        except LookupError:
+            agent = agent_process(node)
+            if process_age(agent.pid) >= AGENT_SETTLE:
+                return agent
+        except (LookupError, OSError):
             if time.monotonic() > deadline:
                 raise
-            time.sleep(1)
+        if time.monotonic() > deadline:
+            raise LookupError(f"the agent of {node} ran for less than {AGENT_SETTLE:.0f} s")
+        time.sleep(1)
 
 
 def lease(cluster: DevCluster) -> dict[str, Any]:

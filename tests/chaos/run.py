@@ -47,12 +47,13 @@ CONVERGE_BOUND: Final = 120.0
 BACKOFF_CAP: Final = 300.0
 """The kubelet's CrashLoopBackOff cap: an agent the faults killed many times in ten
 minutes waits up to this long before its next start, and its node's pods wait with it."""
-ALLOCATION_BOUND: Final = BACKOFF_CAP + 120.0
+ALLOCATION_BOUND: Final = BACKOFF_CAP + faults.AGENT_SETTLE + 120.0
 """Seconds a warned claim may still wait for a VF (freed by an agent, which may be in
 back-off) before the run gives it up."""
-POD_BOUND: Final = BACKOFF_CAP + 120.0
+POD_BOUND: Final = BACKOFF_CAP + faults.AGENT_SETTLE + 120.0
 """Seconds for a pod to run and for a deleted pod or claim to be gone, faults included:
-one full kubelet back-off of the node's agent plus a start under load."""
+one full kubelet back-off of the node's agent, the agent's settle time (the next fault
+on it may come right after) and a start under load."""
 IMAGE: Final = "quay.io/schseba/toolbox:latest"
 AGENT_STOP: Final = 50.0
 """Seconds an agent is stopped: beyond the operator's 15 s lease and the kubelet's
@@ -169,6 +170,8 @@ class Chaos:
         self.faults_done = threading.Event()
         self.agent_kill_phase: queue.Queue[str] = queue.Queue()
         self.agent_kill_done = threading.Event()
+        self.agent_kill_taken = threading.Event()
+        """Set when a worker has a claim in the asked phase and goes for its agent."""
 
     # --- kubectl, through restarts -------------------------------------------------------
 
@@ -302,6 +305,7 @@ class Chaos:
             self.agent_kill_phase.put(wanted)
             return
         node = devices[0][0]  # the pool is the node
+        self.agent_kill_taken.set()
         faults.kill(faults.running_agent(node))
         print(f"fault: agent of {node} SIGKILLed during {phase} of {claim_name}", flush=True)
         with self.tally.lock:
@@ -427,11 +431,14 @@ class Chaos:
             self.kill_operator(window=kind == "operator-window")
         elif kind.startswith("agent:"):
             self.agent_kill_done.clear()
+            self.agent_kill_taken.clear()
             self.agent_kill_phase.put(kind.split(":")[1])
-            if not self.agent_kill_done.wait(timeout=90):
+            if not self.agent_kill_taken.wait(timeout=90):
                 with contextlib.suppress(queue.Empty):
                     self.agent_kill_phase.get_nowait()
                 print(f"fault: no claim reached {kind} in time; not injected", flush=True)
+            else:  # a worker waits for the agent to settle, then kills it
+                self.agent_kill_done.wait(timeout=700)
         elif kind in (APISERVER, ETCD):
             faults.restart_control_plane(self.cluster, kind)
             print(f"fault: {kind} restarted", flush=True)
