@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from kubernetes_asyncio import client
-from sriov_dra_kube.client import KubeApi, watch_events
+from sriov_dra_kube.client import KubeApi, decode, watch_events
 from sriov_dra_kube.events import (
     EventRecorder,
     StateEvents,
@@ -34,7 +33,7 @@ from sriov_dra_kube.events import (
 from sriov_dra_kube.list_watch import ListWatch
 from sriov_dra_kube.workqueue import WorkQueue
 
-from .cache import ClusterCache, Ref, ref_of, uid_of
+from .cache import ClusterCache, Ref, ref_of, uid_of, without_managed_fields
 from .claims import ClaimReconciler
 from .metrics import OperatorMetrics
 from .nodes import NodeLookup
@@ -72,15 +71,10 @@ async def _list_all(call: Lister, *args: Any, **options: Any) -> tuple[list[dict
         kwargs: dict[str, Any] = {"limit": LIST_PAGE, "_preload_content": False, **options}
         if token:
             kwargs["_continue"] = token
-        response = await call(*args, **kwargs)
-        raw = await response.read()
-        # Unparsed responses are not checked by the client: an error must not read as empty.
-        if not 200 <= response.status <= 299:
-            error = client.ApiException(status=response.status, reason=response.reason)
-            error.body = raw.decode(errors="replace")
-            raise error
-        page = json.loads(raw)
-        items.extend(page.get("items") or [])
+        page = await decode(await call(*args, **kwargs))
+        # Each page's items lose their managedFields at once: with thousands of claims,
+        # keeping them until the whole list is in doubled the operator's restart peak.
+        items.extend(without_managed_fields(item) for item in page.get("items") or [])
         if version is None:
             version = str((page.get("metadata") or {}).get("resourceVersion") or "")
         token = (page.get("metadata") or {}).get("continue")

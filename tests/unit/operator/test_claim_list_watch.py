@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -42,3 +43,46 @@ async def test_a_relist_records_what_it_finds_and_forgets_claims_deleted_unseen(
         # A watch event older than what the relist found changes nothing.
         watch.on_event("MODIFIED", claim("kept", "7"))
         assert controller.cache.claims["kept"]["metadata"]["resourceVersion"] == "9"
+
+
+class Page:
+    """A raw (``_preload_content=False``) answer of the API server."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        self.status, self.reason, self._raw = status, "reason", json.dumps(body).encode()
+
+    async def read(self) -> bytes:
+        return self._raw
+
+    def release(self) -> None:
+        pass
+
+
+async def test_the_claim_list_is_read_page_by_page_without_managed_fields() -> None:
+    managed = [{"manager": "kube-scheduler", "fieldsV1": {"f:status": {}}}]
+    pages = [
+        {"metadata": {"resourceVersion": "10", "continue": "t1"},
+         "items": [{**claim("a", "9"), "metadata": {**claim("a", "9")["metadata"],
+                                                    "managedFields": managed}}]},
+        {"metadata": {"resourceVersion": "10"}, "items": [claim("b", "10")]},
+    ]  # fmt: skip
+    calls: list[dict[str, Any]] = []
+
+    async def lister(*_: Any, **kwargs: Any) -> Page:
+        calls.append(kwargs)
+        return Page(200, pages[len(calls) - 1])
+
+    items, version = await controller_module._list_all(lister)
+    assert version == "10"
+    assert [i["metadata"]["uid"] for i in items] == ["a", "b"]
+    assert all("managedFields" not in i["metadata"] for i in items)
+    assert [c.get("_continue") for c in calls] == [None, "t1"]
+
+
+async def test_an_error_page_is_an_api_exception_not_an_empty_list() -> None:
+    async def lister(*_: Any, **__: Any) -> Page:
+        return Page(500, {"message": "etcd unavailable"})
+
+    with pytest.raises(client.ApiException) as caught:
+        await controller_module._list_all(lister)
+    assert caught.value.status == 500
