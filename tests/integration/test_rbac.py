@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 import yaml
+from sriov_dra.constants import ALLOCATED_CONDITION
 from sriov_dra.errors import SriovDraError
 from sriov_dra_devcluster.cluster import DevCluster
 from sriov_dra_devcluster.stack import MANIFESTS, Stack
@@ -39,7 +40,13 @@ def _allocated(claim: dict[str, Any]) -> bool:
 
 
 def _devices_reported(claim: dict[str, Any]) -> bool:
-    return bool(claim.get("status", {}).get("devices"))
+    """The agent's report: a ``status.devices`` condition other than the operator's
+    ``Allocated``, which the operator writes with the allocation itself."""
+    return any(
+        condition.get("type") != ALLOCATED_CONDITION
+        for device in claim.get("status", {}).get("devices") or []
+        for condition in device.get("conditions") or []
+    )
 
 
 @dataclass(frozen=True)
