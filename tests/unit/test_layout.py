@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -66,3 +68,21 @@ def test_test_module_basenames_are_unique() -> None:
     # two files of one name break the collection of a clean checkout.
     names = [p.name for p in (ROOT / "tests").rglob("test_*.py")]
     assert sorted({n for n in names if names.count(n) > 1}) == []
+
+
+def test_product_commands_skip_the_entry_point_scan(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The OCI hook runs on every container start: reading every distribution's
+    # metadata for plugin commands would cost it ~30 ms each time.
+    import importlib.metadata
+
+    from sriov_dra import cli
+
+    def scan(**_: object) -> None:
+        raise AssertionError("entry points scanned for a product command")
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", scan)
+    with pytest.raises(SystemExit) as done:
+        cli.main(["hook", "--claim-uid", "x", "--help"])
+    assert done.value.code == 0
+    with pytest.raises(AssertionError, match="entry points scanned"):
+        cli.main(["devcluster", "--help"])
