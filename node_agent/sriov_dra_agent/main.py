@@ -86,7 +86,7 @@ class Agent:
         self.policies = AdvertisementPolicies(
             api,
             node=settings.node_name,
-            namespace=settings.policy_namespace,
+            namespaces=settings.policy_namespaces,
             driver=settings.driver_name,
             no_policy=settings.no_policy,
             component=COMPONENT,

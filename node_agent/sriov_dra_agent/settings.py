@@ -51,6 +51,12 @@ def _own_namespace() -> str:
         return DEFAULT_NAMESPACE
 
 
+def _namespaces(value: str | None) -> tuple[str, ...]:
+    """``a, b,a`` -> ``("a", "b")``: listed order, blanks and repeats dropped."""
+    names = (name.strip() for name in (value or "").split(","))
+    return tuple(dict.fromkeys(name for name in names if name))
+
+
 def _default_hook_path() -> str:
     found = shutil.which("sriov-dra")
     if found:
@@ -90,8 +96,8 @@ class AgentSettings:
     kubeconfig: str | None
     rescan_interval: float
     log_level: str
-    policy_namespace: str = DEFAULT_NAMESPACE
-    """Where the SriovResourcePolicies and DeviceAttributes are read (the driver's namespace)."""
+    policy_namespaces: tuple[str, ...] = (DEFAULT_NAMESPACE,)
+    """Where SriovResourcePolicies and DeviceAttributes are read, in precedence order."""
     no_policy: NoPolicyMode = NoPolicyMode.ALL
     """What to advertise while no SriovResourcePolicy exists (``--no-policy-advertise``)."""
     attach_mode: str = "agent"
@@ -189,7 +195,7 @@ class AgentSettings:
             kubeconfig=args.kubeconfig or None,
             rescan_interval=float(args.rescan_interval),
             log_level=args.log_level,
-            policy_namespace=args.policy_namespace or _own_namespace(),
+            policy_namespaces=_namespaces(args.policy_namespaces) or (_own_namespace(),),
             no_policy=NoPolicyMode(args.no_policy_advertise),
             attach_mode=args.attach_mode,
             resource_names=resource_names,
@@ -324,10 +330,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="kubeconfig file (env KUBECONFIG; default in-cluster config)",
     )
     add(
-        "--policy-namespace",
-        default=_env("POLICY_NAMESPACE"),
-        help="namespace of the SriovResourcePolicies and DeviceAttributes that decide which "
-        "VFs are advertised (env POLICY_NAMESPACE; default the agent's own namespace, "
+        "--policy-namespaces",
+        default=_env("POLICY_NAMESPACES"),
+        help="comma-separated namespaces of the SriovResourcePolicies and DeviceAttributes "
+        "that decide which VFs are advertised; a policy selects DeviceAttributes of its own "
+        "namespace, and for a VF several namespaces select, the first listed decides "
+        "(env POLICY_NAMESPACES; default the agent's own namespace, "
         f"else {DEFAULT_NAMESPACE})",
     )
     add(

@@ -114,7 +114,7 @@ async def shell(agent_kubeconfig: Path, node: str, namespace: str) -> AsyncItera
     policies = AdvertisementPolicies(
         api,
         node=node,
-        namespace=namespace,
+        namespaces=[namespace],
         driver=DRIVER,
         no_policy=NoPolicyMode.ALL,
         component="sriov-dra-agent",
@@ -262,7 +262,7 @@ def test_an_allocated_vf_stays_with_its_claim_when_no_longer_advertised(
     cluster: DevCluster, agent: AgentProcess, nic: SimulatedNic, namespace: str
 ) -> None:
     agent.terminate()
-    agent.extra_args = ["--policy-namespace", namespace]
+    agent.extra_args = ["--policy-namespaces", namespace]
     agent.start()
 
     def devices() -> list[str]:

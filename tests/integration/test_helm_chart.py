@@ -130,6 +130,14 @@ def test_the_no_policy_setting_reaches_every_agent() -> None:
     assert agent_settings(agent).no_policy.value == "none"
 
 
+def test_policy_namespaces_reach_every_agent_in_order() -> None:
+    _, default = workload(helm_chart.rendered([]), "DaemonSet")
+    assert env_of(default)["POLICY_NAMESPACES"] == ""
+    objects = helm_chart.rendered(["kubeletPlugin.policyNamespaces={sriov-dra,dra-driver-sriov}"])
+    _, agent = workload(objects, "DaemonSet")
+    assert agent_settings(agent).policy_namespaces == ("sriov-dra", "dra-driver-sriov")
+
+
 def test_kubelet_paths_move_the_agents_sockets_hook_and_mounts_together() -> None:
     registrar, plugins = "/var/lib/k0s/kubelet/plugins_registry", "/var/lib/k0s/kubelet/plugins"
     objects = helm_chart.rendered(

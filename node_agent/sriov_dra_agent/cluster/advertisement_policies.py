@@ -1,12 +1,15 @@
 """The advertisement policies of this node, kept current by list + watch (the shell).
 
-Three :class:`~sriov_dra_kube.list_watch.ListWatch` loops keep in memory the
-SriovResourcePolicies and DeviceAttributes of the driver's namespace and this
-node's labels; any change that can alter the outcome calls ``on_change`` (the
-slice publisher then republishes at once). :meth:`AdvertisementPolicies.decide`
-asks the pure core (:mod:`sriov_dra.advertisement`) which VFs of an inventory
-to publish; a policy or DeviceAttributes it cannot apply gets a Warning Event
-and a log line, once per distinct problem.
+:class:`~sriov_dra_kube.list_watch.ListWatch` loops keep in memory the
+SriovResourcePolicies and DeviceAttributes of each policy namespace (the driver's
+own by default; ``--policy-namespaces``) and this node's labels; any change that
+can alter the outcome calls ``on_change`` (the slice publisher then republishes at
+once). :meth:`AdvertisementPolicies.decide` asks the pure core
+(:mod:`sriov_dra.advertisement`) which VFs of an inventory to publish, one
+namespace at a time: a namespace's policies select its own DeviceAttributes, and
+a VF several namespaces select takes the attributes of the first one listed. A
+policy or DeviceAttributes it cannot apply gets a Warning Event and a log line,
+once per distinct problem.
 
 Where the CRDs are not installed (404) or RBAC forbids reading them (403, an
 older ClusterRole) there are no policies: the no-policy setting decides, and a
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sriov_dra.advertisement import (
@@ -76,8 +79,17 @@ def built_in_names(inventory: Inventory) -> frozenset[str]:
     )
 
 
+def combined(outcomes: Sequence[Advertisement]) -> Advertisement:
+    """One advertisement of several namespaces' (in precedence order): first one wins a VF."""
+    devices: dict[str, Mapping[str, Mapping[str, Any]]] = {}
+    for outcome in outcomes:
+        for device, attributes in outcome.devices.items():
+            devices.setdefault(device, attributes)
+    return Advertisement(devices, tuple(p for outcome in outcomes for p in outcome.problems))
+
+
 class _Objects:
-    """One watched kind of the driver's namespace, by name."""
+    """One watched kind of one policy namespace, by name."""
 
     def __init__(self, what: str) -> None:
         self.what = what
@@ -112,7 +124,7 @@ class AdvertisementPolicies:
         api: KubeApi,
         *,
         node: str,
-        namespace: str,
+        namespaces: Sequence[str],
         driver: str,
         no_policy: NoPolicyMode,
         component: str,
@@ -121,7 +133,7 @@ class AdvertisementPolicies:
     ) -> None:
         self.api = api
         self.node = node
-        self.namespace = namespace
+        self.namespaces = tuple(namespaces)
         self.driver = driver
         self.no_policy = no_policy
         self.recorders = {
@@ -131,13 +143,15 @@ class AdvertisementPolicies:
         """Warnings on policies and DeviceAttributes that cannot be applied."""
         self.on_change = on_change
         self.watch_timeout_seconds = watch_timeout_seconds
-        self.policies = _Objects(POLICY_KIND)
-        self.attributes = _Objects(ATTRIBUTES_KIND)
+        self.policies = {ns: _Objects(POLICY_KIND) for ns in self.namespaces}
+        self.attributes = {ns: _Objects(ATTRIBUTES_KIND) for ns in self.namespaces}
         self.labels: dict[str, str] = {}
         self._synced = {
-            "policy": asyncio.Event(),
-            "attributes": asyncio.Event(),
-            "node": asyncio.Event(),
+            key: asyncio.Event()
+            for key in (
+                "node",
+                *(f"{what}/{ns}" for what in ("policy", "attributes") for ns in self.namespaces),
+            )
         }
         self._reported: set[tuple[str, str, str]] = set()
 
@@ -148,16 +162,28 @@ class AdvertisementPolicies:
     async def decide(self, inventory: Inventory) -> Advertisement:
         """Which VFs of ``inventory`` to publish; warns about problems not reported yet."""
         await self.synced()
-        result = decide(
-            node=self.node,
-            node_labels=self.labels,
-            vfs=candidates(inventory),
-            policies=list(self.policies.items.values()),
-            device_attributes=list(self.attributes.items.values()),
-            no_policy=self.no_policy,
-            driver=self.driver,
-            reserved=built_in_names(inventory),
-        )
+        vfs = candidates(inventory)
+        reserved = built_in_names(inventory)
+        inputs = [
+            (list(self.policies[ns].items.values()), list(self.attributes[ns].items.values()))
+            for ns in self.namespaces
+            if self.policies[ns].items
+        ]
+        # With no policy in any namespace, the no-policy setting decides.
+        outcomes = [
+            decide(
+                node=self.node,
+                node_labels=self.labels,
+                vfs=vfs,
+                policies=policies,
+                device_attributes=attributes,
+                no_policy=self.no_policy,
+                driver=self.driver,
+                reserved=reserved,
+            )
+            for policies, attributes in inputs or [([], [])]
+        ]
+        result = combined(outcomes)
         await self._report(result.problems)
         return result
 
@@ -194,7 +220,9 @@ class AdvertisementPolicies:
         logger.info("advertisement input changed", extra={"node": self.node, "changed": what})
         self.on_change()
 
-    def _forbidden(self, what: str) -> Callable[[ApiException], bool]:
+    def _forbidden(self, what: str, namespace: str = "") -> Callable[[ApiException], bool]:
+        synced = self._synced[f"{what}/{namespace}" if namespace else what]
+
         def give_up(exc: ApiException) -> bool:
             if exc.status != 403:
                 return False
@@ -202,29 +230,30 @@ class AdvertisementPolicies:
                 "may not list/watch %s: %s; fix: grant the agent list and watch on them",
                 FORBIDDEN[what][0],
                 FORBIDDEN[what][1],
-                extra={"node": self.node, "namespace": self.namespace},
+                extra={"node": self.node, "namespace": namespace},
             )
-            self._synced[what].set()
+            synced.set()
             return True
 
         return give_up
 
-    def _custom_loop(self, what: str, plural: str, objects: _Objects) -> ListWatch:
+    def _custom_loop(self, what: str, plural: str, namespace: str) -> ListWatch:
+        objects = (self.policies if what == "policy" else self.attributes)[namespace]
+        synced = self._synced[f"{what}/{namespace}"]
+
         async def relist() -> str:
             try:
-                items, version = await self.api.list_custom(
-                    API_GROUP, VERSION, self.namespace, plural
-                )
+                items, version = await self.api.list_custom(API_GROUP, VERSION, namespace, plural)
             except ApiException as exc:
                 if exc.status == 404:
                     # The CRD is not installed: no such objects (retried with back-off).
                     if objects.replace([]):
                         self._changed(what)
-                    self._synced[what].set()
+                    synced.set()
                 raise
             if objects.replace(items):
                 self._changed(what)
-            self._synced[what].set()
+            synced.set()
             return version
 
         def on_event(kind: str, obj: Body) -> None:
@@ -235,11 +264,11 @@ class AdvertisementPolicies:
             what=objects.what,
             relist=relist,
             watch=lambda version, timeout: self.api.watch_custom(
-                API_GROUP, VERSION, self.namespace, plural, version, timeout_seconds=timeout
+                API_GROUP, VERSION, namespace, plural, version, timeout_seconds=timeout
             ),
             on_event=on_event,
             timeout_seconds=self.watch_timeout_seconds,
-            give_up=self._forbidden(what),
+            give_up=self._forbidden(what, namespace),
         )
 
     def _set_labels(self, items: list[Body]) -> None:
@@ -274,10 +303,10 @@ class AdvertisementPolicies:
         )
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Keep the three kinds current until ``stop``."""
+        """Keep the node's labels and each namespace's two kinds current until ``stop``."""
         loops = [
-            self._custom_loop("policy", POLICY_PLURAL, self.policies),
-            self._custom_loop("attributes", ATTRIBUTES_PLURAL, self.attributes),
+            *(self._custom_loop("policy", POLICY_PLURAL, ns) for ns in self.namespaces),
+            *(self._custom_loop("attributes", ATTRIBUTES_PLURAL, ns) for ns in self.namespaces),
             self._node_loop(),
         ]
         # The watches block until the server ends them: cancel them on ``stop``.

@@ -182,14 +182,17 @@ def test_a_bad_attach_mode_or_resource_name_is_refused(
 def test_advertisement_policy_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(settings_module, "SERVICE_ACCOUNT_NAMESPACE", tmp_path / "missing")
     defaults = parse(["--node-name", "n1"])
-    assert (defaults.policy_namespace, defaults.no_policy) == ("sriov-dra", NoPolicyMode.ALL)
+    assert (defaults.policy_namespaces, defaults.no_policy) == (("sriov-dra",), NoPolicyMode.ALL)
     (tmp_path / "namespace").write_text("drivers\n")
     monkeypatch.setattr(settings_module, "SERVICE_ACCOUNT_NAMESPACE", tmp_path / "namespace")
-    assert parse(["--node-name", "n1"]).policy_namespace == "drivers"
-    monkeypatch.setenv("POLICY_NAMESPACE", "dra-driver-sriov")
+    assert parse(["--node-name", "n1"]).policy_namespaces == ("drivers",)
+    monkeypatch.setenv("POLICY_NAMESPACES", " sriov-dra, dra-driver-sriov,,sriov-dra ")
     monkeypatch.setenv("NO_POLICY_ADVERTISE", "none")
     chosen = parse(["--node-name", "n1"])
-    assert (chosen.policy_namespace, chosen.no_policy) == ("dra-driver-sriov", NoPolicyMode.NONE)
+    assert (chosen.policy_namespaces, chosen.no_policy) == (
+        ("sriov-dra", "dra-driver-sriov"),
+        NoPolicyMode.NONE,
+    )
     monkeypatch.setenv("NO_POLICY_ADVERTISE", "some")
     with pytest.raises(ValueError) as info:
         parse(["--node-name", "n1"])

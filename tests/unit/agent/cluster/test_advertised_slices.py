@@ -178,7 +178,7 @@ async def test_missing_or_forbidden_kinds_mean_no_policy(status: int, mode: NoPo
     policies = AdvertisementPolicies(
         NoPolicyKindsApi(status),  # type: ignore[arg-type]
         node=inventory.node,
-        namespace="sriov-dra",
+        namespaces=["sriov-dra"],
         driver=DRIVER,
         no_policy=mode,
         component="test",
@@ -191,3 +191,68 @@ async def test_missing_or_forbidden_kinds_mean_no_policy(status: int, mode: NoPo
     expected = {d["name"] for d in pool_devices(inventory)} if mode is NoPolicyMode.ALL else set()
     assert set(result.devices) == expected
     assert policies.labels == {"zone": "a"}
+
+
+class NamespacedPoliciesApi(NoPolicyKindsApi):
+    """Serves ``objects[(namespace, plural)]``; every watch stays quiet."""
+
+    def __init__(self, objects: dict[tuple[str, str], list[dict[str, Any]]]) -> None:
+        super().__init__(200)
+        self.objects = objects
+
+    async def list_custom(
+        self, group: str, version: str, namespace: str, plural: str
+    ) -> tuple[list[dict[str, Any]], str]:
+        return self.objects.get((namespace, plural), []), "1"
+
+    def watch_custom(self, *args: Any, **kwargs: Any) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        return self._idle()
+
+
+async def test_namespaces_in_order_each_with_its_own_device_attributes() -> None:
+    inventory = make_inventory(2)
+    first_vf, second_vf = (vf.pci_address for vf in inventory.vfs())
+    selector = {"matchLabels": {"pool": "p"}}
+
+    def policy(namespace: str, config: dict[str, Any]) -> dict[str, Any]:
+        meta = {"name": "policy", "namespace": namespace, "uid": namespace}
+        return {"metadata": meta, "spec": {"configs": [config]}}
+
+    attrs = {
+        "metadata": {"name": "a", "namespace": "first", "uid": "a", "labels": {"pool": "p"}},
+        "spec": {"attributes": {"example.com/from": {"string": "first"}}},
+    }
+    api = NamespacedPoliciesApi(
+        {
+            ("first", "sriovresourcepolicies"): [
+                policy(
+                    "first",
+                    {
+                        "deviceAttributesSelector": selector,
+                        "resourceFilters": [{"pciAddresses": [first_vf]}],
+                    },
+                )
+            ],
+            ("first", "deviceattributes"): [attrs],
+            # Selects every VF, but finds no DeviceAttributes in its own namespace.
+            ("second", "sriovresourcepolicies"): [
+                policy("second", {"deviceAttributesSelector": selector})
+            ],
+        }
+    )
+    policies = AdvertisementPolicies(
+        api,  # type: ignore[arg-type]
+        node=inventory.node,
+        namespaces=["first", "second"],
+        driver=DRIVER,
+        no_policy=NoPolicyMode.NONE,
+        component="test",
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(policies.run(stop))
+    result = await policies.decide(inventory)
+    stop.set()
+    await task
+    device = {vf.pci_address: vf.device for vf in candidates(inventory)}
+    published = {pci: dict(result.devices[name]) for pci, name in device.items()}
+    assert published == {first_vf: {"example.com/from": {"string": "first"}}, second_vf: {}}
