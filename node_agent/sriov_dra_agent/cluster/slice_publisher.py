@@ -1,9 +1,13 @@
 """Keeps this node's ResourceSlices equal to what discovery finds.
 
-A periodic loop: rescan (so VFs created after start appear without a restart),
-and when the inventory differs from what the API server holds, publish the
-pool under a new generation -- obsolete slices deleted first, then every slice
-created or replaced. Slices are owned by the Node object, so they go with it.
+A loop: rescan, and when the inventory differs from what the API server holds,
+publish the pool under a new generation -- obsolete slices deleted first, then
+every slice created or replaced. Hardware changes wake it through :meth:`SlicePublisher.rescan`
+(:mod:`sriov_dra_agent.vf.hardware_events`: netlink, uevents, the simulated tree),
+so VFs created or removed after start show within about a second; the periodic
+rescan every ``interval`` seconds is only a safety net for an event missed, and
+each such round also re-reads the server (someone may have deleted our slices).
+Slices are owned by the Node object, so they go with it.
 Slices are left in place on shutdown: an agent restart must not empty the
 pool (the kubelet wipes them itself once the plugin is gone for good).
 
@@ -35,7 +39,8 @@ logger = logging.getLogger(__name__)
 
 
 class SlicePublisher:
-    """Publishes one node's pool; :meth:`run` rescans every ``interval`` seconds."""
+    """Publishes one node's pool; :meth:`run` rescans when woken, else every ``interval``
+    seconds."""
 
     def __init__(
         self,
@@ -44,7 +49,7 @@ class SlicePublisher:
         node: str,
         driver: str,
         discover: Callable[[], Inventory],
-        interval: float = 5.0,
+        interval: float = 60.0,
         on_inventory: Callable[[Inventory], None] | None = None,
         on_publish: Callable[[int, int], None] | None = None,
         resource_names: ResourceNames | None = None,
@@ -70,6 +75,8 @@ class SlicePublisher:
         """The API server dropped the taints we sent (no ``DRADeviceTaints`` gate)."""
         self.wake = asyncio.Event()
         """Set by :meth:`republish`: the next sync compares with the server at once."""
+        self.hardware_changed = asyncio.Event()
+        """Set by :meth:`rescan`: the next sync rediscovers at once."""
         self._published: Inventory | None = None
         self._resource_names_published: dict[str, str] = {}
         self.ready = asyncio.Event()
@@ -183,18 +190,26 @@ class SlicePublisher:
         """Publish again now (what to advertise changed), not at the next rescan."""
         self.wake.set()
 
+    def rescan(self) -> None:
+        """Rediscover now (the hardware changed); publish only if the inventory differs."""
+        self.hardware_changed.set()
+
     def forget(self) -> None:
         """Compare with the API server on the next sync even if discovery saw no change."""
         self._published = None
 
-    async def run(self, stop: asyncio.Event, *, verify_every: int = 6) -> None:
-        """Sync until ``stop`` is set; re-read the server every ``verify_every`` rounds."""
+    async def run(self, stop: asyncio.Event, *, verify_every: int = 1) -> None:
+        """Sync until ``stop`` is set; re-read the server on every ``verify_every``-th round
+        that no :meth:`rescan` woke (a hardware event needs discovery, not the server)."""
         rounds = 0
         while not stop.is_set():
-            if rounds % verify_every == 0 or self.wake.is_set():
+            timed = not self.hardware_changed.is_set() and not self.wake.is_set()
+            if (timed and rounds % verify_every == 0) or self.wake.is_set():
                 self.forget()
+            if timed:
+                rounds += 1
             self.wake.clear()
-            rounds += 1
+            self.hardware_changed.clear()
             try:
                 await self.sync_once()
             except ApiException as exc:
@@ -211,8 +226,13 @@ class SlicePublisher:
             await self._pause(stop)
 
     async def _pause(self, stop: asyncio.Event) -> None:
-        """Wait ``interval`` seconds, less when stopped or woken by :meth:`republish`."""
-        waits = [asyncio.create_task(stop.wait()), asyncio.create_task(self.wake.wait())]
+        """Wait ``interval`` seconds, less when stopped or woken (:meth:`republish`,
+        :meth:`rescan`)."""
+        waits = [
+            asyncio.create_task(stop.wait()),
+            asyncio.create_task(self.wake.wait()),
+            asyncio.create_task(self.hardware_changed.wait()),
+        ]
         try:
             await asyncio.wait(waits, timeout=self.interval, return_when=asyncio.FIRST_COMPLETED)
         finally:

@@ -10,6 +10,10 @@ A change of a PF's link wakes whoever listens: the slice publisher
 (``on_change``: republish with or without the taints) and the kubelet's health
 streams (:meth:`PfLinkMonitor.wait_change`). When the socket fails, every link
 becomes unknown (no taint, health ``UNKNOWN``) until the watch is back.
+
+The same socket serves live rediscovery: every link message also goes to ``on_link``
+with the name last seen at its index (:mod:`sriov_dra_agent.vf.hardware_events`
+tells netdevs appearing or vanishing from mere flag changes).
 """
 
 from __future__ import annotations
@@ -48,12 +52,15 @@ class PfLinkMonitor:
         node: str,
         netns: str | None,
         on_change: Callable[[], None] | None = None,
+        on_link: Callable[[Mapping[str, Any], str | None], None] | None = None,
         clock: Callable[[], datetime] = _now,
     ) -> None:
         self.node = node
         self.netns = netns
         """Path of the netns holding the PF netdevs; None is the agent's own."""
         self._on_change = on_change
+        self._on_link = on_link
+        """Every link message with the name last seen at its index (live rediscovery)."""
         self._clock = clock
         self._links: dict[int, tuple[str, PfLink]] = {}
         self.inventory: Inventory | None = None
@@ -102,6 +109,8 @@ class PfLinkMonitor:
         index = int(message["index"])
         name = message.get("IFLA_IFNAME")
         old = self._links.get(index)
+        if self._on_link is not None:
+            self._on_link(message, None if old is None else old[0])
         if message.get("event") == DEL_LINK or not name:
             if old is not None:
                 del self._links[index]
