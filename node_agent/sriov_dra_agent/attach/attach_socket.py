@@ -23,7 +23,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -140,6 +140,12 @@ class AttachResult:
 
     interfaces: tuple[str, ...] = ()
     message: str = ""
+    after_reply: Callable[[], Awaitable[None]] | None = field(
+        default=None, compare=False, repr=False
+    )
+    """Agent-side work the container need not wait for (the status write): the server
+    runs it after the answer is on its way, still holding the claim's lock, so it is
+    ordered before any later prepare, attach or unprepare of the claim."""
 
 
 class Attacher(Protocol):
@@ -221,7 +227,7 @@ class AttachServer:
         self._locks = locks
         self._mode = mode
         self._server: asyncio.Server | None = None
-        self._inflight: set[asyncio.Task[AttachResult]] = set()
+        self._inflight: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Bind the socket (replacing a stale one) and start serving."""
@@ -314,11 +320,23 @@ class AttachServer:
         locks = self._locks
         assert locks is not None, "start() creates the locks"
 
-        async def locked() -> AttachResult:
+        answered: asyncio.Future[AttachResult] = asyncio.get_running_loop().create_future()
+
+        async def locked() -> None:
             async with locks.hold(request.claim_uid):
-                return await self._attacher.attach(request)
+                try:
+                    result = await self._attacher.attach(request)
+                except Exception as exc:
+                    answered.set_exception(exc)
+                    return
+                answered.set_result(result)
+                if result.after_reply is not None:
+                    await asyncio.sleep(0)  # let the handler send the answer first
+                    await result.after_reply()
 
         task = asyncio.create_task(locked())
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
-        return await asyncio.shield(task)
+        # Cancelled at shutdown before it answered: the handler must not wait forever.
+        task.add_done_callback(lambda _: answered.cancel())
+        return await asyncio.shield(answered)

@@ -4,7 +4,8 @@ Called by ``sriov-dra hook`` (the CDI createRuntime hook) through the attach
 socket, under the claim's lock. Each VF is attached with the IPAM config and MAC of
 its NAD; if one fails, the ones attached by this call are detached again, the error
 goes back to the runtime (failing the container with a clear message) and a
-Warning Event lands on the claim. ``status.devices`` gets the networkData.
+Warning Event lands on the claim. ``status.devices`` gets the networkData, written
+after the hook has its answer (the container does not wait for the API server).
 """
 
 from __future__ import annotations
@@ -150,7 +151,6 @@ class ClaimAttacher:
             if error is exc:
                 raise
             raise error from exc
-        await self.status.write(claim, devices)
         message = f"attached {', '.join(names)} on node {self.scope.node}"
         logger.info(
             "attached VFs",
@@ -163,4 +163,10 @@ class ClaimAttacher:
                 vfs=[d.pci_address for d in devices],
             ),
         )
-        return AttachResult(interfaces=tuple(names), message=message)
+
+        async def report() -> None:
+            await self.status.write(claim, devices)
+
+        # The container waits for the answer, not for the API server: status.devices
+        # (networkData, NetworkReady) is written after the reply, under the same lock.
+        return AttachResult(interfaces=tuple(names), message=message, after_reply=report)

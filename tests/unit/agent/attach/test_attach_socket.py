@@ -247,3 +247,39 @@ async def test_socket_is_private_replaces_a_stale_one_and_is_removed_on_stop(
     finally:
         await server.stop()
     assert not path.exists()
+
+
+async def test_answer_goes_out_before_the_after_reply_work_which_keeps_the_lock(
+    socket_dir: Path, locks: ClaimLocks
+) -> None:
+    report_gate = asyncio.Event()
+    reported: list[str] = []
+
+    class ReportingAttacher:
+        async def attach(self, request: AttachRequest) -> AttachResult:
+            async def report() -> None:
+                await report_gate.wait()  # e.g. a slow status PATCH
+                reported.append(request.container_id)
+
+            return AttachResult(interfaces=("net1",), message="ok", after_reply=report)
+
+    server = AttachServer(ReportingAttacher(), socket_dir / "attach.sock", locks=locks)
+    await server.start()
+    try:
+        answer = await asyncio.wait_for(exchange(server.socket_path, message()), timeout=10)
+        assert answer["ok"] is True
+        assert reported == []
+        # Work that comes next for the claim (an unprepare) waits for the report.
+        unprepare = asyncio.create_task(asyncio.wait_for(hold_briefly(locks, "u1"), 10))
+        await wait_for(lambda: locks.users("u1") == 2, "the unprepare to queue")
+        report_gate.set()
+        await unprepare
+        assert reported == ["ctr-1"]
+    finally:
+        report_gate.set()
+        await server.stop()
+
+
+async def hold_briefly(locks: ClaimLocks, uid: str) -> None:
+    async with locks.hold(uid):
+        pass
