@@ -44,6 +44,7 @@ from sriov_dra_agent.cluster.claim_watcher import ClaimWatcher
 from sriov_dra_agent.cluster.device_status import DeviceStatusWriter
 from sriov_dra_agent.cluster.nad_cache import NadCache
 from sriov_dra_agent.cluster.slice_publisher import SlicePublisher
+from sriov_dra_agent.cluster.vanished_vfs import VanishedVfs
 from sriov_dra_agent.health.health_service import health_servicer
 from sriov_dra_agent.health.pf_links import PfLinkMonitor
 from sriov_dra_agent.kubelet.cdi import CdiHook
@@ -54,12 +55,17 @@ from sriov_dra_agent.metrics import AgentMetrics, HttpEndpoints, vf_state_counts
 from sriov_dra_agent.settings import AgentSettings
 from sriov_dra_agent.settings import configure_parser as _configure_parser
 from sriov_dra_agent.vf.backends import make_backend
+from sriov_dra_agent.vf.hardware_events import HardwareEvents
+from sriov_dra_agent.vf.inventory import Inventory
 from sriov_dra_agent.vf.lifecycle import VfLifecycle
 
 logger = logging.getLogger("sriov_dra_agent")
 
 COMPONENT: Final = "sriov-dra-agent"
 """The agent's name as the source of its Events."""
+LOOP_SECONDS_CAP: Final = 5.0
+"""The claim watcher's resync (3 of these) and the gauges' refresh follow the rescan
+interval up to this: the rescan is a slow safety net now, they are not."""
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -92,10 +98,18 @@ class Agent:
             component=COMPONENT,
             on_change=lambda: self.publisher.republish(),
         )
+        hotplug_dir = self.backend.hotplug_dir()
+        self.hardware = HardwareEvents(
+            node=settings.node_name,
+            on_change=lambda: self.publisher.rescan(),
+            tree=hotplug_dir,
+            uevents=hotplug_dir is None,
+        )
         self.links = PfLinkMonitor(
             node=settings.node_name,
             netns=self.backend.host_netns(),
             on_change=lambda: self.publisher.republish(),
+            on_link=self.hardware.link_message,
         )
         self.publisher = SlicePublisher(
             api,
@@ -106,7 +120,7 @@ class Agent:
             on_publish=self.metrics.on_publish,
             resource_names=settings.resource_names,
             advertise=self.policies.decide,
-            on_inventory=self.links.set_inventory,
+            on_inventory=self._on_inventory,
             taints=self.links.taints,
         )
         scope = NodeScope(settings.node_name, settings.driver_name, settings.nad_namespaces)
@@ -126,6 +140,14 @@ class Agent:
         )
         events = EventRecorder(
             api, component=COMPONENT, instance=settings.node_name, host=settings.node_name
+        )
+        self.vanished = VanishedVfs(
+            node=settings.node_name,
+            api=api,
+            vfs=self.vfs,
+            status=status,
+            events=events,
+            locks=self.locks,
         )
         self.manager = ClaimManager(
             scope,
@@ -180,7 +202,7 @@ class Agent:
             self.locks,
             self.nads,
             node=settings.node_name,
-            resync_seconds=max(settings.rescan_interval * 3, 5.0),
+            resync_seconds=max(min(settings.rescan_interval, LOOP_SECONDS_CAP) * 3, 5.0),
         )
         self.http = HttpEndpoints(
             self.metrics,
@@ -190,6 +212,11 @@ class Agent:
             health_port=settings.health_port,
         )
         self.tasks: list[asyncio.Task[Any]] = []
+
+    def _on_inventory(self, inventory: Inventory) -> None:
+        """Each discovery: device health follows it, vanished VFs are reported."""
+        self.links.set_inventory(inventory)
+        self.vanished.observe(inventory)
 
     def healthy(self) -> tuple[bool, str]:
         """Alive while every loop runs."""
@@ -209,7 +236,9 @@ class Agent:
             except Exception as exc:
                 logger.warning("metrics refresh failed: %s", exc)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.settings.rescan_interval)
+                await asyncio.wait_for(
+                    stop.wait(), timeout=min(self.settings.rescan_interval, LOOP_SECONDS_CAP)
+                )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Sweep, serve, watch, until ``stop``; then shut down cleanly."""
@@ -236,6 +265,8 @@ class Agent:
                     asyncio.create_task(self.nads.run(stop), name="nad-cache"),
                     asyncio.create_task(self.policies.run(stop), name="advertisement-policies"),
                     asyncio.create_task(self.links.run(stop), name="pf-links"),
+                    asyncio.create_task(self.hardware.run(stop), name="hardware-events"),
+                    asyncio.create_task(self.vanished.run(stop), name="vanished-vfs"),
                     asyncio.create_task(self.publisher.run(stop), name="slice-publisher"),
                     asyncio.create_task(self.watcher.run(stop), name="claim-watcher"),
                     asyncio.create_task(self._gauges(stop), name="gauges"),

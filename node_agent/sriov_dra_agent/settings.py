@@ -348,8 +348,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     add(
         "--rescan-interval",
         type=float,
-        default=float(_env("RESCAN_INTERVAL", "5") or 5),
-        help="seconds between hardware rescans (env RESCAN_INTERVAL; default 5)",
+        default=float(_env("RESCAN_INTERVAL", "60") or 60),
+        help="seconds between periodic hardware rescans, a safety net only: VFs created or "
+        "removed, a driver rebound or a PF gone are seen at once through netlink and kernel "
+        "uevents; each periodic round also re-reads the node's ResourceSlices from the API "
+        "server (env RESCAN_INTERVAL; default 60)",
     )
     add(
         "--attach-mode",

@@ -38,6 +38,10 @@ class ClaimStatus:
         """The errors, by device name, of the claim's last programming."""
         self._errors[claim_uid] = dict(errors)
 
+    def add_error(self, claim_uid: str, device: str, error: SriovDraError) -> None:
+        """One device's error beside the others' (a VF that vanished from its PF)."""
+        self._errors.setdefault(claim_uid, {})[device] = error
+
     def forget(self, claim_uid: str) -> None:
         """The claim is released here: drop its errors and what was last written."""
         self._errors.pop(claim_uid, None)

@@ -7,6 +7,10 @@ can be re-run, or undone by :meth:`VfLifecycle.sweep`, after a crash at any poin
 Calls for one VF are serialised; different VFs proceed in parallel. Programming and
 restoring go through the backend; moving the netdev into a pod's netns and back,
 with its addresses, is :class:`~sriov_dra_agent.attach.pod_network.PodNetwork`'s.
+
+A VF can vanish under a claim (``sriov_numvfs`` lowered, the PF gone): detach and
+release then do what is left -- release the pod's addresses, forget the record --
+instead of waiting for a netdev that will not come back.
 """
 
 from __future__ import annotations
@@ -337,6 +341,8 @@ class VfLifecycle:
         attachment = record.attachment
         assert attachment is not None
         pci = record.pci_address
+        if not self.backend.present(pci):
+            return self._detach_vanished(record, attachment)
         record = record.model_copy(
             update={"attachment": attachment.model_copy(update={"phase": "detaching"})}
         )
@@ -352,6 +358,26 @@ class VfLifecycle:
         log.info("VF detached", extra=self._ctx(record, pci, netns=attachment.netns))
         return record
 
+    def _detach_vanished(self, record: VfRecord, attachment: Attachment) -> VfRecord:
+        """The VF is gone from its PF (its netdev with it): release the pod's addresses only."""
+        if attachment.ipam_conf is not None:
+            ipam.ipam_del(
+                attachment.ipam_conf,
+                container=attachment.container_id,
+                ifname=attachment.if_name,
+                netns=attachment.netns
+                if netns_alive(attachment.netns, attachment.netns_id)
+                else "",
+                cni_path=self.pods.cni_path,
+            )
+        record = record.model_copy(update={"attachment": None})
+        self.records.put(record)
+        log.warning(
+            "VF detached after it vanished from its PF: addresses released, nothing to move back",
+            extra=self._ctx(record, record.pci_address, netns=attachment.netns),
+        )
+        return record
+
     # --- release -------------------------------------------------------------------------
 
     def release(self, pci: str) -> None:
@@ -362,6 +388,13 @@ class VfLifecycle:
                 return
             if record.attachment is not None:
                 record = self._detach_locked(record)
+            if not self.backend.present(pci):
+                self.records.delete(pci)
+                log.warning(
+                    "VF released after it vanished from its PF: nothing left to restore",
+                    extra=self._ctx(record, pci),
+                )
+                return
             vf = self._info(record)
             restore = vf_settings.restore_plan(record.original, record.desired)
             if restore.fields_set():

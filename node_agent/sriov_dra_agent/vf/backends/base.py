@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Final, Protocol
 
 from sriov_dra_agent.vf.inventory import Inventory, VfInfo
@@ -24,6 +25,15 @@ class VfBackend(Protocol):
 
     def discover(self) -> Inventory:
         """Walk the sysfs tree now (cheap; call it again to see new VFs)."""
+        ...
+
+    def present(self, pci: str) -> bool:
+        """Whether PCI function ``pci`` exists now (a VF goes when ``sriov_numvfs`` drops)."""
+        ...
+
+    def hotplug_dir(self) -> Path | None:
+        """A directory whose entries come and go with the PCI functions, for inotify (the
+        simulated tree); None where kernel uevents say it (real sysfs has no inotify)."""
         ...
 
     def host_netns(self) -> str | None:

@@ -45,6 +45,12 @@ class SimulatedBackend:
     def discover(self) -> Inventory:
         return discovery.discover(self.node, self.sysfs_root)
 
+    def present(self, pci: str) -> bool:
+        return (self.sysfs_root / "bus/pci/devices" / pci).is_dir()
+
+    def hotplug_dir(self) -> Path | None:
+        return self.sysfs_root / "bus/pci/devices"
+
     def host_netns(self) -> str | None:
         return self.nic.host_netns_path
 

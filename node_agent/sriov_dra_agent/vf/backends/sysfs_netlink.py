@@ -182,6 +182,12 @@ class SysfsNetlinkBackend:
     def discover(self) -> Inventory:
         return discovery.discover(self.node, self.sysfs_root)
 
+    def present(self, pci: str) -> bool:
+        return (self.sysfs_root / "bus/pci/devices" / pci).is_dir()
+
+    def hotplug_dir(self) -> Path | None:
+        return None  # sysfs has no inotify: kernel uevents tell
+
     def host_netns(self) -> str | None:
         return None
 
