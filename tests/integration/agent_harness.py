@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -385,12 +385,16 @@ def allocation_patch(
 
 @contextlib.contextmanager
 def running_agent(
-    node: str, sim_prefix: str, kubeconfig: Path, *, prefix: str
+    node: str, sim_prefix: str, kubeconfig: Path, *, prefix: str, extra_args: Sequence[str] = ()
 ) -> Iterator[AgentProcess]:
-    """An agent for ``node`` in a fresh directory ``/tmp/<prefix>*``, started; afterwards
-    terminated if still running, the tail of its log printed, the directory removed."""
+    """An agent for ``node`` (with ``extra_args`` flags) in a fresh directory
+    ``/tmp/<prefix>*``, started; afterwards terminated if still running, the tail of its log
+    printed, the directory removed."""
     root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
-    proc = AgentProcess(node=node, sim_prefix=sim_prefix, kubeconfig=kubeconfig, root=root)
+    proc = AgentProcess(
+        node=node, sim_prefix=sim_prefix, kubeconfig=kubeconfig, root=root,
+        extra_args=list(extra_args),
+    )  # fmt: skip
     proc.start()
     try:
         yield proc
