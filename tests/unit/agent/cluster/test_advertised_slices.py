@@ -171,23 +171,27 @@ class NoPolicyKindsApi:
         return self._idle()
 
 
-@pytest.mark.parametrize("status", [403, 404])
-@pytest.mark.parametrize("mode", list(NoPolicyMode))
-async def test_missing_or_forbidden_kinds_mean_no_policy(status: int, mode: NoPolicyMode) -> None:
-    inventory = make_inventory(2)
+async def decided(
+    api: Any, namespaces: list[str], mode: NoPolicyMode, inventory: Inventory
+) -> tuple[AdvertisementPolicies, Advertisement]:
+    """The agent's policies over ``api``, run until they have decided on ``inventory``."""
     policies = AdvertisementPolicies(
-        NoPolicyKindsApi(status),  # type: ignore[arg-type]
-        node=inventory.node,
-        namespaces=["sriov-dra"],
-        driver=DRIVER,
-        no_policy=mode,
+        api, node=inventory.node, namespaces=namespaces, driver=DRIVER, no_policy=mode,
         component="test",
-    )
+    )  # fmt: skip
     stop = asyncio.Event()
     task = asyncio.create_task(policies.run(stop))
     result = await policies.decide(inventory)
     stop.set()
     await task
+    return policies, result
+
+
+@pytest.mark.parametrize("status", [403, 404])
+@pytest.mark.parametrize("mode", list(NoPolicyMode))
+async def test_missing_or_forbidden_kinds_mean_no_policy(status: int, mode: NoPolicyMode) -> None:
+    inventory = make_inventory(2)
+    policies, result = await decided(NoPolicyKindsApi(status), ["sriov-dra"], mode, inventory)
     expected = {d["name"] for d in pool_devices(inventory)} if mode is NoPolicyMode.ALL else set()
     assert set(result.devices) == expected
     assert policies.labels == {"zone": "a"}
@@ -240,19 +244,7 @@ async def test_namespaces_in_order_each_with_its_own_device_attributes() -> None
             ],
         }
     )
-    policies = AdvertisementPolicies(
-        api,  # type: ignore[arg-type]
-        node=inventory.node,
-        namespaces=["first", "second"],
-        driver=DRIVER,
-        no_policy=NoPolicyMode.NONE,
-        component="test",
-    )
-    stop = asyncio.Event()
-    task = asyncio.create_task(policies.run(stop))
-    result = await policies.decide(inventory)
-    stop.set()
-    await task
+    _, result = await decided(api, ["first", "second"], NoPolicyMode.NONE, inventory)
     device = {vf.pci_address: vf.device for vf in candidates(inventory)}
     published = {pci: dict(result.devices[name]) for pci, name in device.items()}
     assert published == {first_vf: {"example.com/from": {"string": "first"}}, second_vf: {}}
