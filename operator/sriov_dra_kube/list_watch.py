@@ -58,11 +58,16 @@ class ListWatch:
     """True for a refusal that ends the loop for good (say, a 403 the caller handles)."""
     backoff: Backoff = field(default_factory=lambda: Backoff(base=1.0, cap=30.0))
     """The wait after a failure, growing while failures repeat."""
+    resume_from: str = ""
+    """The resourceVersion of a list the caller already made: the first watch starts there
+    instead of listing the same state again ('' lists first)."""
 
     async def run(self, stop: asyncio.Event) -> None:
         """Keep listing and watching until ``stop`` is set (or :attr:`give_up` says so)."""
-        version = ""
+        version = self.resume_from
         deadline = float("inf")
+        if version and self.relist_every is not None:
+            deadline = time.monotonic() + self.relist_every
         while not stop.is_set():
             try:
                 if not version or time.monotonic() >= deadline:

@@ -2,14 +2,17 @@
 
 Nothing is decided here. Watch events update the cache and enqueue the claims
 they may unblock; workers reconcile claims one at a time each (:mod:`.claims`).
-Claims and unscheduled pods (:mod:`.pending_pods`) come from the project's own
-:class:`~sriov_dra_kube.list_watch.ListWatch`; slices, classes, NADs and nodes from
-kopf's ``on.event`` handlers. Claims left kopf because it spent more on each claim
-event (causes, handler arguments, a diff base) than the reconcile spent on the claim,
-and a burst of claims is where the operator is busiest (issue 13). Before the
-first decision the whole state is listed from the API (:meth:`Controller.prime`),
-so a restarted operator sees every allocation, whoever wrote it, before it hands
-out a single VF.
+Claims, slices and unscheduled pods (:mod:`.pending_pods`) come from the project's own
+:class:`~sriov_dra_kube.list_watch.ListWatch`; classes, NADs and nodes from kopf's
+``on.event`` handlers. Claims left kopf because it spent more on each claim event
+(causes, handler arguments, a diff base) than the reconcile spent on the claim, and a
+burst of claims is where the operator is busiest (issue 13). Slices left it because
+kopf lists a resource in one piece: at 1,000 nodes of 64 VFs that list, decoded, sat
+beside the full cache at every restart; ours is read a page at a time into the cache.
+Before the first decision the whole state is listed from the API
+(:meth:`Controller.prime`), so a restarted operator sees every allocation, whoever
+wrote it, before it hands out a single VF; the claim and slice watches then start
+from the versions that listing was served at, not from a second list.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from sriov_dra_kube.events import (
 from sriov_dra_kube.list_watch import ListWatch
 from sriov_dra_kube.workqueue import WorkQueue
 
-from .cache import ClusterCache, Ref, ref_of, uid_of, without_managed_fields
+from .cache import ClusterCache, Ref, ref_of, uid_of
 from .claims import ClaimReconciler
 from .metrics import OperatorMetrics
 from .nodes import NodeLookup
@@ -48,9 +51,14 @@ COMPONENT = "sriov-dra-operator"
 """The operator's name as the source of its Events (and how it finds them after a restart)."""
 GAUGE_INTERVAL = 2.0
 LIST_PAGE = 500
+SLICE_PAGE = 50
+"""Slices per list page: a slice holds up to 128 devices, about 1 KB of JSON each, and the
+whole page is decoded at once before the cache keeps its compacted share of it."""
 CLAIMS = ("resource.k8s.io", "v1", "resourceclaims")
-CLAIM_WATCH_SECONDS = 300
-"""How long one claim watch request runs before the server ends it (then it resumes)."""
+SLICES = ("resource.k8s.io", "v1", "resourceslices")
+WATCH_SECONDS = 300
+"""How long one claim or slice watch request runs before the server ends it (then it
+resumes)."""
 
 Lister = Callable[..., Awaitable[Any]]
 
@@ -62,24 +70,37 @@ async def _list_pages(call: Lister, *args: Any, **options: Any) -> list[dict[str
 
 
 async def _list_all(call: Lister, *args: Any, **options: Any) -> tuple[list[dict[str, Any]], str]:
-    """Every item of a list call, page by page, and the resourceVersion to watch from
-    (the first page's: the snapshot every page is served from)."""
+    """Every item of a list call, page by page, and the resourceVersion to watch from."""
     items: list[dict[str, Any]] = []
+    version = await _list_each(call, items.extend, *args, **options)
+    return items, version
+
+
+async def _list_each(
+    call: Lister,
+    on_page: Callable[[list[dict[str, Any]]], None],
+    *args: Any,
+    limit: int = LIST_PAGE,
+    **options: Any,
+) -> str:
+    """Hand each page's items to ``on_page`` as it arrives; the resourceVersion to watch
+    from (the first page's: the snapshot every page is served from).
+
+    A caller that keeps only what it takes from each page never holds the whole list.
+    """
     token: str | None = None
     version: str | None = None
     while True:
-        kwargs: dict[str, Any] = {"limit": LIST_PAGE, "_preload_content": False, **options}
+        kwargs: dict[str, Any] = {"limit": limit, "_preload_content": False, **options}
         if token:
             kwargs["_continue"] = token
         page = await decode(await call(*args, **kwargs))
-        # Each page's items lose their managedFields at once: with thousands of claims,
-        # keeping them until the whole list is in doubled the operator's restart peak.
-        items.extend(without_managed_fields(item) for item in page.get("items") or [])
+        on_page(page.get("items") or [])
         if version is None:
             version = str((page.get("metadata") or {}).get("resourceVersion") or "")
         token = (page.get("metadata") or {}).get("continue")
         if not token:
-            return items, version
+            return version
 
 
 class Controller:
@@ -114,6 +135,8 @@ class Controller:
         self.pods = PendingPods(api, self.cache, self.pods_changed)
         """Unscheduled pods only (a server-side field selector), not every pod."""
         self.primed = False
+        self._listed: dict[str, str] = {}
+        """The resourceVersion prime's list of claims and of slices was served at."""
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
 
@@ -123,10 +146,7 @@ class Controller:
         """List claims, slices, classes, NADs, unscheduled pods and nodes before deciding."""
         objects = client.CustomObjectsApi(self.api)
         core = client.CoreV1Api(self.api)
-        for body in await _list_pages(
-            objects.list_cluster_custom_object, "resource.k8s.io", "v1", "resourceslices"
-        ):
-            self.cache.upsert_slice(body)
+        self._listed["slices"] = await self._relist_slices()
         for body in await _list_pages(
             objects.list_cluster_custom_object, "resource.k8s.io", "v1", "deviceclasses"
         ):
@@ -150,17 +170,24 @@ class Controller:
             self.cache.upsert_nad(body)
         await self.pods.prime()
         await self._list_nodes(core)
-        claims = await _list_pages(
-            objects.list_cluster_custom_object, "resource.k8s.io", "v1", "resourceclaims"
+        claims = 0
+
+        def claim_page(items: list[dict[str, Any]]) -> None:
+            nonlocal claims
+            claims += len(items)
+            for body in items:
+                self.cache.upsert_claim(body)
+
+        # Into the cache a page at a time: the cache keeps its own (interned) copy of each.
+        self._listed["claims"] = await _list_each(
+            objects.list_cluster_custom_object, claim_page, *CLAIMS
         )
-        for body in claims:
-            self.cache.upsert_claim(body)
         await self._seed_events()
         self.primed = True
         log.info(
             "state listed",
             extra={
-                "claims": len(claims),
+                "claims": claims,
                 "slices": len(self.cache.slices),
                 "classes": len(self.cache.classes),
                 "nads": len(self.cache.nads),
@@ -218,6 +245,7 @@ class Controller:
         self._tasks.append(asyncio.create_task(self._gauges()))
         self._tasks.append(asyncio.create_task(self.pods.list_watch().run(self._stopping)))
         self._tasks.append(asyncio.create_task(self.claim_list_watch().run(self._stopping)))
+        self._tasks.append(asyncio.create_task(self.slice_list_watch().run(self._stopping)))
 
     async def stop(self) -> None:
         """Cancel workers, timers and the claim and pod watches."""
@@ -260,8 +288,46 @@ class Controller:
                 timeout_seconds=timeout,
             ),
             on_event=self.on_claim,
-            timeout_seconds=CLAIM_WATCH_SECONDS,
+            timeout_seconds=WATCH_SECONDS,
+            resume_from=self._listed.get("claims", ""),
         )
+
+    def slice_list_watch(self) -> ListWatch:
+        """The slices' list -> watch loop; run it with ``.run(stop)``."""
+        objects = client.CustomObjectsApi(self.api)
+        return ListWatch(
+            what="slice",
+            relist=self._relist_slices,
+            watch=lambda version, timeout: watch_events(
+                objects.list_cluster_custom_object,
+                *SLICES,
+                resource_version=version,
+                timeout_seconds=timeout,
+            ),
+            on_event=self.on_slice,
+            timeout_seconds=WATCH_SECONDS,
+            resume_from=self._listed.get("slices", ""),
+        )
+
+    async def _relist_slices(self) -> str:
+        """Every slice, a page at a time into the cache; those not listed are forgotten."""
+        listed: set[str] = set()
+
+        def page(items: list[dict[str, Any]]) -> None:
+            for body in items:
+                listed.add(str(body["metadata"]["name"]))
+                self.cache.upsert_slice(body)
+
+        version = await _list_each(
+            client.CustomObjectsApi(self.api).list_cluster_custom_object,
+            page,
+            *SLICES,
+            limit=SLICE_PAGE,
+        )
+        for name in [n for n in self.cache.slices if n not in listed]:
+            self.cache.remove_slice(self.cache.slices[name])
+        self.reconciler.kick_waiting()
+        return version
 
     async def _relist_claims(self) -> str:
         """Every claim: those gone while no watch ran are forgotten, the others recorded."""

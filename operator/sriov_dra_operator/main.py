@@ -1,8 +1,9 @@
 """``sriov-dra operator``: kopf embedded, cluster-wide, standalone.
 
 Only ``on.event`` handlers watch resources through kopf, and they only feed the
-controller; the unscheduled pods are watched by the controller itself, with a
-server-side field selector kopf cannot send (:mod:`.pending_pods`).
+controller; claims, slices and the unscheduled pods are watched by the controller
+itself (:mod:`.controller`; the pods with a server-side field selector kopf cannot
+send, :mod:`.pending_pods`).
 That choice keeps kopf's state out of our objects: ``on.event`` handlers write
 no progress or diff-base annotations and add no finalizer (kopf adds its
 finalizer only for ``on.delete``, daemons and timers, none of which we use), and
@@ -39,7 +40,6 @@ from .settings import OperatorSettings
 
 log = logging.getLogger("sriov_dra_operator")
 
-SLICES = ("resource.k8s.io", "v1", "resourceslices")
 CLASSES = ("resource.k8s.io", "v1", "deviceclasses")
 NADS = ("k8s.cni.cncf.io", "v1", "network-attachment-definitions")
 NODES = ("", "v1", "nodes")
@@ -107,11 +107,8 @@ def build_registry(
         return {"primed": controller.primed, "queued": len(controller.queue)}
 
     # Async on purpose: kopf runs sync handlers in a thread pool, and the cache is
-    # only ever touched from the event loop.
-    @kopf.on.event(*SLICES, registry=registry)
-    async def slice_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-        memo.controller.on_slice(event.get("type"), event["object"])
-
+    # only ever touched from the event loop. Claims and slices are watched by the
+    # controller itself (paged lists; see :mod:`.controller`).
     @kopf.on.event(*CLASSES, registry=registry)
     async def class_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         memo.controller.on_class(event.get("type"), event["object"])

@@ -111,6 +111,14 @@ async def test_410_relists_and_other_failures_relist_too() -> None:
     ]
 
 
+async def test_resume_from_watches_from_the_callers_list_without_listing_again() -> None:
+    server = Server([[WatchEvent("MODIFIED", obj("31"))], ApiException(status=410, reason="Gone")])
+    await run(server, resume_from="30")
+    # The caller's own list (at version 30) stands in for the first list; a 410 still relists.
+    assert server.calls == ["watch@30", "watch@31", "list->L1", "watch@L1"]
+    assert server.seen == [("MODIFIED", "31")]
+
+
 async def test_give_up_ends_the_loop_on_the_refusal_it_names() -> None:
     server = Server([ApiException(status=403, reason="Forbidden")])
     refused: list[int | None] = []

@@ -1,4 +1,4 @@
-"""The operator's own claim list -> watch: a relist forgets the claims that went unseen."""
+"""The operator's own claim and slice list -> watch: a relist forgets what went unseen."""
 
 from __future__ import annotations
 
@@ -58,14 +58,11 @@ class Page:
         pass
 
 
-async def test_the_claim_list_is_read_page_by_page_without_managed_fields() -> None:
-    managed = [{"manager": "kube-scheduler", "fieldsV1": {"f:status": {}}}]
+async def test_the_claim_list_is_read_page_by_page() -> None:
     pages = [
-        {"metadata": {"resourceVersion": "10", "continue": "t1"},
-         "items": [{**claim("a", "9"), "metadata": {**claim("a", "9")["metadata"],
-                                                    "managedFields": managed}}]},
+        {"metadata": {"resourceVersion": "10", "continue": "t1"}, "items": [claim("a", "9")]},
         {"metadata": {"resourceVersion": "10"}, "items": [claim("b", "10")]},
-    ]  # fmt: skip
+    ]
     calls: list[dict[str, Any]] = []
 
     async def lister(*_: Any, **kwargs: Any) -> Page:
@@ -75,7 +72,6 @@ async def test_the_claim_list_is_read_page_by_page_without_managed_fields() -> N
     items, version = await controller_module._list_all(lister)
     assert version == "10"
     assert [i["metadata"]["uid"] for i in items] == ["a", "b"]
-    assert all("managedFields" not in i["metadata"] for i in items)
     assert [c.get("_continue") for c in calls] == [None, "t1"]
 
 
@@ -86,3 +82,40 @@ async def test_an_error_page_is_an_api_exception_not_an_empty_list() -> None:
     with pytest.raises(client.ApiException) as caught:
         await controller_module._list_all(lister)
     assert caught.value.status == 500
+
+
+def slice_body(name: str, version: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "uid": f"u-{name}", "resourceVersion": version},
+        "spec": {"driver": "sriov.example.com", "nodeName": name, "devices": []},
+    }
+
+
+async def test_a_slice_relist_fills_the_cache_a_page_at_a_time_and_forgets_unlisted_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pages = [
+        {"metadata": {"resourceVersion": "20", "continue": "t1"}, "items": [slice_body("a", "19")]},
+        {"metadata": {"resourceVersion": "20"}, "items": [slice_body("b", "20")]},
+    ]
+    async with client.ApiClient() as api:
+        controller = Controller(OperatorSettings(), api, OperatorMetrics())
+        controller.on_slice("ADDED", slice_body("gone", "5"))
+        controller.reconciler.waiting.for_devices.add("waiting-claim")
+        cached_when_listed: list[list[str]] = []
+        calls: list[dict[str, Any]] = []
+
+        async def lister(*_: Any, **kwargs: Any) -> Page:
+            calls.append(kwargs)
+            cached_when_listed.append(sorted(controller.cache.slices))
+            return Page(200, pages[len(calls) - 1])
+
+        monkeypatch.setattr(client.CustomObjectsApi, "list_cluster_custom_object", lister)
+        kicked: list[str] = []
+        monkeypatch.setattr(controller.queue, "add", kicked.append)
+        assert await controller.slice_list_watch().relist() == "20"
+        # Page one is in the cache before page two is asked for: never the whole list at once.
+        assert cached_when_listed == [["gone"], ["a", "gone"]]
+        assert all(c["limit"] == controller_module.SLICE_PAGE for c in calls)
+        assert sorted(controller.cache.slices) == ["a", "b"]
+        assert "waiting-claim" in kicked

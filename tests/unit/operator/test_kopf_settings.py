@@ -12,7 +12,7 @@ def test_the_registry_has_only_event_handlers_so_no_diff_base_is_needed() -> Non
     # kopf's private registries: a change handler (on.create/update/field) would compare
     # the diff base that kopf_settings no longer builds.
     assert list(registry._changing.get_all_handlers()) == []
-    assert len(list(registry._watching.get_all_handlers())) >= 4
+    assert len(list(registry._watching.get_all_handlers())) >= 3
 
 
 def test_the_diff_base_is_built_empty_without_copying_the_claim() -> None:
