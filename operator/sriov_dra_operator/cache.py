@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sriov_dra.device_pools import DeviceKey, DeviceUsage, held_devices
+from sriov_dra.json_interning import interned
 from sriov_dra.slice_interning import SliceInterner
 
 Body = dict[str, Any]
@@ -44,6 +45,10 @@ def is_not_older(new: Mapping[str, Any], old: Mapping[str, Any]) -> bool:
 def uid_of(body: Mapping[str, Any]) -> str:
     """The object's ``metadata.uid``."""
     return str(body.get("metadata", {}).get("uid") or "")
+
+
+MANAGED_FIELDS = ("managedFields",)
+"""Left out of cached claims (see :func:`without_managed_fields`)."""
 
 
 def without_managed_fields(body: Mapping[str, Any]) -> Body:
@@ -136,7 +141,9 @@ class ClusterCache:
         old = self.claims.get(uid)
         if old is not None and not is_not_older(body, old):
             return None
-        new = without_managed_fields(body)
+        # Interned: each claim event is decoded on its own, so every claim would keep its
+        # own copy of every key and of the driver, pool, node and condition strings.
+        new: Body = interned(body, drop=MANAGED_FIELDS)
         self.claims[uid] = new
         self._uid_by_ref[ref_of(new)] = uid
         return ClaimChange(old=old, new=new, freed=self._set_devices(uid, held_devices(new)))
