@@ -56,7 +56,7 @@ class DeviceKey(NamedTuple):
     device: str
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Device:
     """One published device, with its memoized selector results."""
 

@@ -15,7 +15,7 @@ from typing import Any
 from sriov_dra.device_pools import DeviceKey
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PublishedDevice:
     """A device of our driver, where it is and what it says about itself."""
 

@@ -6,6 +6,8 @@ import copy
 import json
 from typing import Any
 
+from sriov_dra.cel_selectors import compile_selector
+from sriov_dra.device_pools import Selector, pools_from_slices
 from sriov_dra.slice_interning import SliceInterner
 
 
@@ -80,3 +82,24 @@ def test_table_starts_over_at_its_limit() -> None:
     for node in ("a", "b", "c", "d"):
         interner.compact(decoded(slice_for(node, vfs=1)))
     assert len(interner) <= 4
+
+
+def test_compacted_attributes_read_as_a_mapping_and_share_their_names() -> None:
+    interner = SliceInterner()
+    a, b = (interner.compact(decoded(slice_for(n, vfs=1))) for n in ("node-a", "node-b"))
+    attributes = a["spec"]["devices"][0]["attributes"]
+    assert attributes.get("vfID") == {"int": 0} and attributes.get("missing") is None
+    assert "PFName" in attributes and "missing" not in attributes
+    assert list(attributes) == ["PFName", "vfID", "nodeName", "rdmaCapable"]
+    assert len(attributes) == 4 and dict(attributes.items())["nodeName"] == {"string": "node-a"}
+    other = b["spec"]["devices"][0]["attributes"]
+    assert [x is y for x, y in zip(attributes, other, strict=True)] == [True] * 4
+
+
+def test_selectors_evaluate_on_compacted_slices() -> None:
+    """The CEL input is built from the compacted attributes, also when no shared result helps."""
+    body = SliceInterner().compact(decoded(slice_for("node-a", vfs=3)))
+    (pool,) = pools_from_slices([body], driver="d")
+    expression = 'device.attributes["d"].vfID + 1 == 2 && !device.attributes["d"].rdmaCapable'
+    selector = Selector(compile_selector(expression), path="selectors[0]")
+    assert [d.key.device for d in pool.devices if selector.test(d)] == ["0000-3b-02-1"]
