@@ -23,9 +23,9 @@ from collections.abc import Callable
 from fractions import Fraction
 from typing import Any, Final
 
-import cel
-import cel.stdlib
 import re2
+
+from sriov_dra.cel_package import cel
 
 SEMVER_TAG: Final = "@kubernetes.Semver"
 QUANTITY_TAG: Final = "@kubernetes.Quantity"

@@ -44,8 +44,6 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import cel
-
 from sriov_dra.cel_library import (
     FUNCTIONS,
     UNSUPPORTED,
@@ -55,6 +53,7 @@ from sriov_dra.cel_library import (
     parse_semver,
     quantity_value,
 )
+from sriov_dra.cel_package import cel
 from sriov_dra.cel_rewrite import FIX_SYNTAX, attribute_reads, rewrite_expression
 from sriov_dra.errors import SelectorError
 
