@@ -690,9 +690,14 @@ def test_unchanged_release_failure_is_one_event_not_one_per_resync(
 ) -> None:
     scenario = Scenario(cluster, namespace, agent, nic, vf_number=3)
     scenario.create()
-    # The VF vanishes under the agent (sriov_numvfs lowered): restoring it fails on
-    # every resync until it is back.
-    nic.set_num_vfs(scenario.vf.pf_name, 3)
+    pci = scenario.vf.pci_address
+    # Restoring the VF fails on every resync: its record says the claim rebound it from
+    # vfio-pci, which the simulated VF cannot go back to (as a real VF whose original
+    # driver was unloaded meanwhile).
+    path = agent.records_dir / f"{pci}.json"
+    kept = path.read_text()
+    record = json.loads(kept)
+    _replace(path, json.dumps({**record, "driver": "default", "original_driver": "vfio-pci"}))
     cluster.kubectl("delete", "resourceclaim", scenario.name, "-n", namespace, "--wait=false")
     wait_for(
         lambda: (
@@ -703,17 +708,24 @@ def test_unchanged_release_failure_is_one_event_not_one_per_resync(
     )
     failures = [e for e in scenario.events() if e[1] == "VfReleaseFailed"]
     assert len(failures) == 1, failures
-    pci = scenario.vf.pci_address
     assert failures[0][:2] == ("Warning", "VfReleaseFailed")
     assert failures[0][2] == (
-        f"restoring VFs failed: {pci}: device: VF {pci} not found on node {agent.node}; "
-        "fix: check sriov_numvfs on the PF; the allocation may be stale"
+        f"restoring VFs failed: {pci}: driver: the simulated VF {pci} can only use driver "
+        "'sriovsim-vf', not 'vfio-pci'; fix: use driver \"\" or \"default\" in the VfConfig "
+        "on simulated nodes"
     )
-    # The VF is back: the release completes, once.
-    nic.set_num_vfs(scenario.vf.pf_name, 4)
+    # The record as it was: the release completes, once.
+    _replace(path, kept)
     scenario.delete_and_release()
-    assert agent.record(scenario.vf.pci_address) is None
+    assert agent.record(pci) is None
     assert [e[1] for e in scenario.events()].count("VfReleaseFailed") == 1
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write ``path`` as the agent does, atomically: it never reads half a record."""
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(text)
+    temporary.replace(path)
 
 
 def _metric(agent: AgentProcess, name: str) -> float:
