@@ -2,12 +2,12 @@
 
 A loop: rescan, and when the inventory differs from what the API server holds,
 publish the pool under a new generation -- obsolete slices deleted first, then
-every slice created or replaced. Hardware changes wake it through :meth:`SlicePublisher.rescan`
-(:mod:`sriov_dra_agent.vf.hardware_events`: netlink, uevents, the simulated tree),
-so VFs created or removed after start show within about a second; the periodic
-rescan every ``interval`` seconds is only a safety net for an event missed, and
-each such round also re-reads the server (someone may have deleted our slices).
-Slices are owned by the Node object, so they go with it.
+every slice created or replaced. Hardware changes wake it through
+:meth:`SlicePublisher.rescan` (:mod:`sriov_dra_agent.vf.hardware_events`: netlink,
+uevents, the simulated tree), so VFs created or removed after start show within
+about a second; the periodic rescan every ``interval`` seconds is only a safety net
+for an event missed, and each such round also re-reads the server (someone may
+have deleted our slices). Slices are owned by the Node object, so they go with it.
 Slices are left in place on shutdown: an agent restart must not empty the
 pool (the kubelet wipes them itself once the plugin is gone for good).
 

@@ -19,7 +19,6 @@ tells netdevs appearing or vanishing from mere flag changes).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -27,10 +26,10 @@ from typing import Any, Final
 
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.rtnl import RTMGRP_LINK
-from sriov_dra.backoff import Backoff
 from sriov_dra.device_health import DeviceHealth, PfLink, device_health, device_taints, link_up
 from sriov_dra.naming import device_name
 
+from sriov_dra_agent.restarting_watch import keep_watching
 from sriov_dra_agent.vf.inventory import Inventory
 
 logger = logging.getLogger(__name__)
@@ -158,31 +157,16 @@ class PfLinkMonitor:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Watch until ``stop``; a failed socket is reopened after a back-off."""
-        backoff = Backoff(base=0.5, cap=30.0)
-        while not stop.is_set():
-            watch = asyncio.create_task(self._watch())
-            stopped = asyncio.create_task(stop.wait())
-            try:
-                await asyncio.wait({watch, stopped}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for task in (watch, stopped):
-                    task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watch
-            if self.watching.is_set():
-                backoff.reset(self.node)
-            self.watching.clear()
-            if stop.is_set():
-                return
-            error = watch.exception() if watch.done() and not watch.cancelled() else None
+
+        def ended(error: BaseException | None) -> None:
             logger.warning(
                 "PF link watch ended, health unknown until it is back: %s",
                 error,
                 extra={"node": self.node, "netns": self.netns},
             )
             self.forget_links()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), backoff.next_delay(self.node))
+
+        await keep_watching(self._watch, stop, opened=self.watching, ended=ended)
 
     async def _watch(self) -> None:
         options: dict[str, Any] = {"groups": RTMGRP_LINK}

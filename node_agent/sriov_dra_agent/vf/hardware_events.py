@@ -23,7 +23,6 @@ sockets and the inotify descriptor are thin shells around them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ctypes
 import logging
 import os
@@ -35,7 +34,8 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from pyroute2.netlink.uevent import MONITOR_GROUP_KERNEL, AsyncUeventSocket
-from sriov_dra.backoff import Backoff
+
+from sriov_dra_agent.restarting_watch import keep_watching
 
 logger = logging.getLogger(__name__)
 
@@ -201,6 +201,8 @@ class HardwareEvents:
             "sysfs-tree": asyncio.Event(),
         }
         """Set while that source's socket or watch is open."""
+        self._missed: set[Source] = set()
+        """Sources whose watch failed since it last opened."""
 
     def notify(self, change: HardwareChange | None) -> None:
         """Count ``change`` into the current burst (None: nothing happened)."""
@@ -247,40 +249,30 @@ class HardwareEvents:
     async def _keep(
         self, stop: asyncio.Event, source: Source, watch: Callable[[], Awaitable[None]]
     ) -> None:
-        """Run ``watch`` until ``stop``; reopen it after a back-off when it fails. A change
-        may have been missed meanwhile, so a reopened watch also asks for a rescan."""
-        backoff = Backoff(base=0.5, cap=30.0)
-        opened_before = False
-        while not stop.is_set():
-            if opened_before:
-                self.notify(HardwareChange(source, "reopened", "watch"))
-            task = asyncio.ensure_future(watch())
-            try:
-                await _first_of(stop.wait(), task)
-            finally:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            opened_before = opened_before or self.watching[source].is_set()
-            if self.watching[source].is_set():
-                backoff.reset(source)
-            self.watching[source].clear()
-            if stop.is_set():
-                return
-            error = task.exception() if not task.cancelled() else None
+        """Run ``watch`` until ``stop``, reopened after a back-off when it fails."""
+
+        def ended(error: BaseException | None) -> None:
             logger.warning(
                 "hardware event watch ended; the periodic rescan covers it until it is back: %s",
                 error,
                 extra={"node": self.node, "source": source},
             )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), backoff.next_delay(source))
+            self._missed.add(source)
+
+        await keep_watching(watch, stop, opened=self.watching[source], ended=ended)
+
+    def _opened(self, source: Source) -> None:
+        """``source``'s watch is open; after an outage, rescan (a change may have been missed)."""
+        self.watching[source].set()
+        if source in self._missed:
+            self._missed.discard(source)
+            self.notify(HardwareChange(source, "reopened", "watch"))
 
     async def _watch_uevents(self) -> None:
         sock = AsyncUeventSocket()
         try:
             await sock.bind(groups=MONITOR_GROUP_KERNEL)
-            self.watching["uevent"].set()
+            self._opened("uevent")
             logger.info("watching kernel uevents", extra={"node": self.node})
             while True:
                 async for message in sock.get():
@@ -304,7 +296,7 @@ class HardwareEvents:
 
         loop.add_reader(fd, readable)
         try:
-            self.watching["sysfs-tree"].set()
+            self._opened("sysfs-tree")
             logger.info("watching the simulated device tree", extra={"node": self.node})
             while True:
                 data = await queue.get()
@@ -334,12 +326,10 @@ def _inotify_watch(path: Path, mask: int) -> int:
 
 
 async def _first_of(*waits: Awaitable[Any], seconds: float | None = None) -> None:
-    """Return when the first of ``waits`` is done (or after ``seconds``); cancel the rest
-    of those this call wrapped (a task passed in is the caller's to cancel)."""
+    """Return when the first of ``waits`` is done, or after ``seconds``; cancel the rest."""
     tasks = [asyncio.ensure_future(w) for w in waits]
     try:
         await asyncio.wait(tasks, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for wait, task in zip(waits, tasks, strict=True):
-            if task is not wait:
-                task.cancel()
+        for task in tasks:
+            task.cancel()

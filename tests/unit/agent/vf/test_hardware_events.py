@@ -224,3 +224,26 @@ async def test_tree_watch_sees_functions_created_and_removed(tmp_path: Path) -> 
     finally:
         stop.set()
         await task
+
+
+async def test_a_watch_that_fails_is_reopened_and_asks_for_a_rescan(tmp_path: Path) -> None:
+    devices = tmp_path / "bus/pci/devices"
+    devices.mkdir(parents=True)
+    woken = asyncio.Event()
+    events = HardwareEvents(node="n1", on_change=woken.set, tree=devices)
+    stop = asyncio.Event()
+    task = asyncio.create_task(events.run(stop))
+    try:
+        async with asyncio.timeout(10):
+            await events.watching["sysfs-tree"].wait()
+        # The simulated NIC torn down and built again: the watch on the old directory
+        # ends, and is reopened on the new one after the back-off.
+        devices.rmdir()
+        devices.mkdir()
+        async with asyncio.timeout(30):
+            await woken.wait()
+        assert events.watching["sysfs-tree"].is_set()
+        assert events.changes == 1, "the reopening, since a change may have been missed"
+    finally:
+        stop.set()
+        await task
