@@ -176,7 +176,20 @@ def peer_manifests(node: str) -> str:
             "kind": "Pod",
             "metadata": {"name": "peer", "namespace": NAMESPACE},
             "spec": {
-                "nodeSelector": {"kubernetes.io/hostname": node},
+                # By node name: node-1's hostname label is the upstream demos' (node_plan).
+                "affinity": {
+                    "nodeAffinity": {
+                        "requiredDuringSchedulingIgnoredDuringExecution": {
+                            "nodeSelectorTerms": [
+                                {
+                                    "matchFields": [
+                                        {"key": "metadata.name", "operator": "In", "values": [node]}
+                                    ]
+                                }
+                            ]
+                        }
+                    }
+                },
                 "containers": [
                     {
                         "name": "ctr0",

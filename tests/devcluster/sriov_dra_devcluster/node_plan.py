@@ -34,6 +34,11 @@ SIM_PREFIX: Final = "sriovsim"
 SIM_ROOT: Final = Path("/run/sriov-dra-sim")
 """Where the agent looks for the simulated NIC's sysfs tree by default."""
 REAL_NODE_PREFIX: Final = "node-"
+UPSTREAM_DEMO_HOSTNAME: Final = "dra-ctlplane-0.dra.lab"
+"""node-1's hostname (its ``kubernetes.io/hostname`` label, set by its kubelet): the node
+the Go driver's ``demo/resource-policies`` selects, so that demo applies unchanged."""
+UPLINK: Final = "uplink0"
+"""The node's link to the node bridge: its ``eth0``/``eth1`` are the simulated NIC's PFs."""
 REGISTRY_PORT: Final = 5000
 DNS_DOMAIN: Final = "cluster.local"
 PAUSE_IMAGE: Final = "registry.k8s.io/pause:3.10.2"
@@ -92,6 +97,11 @@ class NodePlan:
         return f"{NODE_NET}.{10 + self.index}"
 
     @property
+    def hostname(self) -> str:
+        """The node's ``kubernetes.io/hostname``: its name, but node-1's is the upstream demo's."""
+        return UPSTREAM_DEMO_HOSTNAME if self.index == 1 else self.name
+
+    @property
     def pod_cidr(self) -> str:
         return f"{POD_NET}.{self.index}.0/24"
 
@@ -102,7 +112,7 @@ class NodePlan:
 
     @property
     def host_veth(self) -> str:
-        """This machine's end of the node's link to the bridge (the node's end is eth0)."""
+        """This machine's end of the node's link to the bridge (the node's end is ``UPLINK``)."""
         return f"sdra-{self.name}"[:15]
 
     @property

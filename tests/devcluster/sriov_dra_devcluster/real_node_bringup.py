@@ -24,8 +24,13 @@ from sriov_dra_devcluster.node_plan import HOST_IP, SIM_PREFIX, NodePlan
 from sriov_dra_devcluster.processes import ComponentSpec, RunningComponent
 from sriov_dra_devcluster.state_dir import StateDir
 
-SIM_PF: Final = SimPf(name="simpf0", total_vfs=8, num_vfs=4)
-"""Each real node's simulated SR-IOV NIC: one PF, 4 of 8 VFs enabled."""
+SIM_PFS: Final = (
+    SimPf(name="eth0", total_vfs=8, num_vfs=2),
+    SimPf(name="eth1", total_vfs=8, num_vfs=2),
+)
+"""Each real node's simulated SR-IOV NIC: two PFs (vendor 8086, PCIe roots pci0000:3a and
+pci0000:3c), 2 of 8 VFs enabled on each. Named as the Go driver's demo/resource-policies
+expects a node's PFs to be, so that demo applies unchanged."""
 
 
 class RealNodeBringup:
@@ -79,7 +84,7 @@ class RealNodeBringup:
         for plan in plans:
             real_nodes.create_node_network(plan, plans)
             nic_root = runtime_root(state_dir)
-            SimulatedNic(plan.name, prefix=SIM_PREFIX, root=nic_root).build([SIM_PF])
+            SimulatedNic(plan.name, prefix=SIM_PREFIX, root=nic_root).build(SIM_PFS)
             who = certs.kubelet_identity(plan.name)
             certs.issue_client_cert(pki, who)
             kubelet_kc = kubeconfigs.write_cert_kubeconfig(

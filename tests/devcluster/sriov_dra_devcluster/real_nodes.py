@@ -29,6 +29,7 @@ from sriov_dra_devcluster.node_plan import (
     KUBE_PROXY_HEALTHZ_PORT,
     KUBELET_HEALTHZ_PORT,
     MIRRORED_REGISTRIES,
+    UPLINK,
     NodePlan,
     hosts_toml,
 )
@@ -105,20 +106,20 @@ def remove_bridge(state_dir: Path) -> None:
 
 
 def create_node_network(plan: NodePlan, peers: Iterable[NodePlan]) -> None:
-    """The node's netns with eth0 on the bridge, routes to its peers' pod CIDRs."""
+    """The node's netns with its uplink on the bridge, routes to its peers' pod CIDRs."""
     ns = plan.netns
     if not netns_exists(ns):
         _run(["ip", "netns", "add", ns])
-    if not _link_exists("eth0", ns):
+    if not _link_exists(UPLINK, ns):
         if _link_exists(plan.host_veth):
             _run(["ip", "link", "del", plan.host_veth])
-        # Created in place: this machine has an eth0 of its own.
-        _run(["ip", "link", "add", plan.host_veth, "type", "veth", "peer", "name", "eth0",
+        # Created in place: this machine may have a link of that name of its own.
+        _run(["ip", "link", "add", plan.host_veth, "type", "veth", "peer", "name", UPLINK,
               "netns", ns])  # fmt: skip
     _run(["ip", "link", "set", plan.host_veth, "master", BRIDGE, "up"])
-    _run(["ip", "-n", ns, "addr", "replace", f"{plan.ip}/24", "dev", "eth0"])
+    _run(["ip", "-n", ns, "addr", "replace", f"{plan.ip}/24", "dev", UPLINK])
     _run(["ip", "-n", ns, "link", "set", "lo", "up"])
-    _run(["ip", "-n", ns, "link", "set", "eth0", "up"])
+    _run(["ip", "-n", ns, "link", "set", UPLINK, "up"])
     _run(["ip", "-n", ns, "route", "replace", "default", "via", HOST_IP])
     for peer in peers:
         if peer.name != plan.name:
@@ -128,7 +129,7 @@ def create_node_network(plan: NodePlan, peers: Iterable[NodePlan]) -> None:
 
 
 def remove_node_network(plan: NodePlan) -> None:
-    """Delete the node's netns (its eth0 and the host end go with it)."""
+    """Delete the node's netns (its uplink and the host end go with it)."""
     if netns_exists(plan.netns):
         _run(["ip", "netns", "del", plan.netns], check=False)
     if _link_exists(plan.host_veth):
@@ -283,6 +284,7 @@ def node_specs(
                 f"--config={config / 'kubelet.yaml'}",
                 f"--kubeconfig={kubelet_kubeconfig}",
                 f"--hostname-override={plan.name}",
+                f"--node-labels=kubernetes.io/hostname={plan.hostname}",
                 f"--node-ip={plan.ip}",
                 "--v=1",
             ),

@@ -165,7 +165,8 @@ class Walkthrough:
         self.kubectl("get", "nodes", "-o", "wide")
         self.note(
             "Two real nodes: kubelet + containerd + runc + kube-proxy each, in namespaces of\n"
-            "their own on this machine, each with a simulated SR-IOV NIC (one PF, 4 VFs).\n"
+            "their own on this machine, each with a simulated SR-IOV NIC (PFs eth0 and eth1,\n"
+            "2 VFs each; node-1's hostname is dra-ctlplane-0.dra.lab, for the upstream demos).\n"
             "manifests/simulated is manifests/ with the agent on that NIC instead of sysfs."
         )
         self.kubectl("apply", "-f", str(CRDS), shown="kubectl apply -f crds/")
@@ -340,7 +341,7 @@ class Walkthrough:
         self.kubectl(
             "apply", "-f", "-", input=peer_manifests(peer_node),
             shown="kubectl apply -f peer.yaml   # NAD vf-peer, ResourceClaimTemplate peer-vf, "
-            f"pod peer (nodeSelector {peer_node})",
+            f"pod peer (node affinity {peer_node})",
         )  # fmt: skip
         self.wait(lambda: self._pod_running("peer"), "the peer pod to run")
         self.kubectl("get", "pods", "-n", NAMESPACE, "-o", "wide")
