@@ -5,13 +5,16 @@ with a simulated SR-IOV NIC of 4 VFs), installs the driver as users do
 (``kubectl apply -k manifests/simulated``: the operator Deployment and the agent
 DaemonSet, from the image built here), then walks the seed's Usage section with
 real ``kubectl``, ``kubectl exec`` included, printing every command and its
-output under a caption, and checking each step. It stops at the first step that
-fails (exit 1). ``--keep`` skips the clean-up step, so pod1 and the claim with its
+output under a caption, and checking each step. Then, on the same cluster, the Go
+driver's own demos, applied unchanged one at a time, checked and deleted
+(:class:`UpstreamWalkthrough`), with a summary table. It stops at the first step
+that fails (exit 1). ``--keep`` skips the clean-up step, so pod1 and the claim with its
 VF stay to explore, leaves everything running and prints the KUBECONFIG;
 otherwise everything is torn down at the end.
 
-The steps are methods of :class:`Walkthrough`, which the e2e test
-(``tests/e2e/test_seed_scenario.py``) runs and asserts on as well.
+The steps are methods of :class:`Walkthrough` and :class:`UpstreamWalkthrough`,
+which the e2e tests (``tests/e2e/test_seed_scenario.py``,
+``tests/e2e/test_upstream_demos.py``) run and assert on as well.
 
     python -m sriov_dra_devcluster.demo [--keep] [--state-dir DIR]
     python -m sriov_dra_devcluster.demo --down     # stop what --keep left running
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
@@ -32,6 +36,7 @@ from sriov_dra_devcluster.cluster import DevCluster
 from sriov_dra_devcluster.demo_scenario import DemoFailed
 from sriov_dra_devcluster.deployment import DriverDeployment
 from sriov_dra_devcluster.state_dir import default_state_dir
+from sriov_dra_devcluster.upstream_walkthrough import UpstreamWalkthrough
 from sriov_dra_devcluster.walkthrough import Walkthrough
 
 # --- the command --------------------------------------------------------------------------
@@ -70,7 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cluster.down()
         return 0
     print(
-        "sriov-dra demo: the seed's static ResourceClaim scenario, on this machine.\n"
+        "sriov-dra demo: the seed's static ResourceClaim scenario, then the Go driver's demos,\n"
+        "on this machine.\n"
         "(`make setup` builds the Kubernetes and node binaries once, ~15 minutes on 2 cores;\n"
         " the first `devcluster up` builds the images; later runs reuse both caches.)",
         flush=True,
@@ -88,16 +94,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     tee = _Tee(cluster.log_dir / "demo-transcript.txt")
     walk = Walkthrough(cluster, driver, echo=tee)
+    upstream = UpstreamWalkthrough(walk)
     code = 0
+    started = time.monotonic()
     try:
-        for step in walk.steps():
+        for step in [*walk.steps(), upstream.setup, upstream.run_all]:
             if args.keep and step == walk.step7_cleanup:
                 tee("")
                 tee("(--keep: clean-up skipped; pod1 and static-vf-claim stay to explore)")
                 continue
             step()
         tee("")
-        tee("All steps passed.")
+        tee(f"All steps passed ({time.monotonic() - started:.0f}s after the cluster was up).")
     except DemoFailed as exc:
         tee("")
         tee(f"FAILED: {exc}")
