@@ -158,6 +158,9 @@ def test_an_attached_vf_that_vanishes_warns_its_claim_and_leaks_nothing(
         what="Ready False with reason VfGone",
     )
     assert ready["status"] == "False"
+    # It was in the pod: no networkData or NetworkReady is claimed for it any more.
+    assert (gone.condition("NetworkReady") or {}).get("reason") == "VfGone"
+    assert "networkData" not in (gone.entry() or {})
     assert (stays.condition("Ready") or {}).get("status") == "True", "VF 1 is untouched"
     assert "net1" not in pod.links()
     logged = [r for r in agent.log_records() if str(r.get("message", "")).startswith("VF vanished")]

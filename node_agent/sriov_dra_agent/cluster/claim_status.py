@@ -21,6 +21,7 @@ from sriov_dra_agent.cluster.device_status import (
     released_entries,
 )
 from sriov_dra_agent.vf.lifecycle import VfLifecycle
+from sriov_dra_agent.vf.vf_gone import VfGone
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,14 @@ class ClaimStatus:
             data: dict[str, Any] = {"pciAddress": device.pci_address, "ifName": device.if_name}
             if device.nad:
                 data["networkAttachmentDefinition"] = "/".join(device.nad)
-            if error is not None:
+            if isinstance(error, VfGone):
+                # Whatever the record says, no VF is in the pod any more.
+                states.append(
+                    DeviceState(device, False, error.reason, error.describe(), None,
+                                network_reason=error.reason, network_message=error.message,
+                                data=data)
+                )  # fmt: skip
+            elif error is not None:
                 states.append(
                     DeviceState(device, False, error.reason, error.describe(), network, data=data)
                 )

@@ -3,9 +3,10 @@
 A VF can go while a claim holds it: someone lowers ``sriov_numvfs``, a PF is removed
 or reset. Every inventory discovery makes (the slice publisher's ``on_inventory``,
 woken by :mod:`sriov_dra_agent.vf.hardware_events`) is compared with the VFs this
-agent holds (:func:`vanished`). Each VF newly gone gets, once: a JSON log line, the
-Warning Event ``VfGone`` on its claim (node, PF, VF and the fix), and ``Ready`` and
-``VfConfigured`` False with reason ``VfGone`` on its ``status.devices`` entry. Nothing
+agent holds (:mod:`sriov_dra_agent.vf.vf_gone`). Each VF newly gone gets, once: a
+JSON log line, the Warning Event ``VfGone`` on its claim (node, PF, VF and the fix),
+and ``Ready``, ``VfConfigured`` and ``NetworkReady`` False with reason ``VfGone`` on
+its ``status.devices`` entry. Nothing
 is released here: the claim keeps its allocation until it is deleted, and unprepare
 and release of a vanished VF do what is left (:mod:`sriov_dra_agent.vf.lifecycle`:
 the pod's addresses released, the record forgotten).
@@ -15,9 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
 
-from sriov_dra.errors import SriovDraError
 from sriov_dra.naming import device_name
 from sriov_dra_kube.client import KubeApi
 from sriov_dra_kube.events import EventRecorder
@@ -28,32 +27,9 @@ from sriov_dra_agent.cluster.claim_status import ClaimStatus
 from sriov_dra_agent.vf.inventory import Inventory
 from sriov_dra_agent.vf.lifecycle import VfLifecycle
 from sriov_dra_agent.vf.records import VfRecord, log_context
+from sriov_dra_agent.vf.vf_gone import vanished, vf_gone
 
 logger = logging.getLogger(__name__)
-
-
-class VfGone(SriovDraError):
-    """A VF held by a claim is no longer on its PF."""
-
-    reason = "VfGone"
-
-
-def vanished(records: Iterable[VfRecord], inventory: Inventory) -> list[VfRecord]:
-    """The held VFs (``records``) that ``inventory`` no longer has."""
-    present = {vf.pci_address for vf in inventory.vfs()}
-    return [record for record in records if record.pci_address not in present]
-
-
-def vf_gone(node: str, record: VfRecord) -> VfGone:
-    """The error a claim gets for its vanished VF (Event, condition and log say it)."""
-    return VfGone(
-        f"VF {record.pci_address} (index {record.vf_index} of PF {record.pf_name}) of claim "
-        f"{record.claim.ref()} vanished from node {node}: its PF no longer has it "
-        "(sriov_numvfs lowered, or the PF removed or reset)",
-        field="device",
-        fix="delete the pod and the claim (or deallocate it) so that it gets a VF that exists; "
-        "the agent releases the pod's addresses when the pod goes",
-    )
 
 
 class VanishedVfs:

@@ -1,6 +1,7 @@
 """A VF vanishing under its claim: which held VFs count as gone, and what the claim is told
-(once per VF): Warning ``VfGone`` naming node, PF, VF and the fix, and ``Ready`` False with
-reason ``VfGone`` on its ``status.devices`` entry through the real status writer."""
+(once per VF): Warning ``VfGone`` naming node, PF, VF and the fix, and ``Ready``,
+``VfConfigured`` and ``NetworkReady`` False with reason ``VfGone`` on its ``status.devices``
+entry through the real status writer."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ from sriov_dra_agent.cluster.claim_devices import NodeScope
 from sriov_dra_agent.cluster.claim_locks import ClaimLocks
 from sriov_dra_agent.cluster.claim_status import ClaimStatus
 from sriov_dra_agent.cluster.device_status import DeviceStatusWriter
-from sriov_dra_agent.cluster.vanished_vfs import VanishedVfs, vanished
+from sriov_dra_agent.cluster.vanished_vfs import VanishedVfs
 from sriov_dra_agent.vf.inventory import Inventory
 from sriov_dra_agent.vf.records import VfRecord
+from sriov_dra_agent.vf.vf_gone import vanished
 from sriov_dra_agent.vf.vf_settings import VfSettings
 from test_claim_devices import claim, result
 from test_slices import make_inventory
@@ -146,6 +148,8 @@ async def test_a_vanished_vf_is_reported_once_on_its_claim_with_a_condition() ->
     conditions = {c["type"]: (c["status"], c["reason"]) for c in entry["conditions"]}
     assert conditions["Ready"] == ("False", "VfGone")
     assert conditions["VfConfigured"] == ("False", "VfGone")
+    assert conditions["NetworkReady"] == ("False", "VfGone")
+    assert "networkData" not in entry
     assert entry["device"] == device_name(record.pci_address)
 
 
