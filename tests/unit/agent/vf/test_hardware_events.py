@@ -8,8 +8,10 @@ the shell's debounce loop and its inotify watch on a tmp directory (no root need
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import struct
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -180,6 +182,21 @@ def test_separate_changes_are_separate_bursts_and_nothing_is_due_early() -> None
     ]
 
 
+@contextlib.asynccontextmanager
+async def running(events: HardwareEvents) -> AsyncIterator[HardwareEvents]:
+    """``events`` run for the body (its tree watch open first, if it has one)."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(events.run(stop))
+    try:
+        if events.tree is not None:
+            async with asyncio.timeout(10):
+                await events.watching["sysfs-tree"].wait()
+        yield events
+    finally:
+        stop.set()
+        await task
+
+
 async def test_the_shell_calls_on_change_once_for_a_burst() -> None:
     called = asyncio.Event()
     calls: list[int] = []
@@ -188,10 +205,7 @@ async def test_the_shell_calls_on_change_once_for_a_burst() -> None:
         calls.append(1)
         called.set()
 
-    events = HardwareEvents(node="n1", on_change=on_change)
-    stop = asyncio.Event()
-    task = asyncio.create_task(events.run(stop))
-    try:
+    async with running(HardwareEvents(node="n1", on_change=on_change)) as events:
         for i in range(64):
             events.link_message({"event": NEW, "index": i, "IFLA_IFNAME": f"simpf0v{i}"}, None)
             # A flag change of a known netdev is no change.
@@ -200,42 +214,30 @@ async def test_the_shell_calls_on_change_once_for_a_burst() -> None:
             await called.wait()
         assert calls == [1]
         assert (events.changes, events.bursts) == (64, 1)
-    finally:
-        stop.set()
-        await task
+
+
+def tree(tmp_path: Path) -> Path:
+    devices = tmp_path / "bus/pci/devices"
+    devices.mkdir(parents=True)
+    return devices
 
 
 async def test_tree_watch_sees_functions_created_and_removed(tmp_path: Path) -> None:
-    devices = tmp_path / "bus/pci/devices"
-    devices.mkdir(parents=True)
+    devices = tree(tmp_path)
     woken = asyncio.Event()
-    events = HardwareEvents(node="n1", on_change=woken.set, tree=devices)
-    stop = asyncio.Event()
-    task = asyncio.create_task(events.run(stop))
-    try:
-        async with asyncio.timeout(10):
-            await events.watching["sysfs-tree"].wait()
+    async with running(HardwareEvents(node="n1", on_change=woken.set, tree=devices)) as events:
         os.symlink("../../../devices/x/0000:3b:02.4", devices / "0000:3b:02.4")
         (devices / "0000:3b:02.4").unlink()
         async with asyncio.timeout(10):
             await woken.wait()
         assert events.changes == 2
         assert events.bursts == 1
-    finally:
-        stop.set()
-        await task
 
 
 async def test_a_watch_that_fails_is_reopened_and_asks_for_a_rescan(tmp_path: Path) -> None:
-    devices = tmp_path / "bus/pci/devices"
-    devices.mkdir(parents=True)
+    devices = tree(tmp_path)
     woken = asyncio.Event()
-    events = HardwareEvents(node="n1", on_change=woken.set, tree=devices)
-    stop = asyncio.Event()
-    task = asyncio.create_task(events.run(stop))
-    try:
-        async with asyncio.timeout(10):
-            await events.watching["sysfs-tree"].wait()
+    async with running(HardwareEvents(node="n1", on_change=woken.set, tree=devices)) as events:
         # The simulated NIC torn down and built again: the watch on the old directory
         # ends, and is reopened on the new one after the back-off.
         devices.rmdir()
@@ -244,6 +246,3 @@ async def test_a_watch_that_fails_is_reopened_and_asks_for_a_rescan(tmp_path: Pa
             await woken.wait()
         assert events.watching["sysfs-tree"].is_set()
         assert events.changes == 1, "the reopening, since a change may have been missed"
-    finally:
-        stop.set()
-        await task
