@@ -1,5 +1,5 @@
 """Live rediscovery end to end: VFs added and removed under the agent process while claims
-exist, on the simulated NIC, against the real API server.
+exist, and a PF removed, on the simulated NIC, against the real API server.
 
 The agent runs with ``--rescan-interval 600``: its periodic rescan never comes during a
 test, so every slice change seen here came from a hardware event (the VF netdevs through
@@ -36,7 +36,9 @@ from test_agent_lifecycle import pods as pods  # fixture: pods killed afterwards
 pytestmark = [pytest.mark.integration, pytest.mark.netns, pytest.mark.usefixtures("nad_crd")]
 
 
-PF = "simpf0"
+PF, OTHER_PF = "simpf0", "simpf1"
+PFS = (SimPf(PF, total_vfs=16, num_vfs=4), SimPf(OTHER_PF, total_vfs=2, num_vfs=2))
+OTHER_VFS = [device_name("0000:3d:02.0"), device_name("0000:3d:02.1")]
 
 
 @pytest.fixture
@@ -50,7 +52,7 @@ def node(cluster: DevCluster) -> Iterator[str]:
 @pytest.fixture
 def nic(node: str) -> Iterator[SimulatedNic]:
     nic = SimulatedNic(node, prefix="r" + secrets.token_hex(3))
-    nic.build([SimPf(PF, total_vfs=16, num_vfs=4)])
+    nic.build(PFS)
     try:
         yield nic
     finally:
@@ -99,18 +101,20 @@ def wake_ups(agent: AgentProcess) -> int:
 def test_vfs_added_and_removed_are_published_without_the_periodic_rescan(
     cluster: DevCluster, node: str, nic: SimulatedNic, agent: AgentProcess
 ) -> None:
-    wait_published(cluster, node, 4, "the 4 VFs published at start")
+    wait_published(cluster, node, 6, "the 6 VFs published at start")
     before = wake_ups(agent)
 
     nic.set_num_vfs(PF, 16)
-    devices, added_after = wait_published(cluster, node, 16, "the 12 new VFs published")
-    assert devices == sorted(device_name(f"0000:3b:{0x02 + n // 8:02x}.{n % 8}") for n in range(16))
+    devices, added_after = wait_published(cluster, node, 18, "the 12 new VFs published")
+    assert devices == sorted(
+        [device_name(f"0000:3b:{0x02 + n // 8:02x}.{n % 8}") for n in range(16)] + OTHER_VFS
+    )
     added = wake_ups(agent) - before
 
     before = wake_ups(agent)
     nic.set_num_vfs(PF, 1)
-    devices, removed_after = wait_published(cluster, node, 1, "the 15 removed VFs unpublished")
-    assert devices == [device_name("0000:3b:02.0")]
+    devices, removed_after = wait_published(cluster, node, 3, "the 15 removed VFs unpublished")
+    assert devices == sorted([device_name("0000:3b:02.0"), *OTHER_VFS])
     removed = wake_ups(agent) - before
     assert "VfGone" not in agent.log(), "no claim held those VFs"
     print(
@@ -127,7 +131,7 @@ def test_an_attached_vf_that_vanishes_warns_its_claim_and_leaks_nothing(
     agent: AgentProcess,
     pods: list[Pod],
 ) -> None:
-    wait_published(cluster, node, 4, "the 4 VFs published at start")
+    wait_published(cluster, node, 6, "the 6 VFs published at start")
     gone = Scenario(cluster, namespace, agent, nic, vf_number=3)
     stays = Scenario(cluster, namespace, agent, nic, vf_number=1)
     claim = gone.create()
@@ -143,7 +147,7 @@ def test_an_attached_vf_that_vanishes_warns_its_claim_and_leaks_nothing(
 
     # sriov_numvfs 4 -> 3: VF 3 goes, with its netdev in the pod; VF 1 stays.
     nic.set_num_vfs(PF, 3)
-    wait_published(cluster, node, 3, "VF 3 unpublished")
+    wait_published(cluster, node, 5, "VF 3 unpublished")
     pci = gone.vf.pci_address
     event = wait_for(
         lambda: [e for e in gone.events() if e[1] == "VfGone"],
@@ -182,6 +186,29 @@ def test_an_attached_vf_that_vanishes_warns_its_claim_and_leaks_nothing(
 
     # The VF comes back: published again, free for the next claim.
     nic.set_num_vfs(PF, 4)
-    devices, _ = wait_published(cluster, node, 4, "VF 3 published again")
+    devices, _ = wait_published(cluster, node, 6, "VF 3 published again")
     assert device_name(pci) in devices
     stays.delete_and_release()
+
+
+def test_a_pf_removed_under_a_claim_unpublishes_its_vfs_and_warns_the_claim(
+    cluster: DevCluster, namespace: str, node: str, nic: SimulatedNic, agent: AgentProcess
+) -> None:
+    wait_published(cluster, node, 6, "the 6 VFs published at start")
+    held = Scenario(cluster, namespace, agent, nic, vf_number=4)
+    assert held.vf.pf_name == OTHER_PF
+    held.create()
+
+    nic.remove_pf(OTHER_PF)  # hot-unplug: the PF and both its VFs go
+    devices, _ = wait_published(cluster, node, 4, f"the VFs of {OTHER_PF} unpublished")
+    assert not set(OTHER_VFS) & set(devices)
+    ((kind, _, message),) = wait_for(
+        lambda: [e for e in held.events() if e[1] == "VfGone"], what="Warning VfGone"
+    )
+    assert kind == "Warning" and f"PF {OTHER_PF}" in message
+    held.delete_and_release()
+    assert agent.record(held.vf.pci_address) is None
+
+    nic.build(PFS)  # plugged back in
+    devices, _ = wait_published(cluster, node, 6, f"the VFs of {OTHER_PF} published again")
+    assert set(OTHER_VFS) <= set(devices)

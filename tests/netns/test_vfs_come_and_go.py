@@ -2,7 +2,8 @@
 
 - The event source on a simulated NIC: ``sriov_numvfs`` raised to 64 and lowered again
   wakes the publisher a handful of times (netlink link messages through the PF link
-  watch's socket, inotify on the simulated tree), never once per event.
+  watch's socket, inotify on the simulated tree), never once per event; a PF removed
+  (hot-unplug) is seen with its VFs.
 - A real kernel uevent: a PCI ``change`` uevent asked of a PCI device of this machine
   reaches the uevent socket and is classified (no SR-IOV NIC here to add VFs to).
 - The VF lifecycle when a held VF vanishes (one attached into a pod with a host-local
@@ -64,7 +65,8 @@ class Watched:
 
 @pytest.fixture
 async def watched(make_node: Callable[..., SimulatedNic]) -> AsyncIterator[Watched]:
-    nic = await asyncio.to_thread(make_node, pfs=(SimPf("simpf0", total_vfs=64, num_vfs=4),))
+    pfs = (SimPf("simpf0", total_vfs=64, num_vfs=4), SimPf("simpf1", total_vfs=2, num_vfs=2))
+    nic = await asyncio.to_thread(make_node, pfs=pfs)
     watch = Watched(nic)
     stop = asyncio.Event()
     tasks = [
@@ -121,6 +123,27 @@ async def test_a_vf_whose_netdev_is_in_a_pod_is_seen_going_by_the_tree(
     await watched.settled()
     assert watched.events.changes - before == 1
     assert pod.links() == ["lo"]
+
+
+async def test_a_pf_removed_wakes_the_publisher_and_takes_its_vfs_along(
+    watched: Watched,
+) -> None:
+    backend = SimulatedBackend(watched.nic)
+    assert [pf.name for pf in backend.discover().pfs] == ["simpf0", "simpf1"]
+    before = watched.events.changes
+    await asyncio.to_thread(watched.nic.remove_pf, "simpf1")
+    await watched.settled()
+    # Its 2 VF netdevs and the PF netdev, and their 3 entries in the tree.
+    assert watched.events.changes - before == 6
+    inventory = backend.discover()
+    assert [pf.name for pf in inventory.pfs] == ["simpf0"]
+    assert {vf.pf_name for vf in inventory.vfs()} == {"simpf0"}
+    assert "simpf1" not in watched.links.links()
+    # Built again, it is back (without its VFs' memory: a new PCI function).
+    again = (SimPf("simpf0", total_vfs=64, num_vfs=4), SimPf("simpf1", total_vfs=2, num_vfs=1))
+    await asyncio.to_thread(watched.nic.build, again)
+    await watched.settled()
+    assert [vf.pf_name for vf in backend.discover().vfs()].count("simpf1") == 1
 
 
 async def test_a_kernel_uevent_reaches_the_socket() -> None:

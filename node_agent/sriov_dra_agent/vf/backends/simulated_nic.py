@@ -265,6 +265,22 @@ class SimulatedNic:
             self.tree.remove_vf(pf, n)
         self.tree.set_num_vfs(pf, count)
 
+    def remove_pf(self, pf_name: str) -> None:
+        """Take PF ``pf_name`` out of the node, as a hot-unplug or a PF driver unbind does:
+        its VFs go first (``sriov_numvfs`` 0), then its netdev, its switch and its PCI
+        device. :meth:`build` with the PF puts it back (with no VFs' memory)."""
+        with self._locked(), IPRoute(netns=self.esw_ns, flags=0) as esw:
+            self._set_num_vfs(esw, pf_name, 0)
+            pf = self._pf_marker(pf_name)
+            pf_index = int(pf["pf_index"])
+            # The PF's port (its host end, the PF netdev, goes with it), bridges and uplinks
+            # (their fabric ends go with them, so the fabric is left as if it never had them).
+            for link in esw.link("dump"):
+                name = str(link.get("IFLA_IFNAME"))
+                if name == f"p{pf_index}pf" or name.startswith((f"b{pf_index}v", f"u{pf_index}v")):
+                    esw.link("del", index=int(link["index"]))
+            self.tree.remove_pf(pf)
+
     def ensure_vfs(self) -> list[str]:
         """Recreate every VF whose veth pair is gone; returns the VF netdev names recreated.
 

@@ -121,6 +121,12 @@ class SimulatedSysfs:
         (self._devices() / pci).unlink()
         shutil.rmtree(pf_dir.parent / pci)
 
+    def remove_pf(self, pf: dict[str, Any]) -> None:
+        """Remove the PF's device directory and bus link (its VFs are gone already)."""
+        pf_dir = self.device_dir(pf["pci"])
+        (self._devices() / pf["pci"]).unlink()
+        shutil.rmtree(pf_dir)
+
     def set_num_vfs(self, pf: dict[str, Any], count: int) -> None:
         """Write the PF's ``sriov_numvfs``."""
         (self.device_dir(pf["pci"]) / "sriov_numvfs").write_text(f"{count}\n")
