@@ -104,6 +104,8 @@ class Agent:
             on_change=lambda: self.publisher.rescan(),
             tree=hotplug_dir,
             uevents=hotplug_dir is None,
+            # A real node's virtual netdevs are its pods' (no PF or VF): not a reason to rescan.
+            virtual_links=self.backend.kind == "simulated",
         )
         self.links = PfLinkMonitor(
             node=settings.node_name,

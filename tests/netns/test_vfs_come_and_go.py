@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 from netns_helpers import Pod, held_ips, netconf
@@ -144,6 +145,35 @@ async def test_a_pf_removed_wakes_the_publisher_and_takes_its_vfs_along(
     await asyncio.to_thread(watched.nic.build, again)
     await watched.settled()
     assert [vf.pf_name for vf in backend.discover().vfs()].count("simpf1") == 1
+
+
+async def test_where_virtual_links_do_not_count_veths_coming_are_no_change(
+    make_node: Callable[..., SimulatedNic],
+) -> None:
+    # As on a real node, where veths are the pods': the simulated VFs (veths) do not count.
+    nic = await asyncio.to_thread(make_node, pfs=(SimPf("simpf0", total_vfs=8, num_vfs=2),))
+    events = HardwareEvents(node=nic.node, on_change=lambda: None, virtual_links=False)
+    arrived = asyncio.Event()
+
+    def on_link(message: Mapping[str, Any], known: str | None) -> None:
+        events.link_message(message, known)
+        if message.get("IFLA_IFNAME") == "simpf0v5":
+            arrived.set()
+
+    links = PfLinkMonitor(node=nic.node, netns=nic.host_netns_path, on_link=on_link)
+    stop = asyncio.Event()
+    task = asyncio.create_task(links.run(stop))
+    try:
+        async with asyncio.timeout(30):
+            await links.watching.wait()
+        dumped = events.changes  # lo only: a loopback has no link kind
+        await asyncio.to_thread(nic.set_num_vfs, "simpf0", 6)
+        async with asyncio.timeout(30):
+            await arrived.wait()
+        assert (dumped, events.changes) == (1, 1)
+    finally:
+        stop.set()
+        await task
 
 
 async def test_a_kernel_uevent_reaches_the_socket() -> None:

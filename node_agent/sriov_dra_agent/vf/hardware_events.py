@@ -80,10 +80,19 @@ class HardwareChange:
 # --- classification (pure) ---------------------------------------------------------------
 
 
-def link_change(message: Mapping[str, Any], known_name: str | None) -> HardwareChange | None:
+def link_change(
+    message: Mapping[str, Any], known_name: str | None, *, virtual: bool = True
+) -> HardwareChange | None:
     """What an rtnetlink link message says about the hardware, given the name last seen at
     its interface index (None: index not seen). Only a netdev appearing, vanishing or
-    renamed counts; flag and carrier changes are device health's, not discovery's."""
+    renamed counts; flag and carrier changes are device health's, not discovery's.
+
+    ``virtual``: whether virtual netdevs (a link kind such as ``veth`` or ``bridge``) count.
+    The simulated NIC's PFs and VFs are veths; on a real node virtual netdevs are the
+    pods' and the CNI's, never a PF or VF, and come and go with every pod.
+    """
+    if not virtual and _link_kind(message) is not None:
+        return None
     name = message.get("IFLA_IFNAME")
     if message.get("event") == "RTM_DELLINK" or not name:
         return None if known_name is None else HardwareChange("netlink", "remove", known_name)
@@ -94,6 +103,13 @@ def link_change(message: Mapping[str, Any], known_name: str | None) -> HardwareC
     if known_name != name:
         return HardwareChange("netlink", "rename", f"{known_name} -> {name}")
     return None
+
+
+def _link_kind(message: Mapping[str, Any]) -> str | None:
+    """``IFLA_INFO_KIND`` of a link message (``veth``, ``bridge``); None for a NIC's netdev."""
+    linkinfo = message.get("IFLA_LINKINFO")
+    kind = None if linkinfo is None else linkinfo.get("IFLA_INFO_KIND")
+    return None if kind is None else str(kind)
 
 
 def uevent_change(fields: Mapping[str, Any]) -> HardwareChange | None:
@@ -180,6 +196,7 @@ class HardwareEvents:
         on_change: Callable[[], None],
         tree: Path | None = None,
         uevents: bool = False,
+        virtual_links: bool = True,
         debouncer: Debouncer | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -189,6 +206,8 @@ class HardwareEvents:
         """Directory to watch with inotify (the simulated NIC's ``bus/pci/devices``)."""
         self.uevents = uevents
         """Listen to kernel uevents (real sysfs)."""
+        self.virtual_links = virtual_links
+        """Whether virtual netdevs' links count (the simulated NIC's are veths)."""
         self._debouncer = debouncer or Debouncer()
         self._clock = clock
         self._noted = asyncio.Event()
@@ -214,7 +233,7 @@ class HardwareEvents:
 
     def link_message(self, message: Mapping[str, Any], known_name: str | None) -> None:
         """The PF link watch's hook: every link message, with the name last seen at its index."""
-        self.notify(link_change(message, known_name))
+        self.notify(link_change(message, known_name, virtual=self.virtual_links))
 
     async def run(self, stop: asyncio.Event) -> None:
         """Debounce, and watch uevents and the tree as configured, until ``stop``."""

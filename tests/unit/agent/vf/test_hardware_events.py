@@ -61,6 +61,28 @@ def test_link_messages_count_only_netdevs_coming_going_or_renamed(
     assert change is None or change.source == "netlink"
 
 
+VETH = {"IFLA_LINKINFO": {"IFLA_INFO_KIND": "veth"}}
+
+
+@pytest.mark.parametrize(
+    ("message", "known", "virtual", "want"),
+    [
+        # A pod's veth on a real node: not a PF or VF.
+        ({**link(NEW, "vethab12"), **VETH}, None, False, None),
+        ({**link(DEL, "vethab12"), **VETH}, "vethab12", False, None),
+        # A real NIC's netdev has no link kind: it counts either way.
+        (link(NEW, "ens1f0v3"), None, False, ("add", "ens1f0v3")),
+        # The simulated NIC's VFs are veths: they count where virtual links do.
+        ({**link(NEW, "simpf0v3"), **VETH}, None, True, ("add", "simpf0v3")),
+    ],
+)
+def test_virtual_netdevs_count_only_where_the_nic_is_made_of_them(
+    message: dict[str, object], known: str | None, virtual: bool, want: tuple[str, str] | None
+) -> None:
+    change = link_change(message, known, virtual=virtual)
+    assert (None if change is None else (change.action, change.name)) == want
+
+
 def kernel_uevent(header: str, **fields: str) -> dict[str, str]:
     """A NETLINK_KOBJECT_UEVENT datagram as the kernel sends it, parsed as the socket does."""
     data = b"\0".join([header.encode(), *(f"{k}={v}".encode() for k, v in fields.items())])
