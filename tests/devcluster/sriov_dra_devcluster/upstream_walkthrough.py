@@ -154,6 +154,7 @@ class UpstreamWalkthrough:
         except DemoFailed as exc:
             outcome.failure = str(exc)
             checks = []
+            self._diagnose(facts.namespace)
         problems = [p for check in checks for p in pod_problems(demo, facts, check)]
         outcome.checked = [self._describe(demo, check) for check in checks]
         for line in outcome.checked:
@@ -163,6 +164,17 @@ class UpstreamWalkthrough:
         devices = [d for check in checks for d in check.devices]
         self._delete(demo, shown, facts.network_names, devices, outcome)
         return outcome
+
+    def _diagnose(self, namespace: str) -> None:
+        """What a demo whose pods did not run left to read: pods, claims, Events, GPU plugin."""
+        walk = self.walk
+        walk.kubectl("get", "pods,resourceclaims", "-n", namespace, "-o", "wide", check=False)
+        walk.kubectl("get", "events", "-n", namespace, "--sort-by=.lastTimestamp", check=False)
+        walk.kubectl("get", "resourceclaims", "-n", namespace, "-o", "yaml", check=False)
+        walk.kubectl(
+            "logs", "-n", example_gpu_driver.NAMESPACE, "-l", "app=example-gpu-driver",
+            "--prefix", "--tail=20", check=False,
+        )  # fmt: skip
 
     def _ready_pods(self, namespace: str, count: int) -> list[dict[str, Any]] | None:
         pods = self.cluster.kubectl_json("get", "pods", "-n", namespace)["items"]
