@@ -87,10 +87,16 @@ class VanishedVfs:
                 if not getting.done():
                     getting.cancel()
             if getting.done() and not getting.cancelled():
+                record = getting.result()
                 try:
-                    await self.report(getting.result())
+                    await self.report(record)
                 except Exception:
-                    logger.exception("reporting a vanished VF failed", extra={"node": self.node})
+                    # Told again after the next discovery, if the VF is still gone then.
+                    self._warned.discard((record.claim.uid, record.pci_address))
+                    logger.exception(
+                        "reporting a vanished VF failed; retried on the next rescan",
+                        extra=log_context(self.node, record, record.pci_address),
+                    )
 
     async def report(self, record: VfRecord) -> None:
         """Log, set the device's condition and warn on the claim, under its lock."""

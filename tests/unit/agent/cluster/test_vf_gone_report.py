@@ -20,6 +20,7 @@ from sriov_dra_agent.vf.inventory import Inventory
 from sriov_dra_agent.vf.records import VfRecord
 from sriov_dra_agent.vf.vf_gone import vanished
 from sriov_dra_agent.vf.vf_settings import VfSettings
+from sriov_dra_kube.client import ApiException
 from test_claim_devices import claim, result
 from test_slices import make_inventory
 
@@ -70,8 +71,13 @@ class FakeApi:
     def __init__(self, claims: dict[str, dict[str, Any]]) -> None:
         self.claims = claims
         self.applied: list[dict[str, Any]] = []
+        self.failures = 0
+        """GETs to answer with a 500 first."""
 
     async def get_claim(self, namespace: str, name: str) -> dict[str, Any] | None:
+        if self.failures:
+            self.failures -= 1
+            raise ApiException(status=500, reason="etcd timeout")
         return self.claims.get(f"{namespace}/{name}")
 
     async def apply_claim_status(
@@ -163,3 +169,28 @@ async def test_a_vf_that_comes_back_and_goes_again_is_reported_again() -> None:
     events.posted.clear()
     await reported(reporter, events, full, gone)
     assert [reason for _, reason, _ in events.warnings] == ["VfGone", "VfGone"]
+
+
+async def test_a_report_the_api_server_failed_is_made_after_a_later_discovery() -> None:
+    full = make_inventory(4)
+    record = held(full, 0)
+    body = claim([result(device_name(record.pci_address))], node_selector=["node-a"])
+    reporter, api, events = make_reporter([record], {"ns/c": body})
+    api.failures = 1
+    gone = without(full, 0)
+    stop = asyncio.Event()
+    task = asyncio.create_task(reporter.run(stop))
+    try:
+        for _ in range(100):  # the rescans that follow, each with the VF still gone
+            reporter.observe(gone)
+            try:
+                async with asyncio.timeout(0.1):
+                    await events.posted.wait()
+                break
+            except TimeoutError:
+                continue
+    finally:
+        stop.set()
+        await task
+    assert api.failures == 0
+    assert [reason for _, reason, _ in events.warnings] == ["VfGone"]
