@@ -54,6 +54,7 @@ IN_DELETE: Final = 0x200
 IN_MOVED_FROM: Final = 0x40
 IN_MOVED_TO: Final = 0x80
 IN_DELETE_SELF: Final = 0x400
+IN_Q_OVERFLOW: Final = 0x4000
 IN_IGNORED: Final = 0x8000
 TREE_MASK: Final = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF
 _INOTIFY_HEADER: Final = struct.Struct("iIII")
@@ -129,7 +130,9 @@ def uevent_change(fields: Mapping[str, Any]) -> HardwareChange | None:
 
 def tree_change(mask: int, name: str) -> HardwareChange | None:
     """What an inotify event in the simulated ``bus/pci/devices`` says: a function added or
-    removed (its entry created or deleted); else None."""
+    removed (its entry created or deleted), or events lost (the queue overflowed); else None."""
+    if mask & IN_Q_OVERFLOW:
+        return HardwareChange("sysfs-tree", "overflow", "inotify queue")
     if mask & (IN_CREATE | IN_MOVED_TO):
         return HardwareChange("sysfs-tree", "add", name)
     if mask & (IN_DELETE | IN_MOVED_FROM):

@@ -20,6 +20,7 @@ from sriov_dra_agent.vf.hardware_events import (
     IN_CREATE,
     IN_DELETE,
     IN_MOVED_TO,
+    IN_Q_OVERFLOW,
     Debouncer,
     HardwareChange,
     HardwareEvents,
@@ -154,6 +155,9 @@ def test_inotify_records_of_one_read_and_what_they_mean() -> None:
         HardwareChange("sysfs-tree", "add", "0000:3b:02.5"),
     ]
     assert tree_change(0x2, "x") is None  # IN_MODIFY: a file written, no function came or went
+    # Events were lost: rescan all the same.
+    lost = tree_change(IN_Q_OVERFLOW, "")
+    assert lost == HardwareChange("sysfs-tree", "overflow", "inotify queue")
 
 
 CHANGE = HardwareChange("netlink", "add", "simpf0v1")
