@@ -148,10 +148,12 @@ def test_example_gpu_driver_prepares_its_own_results_only() -> None:
     ]}}}}  # fmt: skip
     results = gpu.allocated_gpus(claim, "node-1")
     spec = gpu.cdi_spec("uid-1", results)
-    assert spec["kind"] == "gpu.example.com/gpu"
+    assert (spec["kind"], spec["cdiVersion"]) == ("gpu.example.com/gpu", "0.3.0")
     assert spec["devices"] == [
         {"name": "uid-1-gpu-1", "containerEdits": {"env": ["GPU_DEVICE_0=gpu-1"]}}
     ]
+    # A claim UID may start with a digit: CDI accepts such a device name from 0.5.0 on.
+    assert gpu.cdi_spec("009323c3-34fe", results)["cdiVersion"] == "0.5.0"
 
 
 def test_example_gpu_driver_installs_its_class_and_mounts_this_file() -> None:

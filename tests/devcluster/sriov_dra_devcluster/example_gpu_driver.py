@@ -34,6 +34,7 @@ from sriov_dra.claim_ref import ClaimRef
 from sriov_dra.errors import SriovDraError
 from sriov_dra.jsonlog import configure
 from sriov_dra_agent.atomic_file import remove_durably, write_atomically
+from sriov_dra_agent.kubelet.cdi import minimum_cdi_version
 from sriov_dra_agent.kubelet.plugin import KubeletPlugin, KubeletPluginConfig, PreparedDevice
 from sriov_dra_kube.client import KubeApi
 
@@ -105,9 +106,14 @@ def allocated_gpus(claim: dict[str, Any], node: str) -> list[dict[str, Any]]:
 
 
 def cdi_spec(claim_uid: str, results: list[dict[str, Any]]) -> dict[str, Any]:
-    """A CDI spec with one device per GPU result, setting ``GPU_DEVICE_<n>=<gpu>``."""
-    return {
-        "cdiVersion": "0.3.0",
+    """A CDI spec with one device per GPU result, setting ``GPU_DEVICE_<n>=<gpu>``.
+
+    Its ``cdiVersion`` is the lowest that accepts it, as the agent's: a device name that
+    starts with a digit (a claim UID may) needs 0.5.0, and containerd refuses the whole
+    spec otherwise ("unresolvable CDI devices").
+    """
+    spec: dict[str, Any] = {
+        "cdiVersion": "",
         "kind": CDI_KIND,
         "devices": [
             {
@@ -117,6 +123,8 @@ def cdi_spec(claim_uid: str, results: list[dict[str, Any]]) -> dict[str, Any]:
             for n, result in enumerate(results)
         ],
     }
+    spec["cdiVersion"] = minimum_cdi_version(spec)
+    return spec
 
 
 def spec_path(cdi_dir: Path, claim_uid: str) -> Path:
