@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -143,7 +144,21 @@ class Controller:
     # -- start and stop -------------------------------------------------------------------------
 
     async def prime(self) -> None:
-        """List claims, slices, classes, NADs, unscheduled pods and nodes before deciding."""
+        """List claims, slices, classes, NADs, unscheduled pods and nodes before deciding.
+
+        The cyclic garbage collector is paused meanwhile: listing builds acyclic JSON
+        trees only, and each full collection walked the whole growing cache again (with
+        10,000 claims and 64,000 VFs about 3.5 of the 10 s to primed).
+        """
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            await self._prime()
+        finally:
+            if enabled:
+                gc.enable()
+
+    async def _prime(self) -> None:
         objects = client.CustomObjectsApi(self.api)
         core = client.CoreV1Api(self.api)
         self._listed["slices"] = await self._relist_slices()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from typing import Any
 
@@ -119,3 +120,22 @@ async def test_a_slice_relist_fills_the_cache_a_page_at_a_time_and_forgets_unlis
         assert all(c["limit"] == controller_module.SLICE_PAGE for c in calls)
         assert sorted(controller.cache.slices) == ["a", "b"]
         assert "waiting-claim" in kicked
+
+
+async def test_prime_lists_with_the_cyclic_collector_paused_and_resumes_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with client.ApiClient() as api:
+        controller = Controller(OperatorSettings(), api, OperatorMetrics())
+        seen: list[bool] = []
+
+        async def listing() -> None:
+            seen.append(gc.isenabled())
+            raise RuntimeError("the API server went away")
+
+        monkeypatch.setattr(controller, "_prime", listing)
+        assert gc.isenabled()
+        with pytest.raises(RuntimeError):
+            await controller.prime()
+        assert seen == [False]
+        assert gc.isenabled(), "resumed also when the listing fails"
