@@ -37,9 +37,17 @@ NAD_VERSION: Final = "v1"
 NAD_PLURAL: Final = "network-attachment-definitions"
 
 
-async def load_api_client(kubeconfig: str | None) -> client.ApiClient:
-    """An ApiClient from ``kubeconfig``, else in-cluster config, else ``$KUBECONFIG``/default."""
+async def load_api_client(
+    kubeconfig: str | None, *, connections: int | None = None
+) -> client.ApiClient:
+    """An ApiClient from ``kubeconfig``, else in-cluster config, else ``$KUBECONFIG``/default.
+
+    ``connections`` caps the connections it keeps open (the library's default is 100);
+    each TLS connection holds a 256 KB read buffer for as long as it is pooled.
+    """
     configuration = client.Configuration()
+    if connections is not None:
+        configuration.connection_pool_maxsize = connections
     if kubeconfig:
         await config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
     else:
