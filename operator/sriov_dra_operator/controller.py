@@ -292,36 +292,33 @@ class Controller:
 
     def claim_list_watch(self) -> ListWatch:
         """The claims' list -> watch loop; run it with ``.run(stop)``."""
-        objects = client.CustomObjectsApi(self.api)
-        return ListWatch(
-            what="claim",
-            relist=self._relist_claims,
-            watch=lambda version, timeout: watch_events(
-                objects.list_cluster_custom_object,
-                *CLAIMS,
-                resource_version=version,
-                timeout_seconds=timeout,
-            ),
-            on_event=self.on_claim,
-            timeout_seconds=WATCH_SECONDS,
-            resume_from=self._listed.get("claims", ""),
-        )
+        return self._list_watch("claims", CLAIMS, self._relist_claims, self.on_claim)
 
     def slice_list_watch(self) -> ListWatch:
         """The slices' list -> watch loop; run it with ``.run(stop)``."""
+        return self._list_watch("slices", SLICES, self._relist_slices, self.on_slice)
+
+    def _list_watch(
+        self,
+        what: str,
+        resource: tuple[str, str, str],
+        relist: Callable[[], Awaitable[str]],
+        on_event: Callable[[str, dict[str, Any]], None],
+    ) -> ListWatch:
+        """A cluster-wide custom resource's loop, watching from where prime listed it."""
         objects = client.CustomObjectsApi(self.api)
         return ListWatch(
-            what="slice",
-            relist=self._relist_slices,
+            what=what,
+            relist=relist,
             watch=lambda version, timeout: watch_events(
                 objects.list_cluster_custom_object,
-                *SLICES,
+                *resource,
                 resource_version=version,
                 timeout_seconds=timeout,
             ),
-            on_event=self.on_slice,
+            on_event=on_event,
             timeout_seconds=WATCH_SECONDS,
-            resume_from=self._listed.get("slices", ""),
+            resume_from=self._listed.get(what, ""),
         )
 
     async def _relist_slices(self) -> str:
