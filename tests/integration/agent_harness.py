@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -24,9 +25,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
+from pyroute2 import netns as pyroute2_netns
 from sriov_dra import allocation_record, constants
 from sriov_dra.naming import device_name
 from sriov_dra_agent.proto import dra_v1_pb2, dra_v1_pb2_grpc
+from sriov_dra_agent.vf.backends.simulated_nic import SimPf, SimulatedNic
 from sriov_dra_devcluster.cluster import DevCluster
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,6 +73,21 @@ def node_object(cluster: DevCluster, prefix: str) -> Iterator[str]:
             "delete", "resourceslices", "--field-selector", f"spec.nodeName={name}",
             "--wait=false", check=False,
         )  # fmt: skip
+
+
+@contextlib.contextmanager
+def built_nic(node: str, letter: str, pfs: Sequence[SimPf]) -> Iterator[SimulatedNic]:
+    """A simulated NIC for ``node`` (netns prefix ``<letter><hex>``), built from ``pfs``;
+    destroyed afterwards, and no netns of it may be left behind."""
+    prefix = letter + secrets.token_hex(3)
+    nic = SimulatedNic(node, prefix=prefix)
+    nic.build(pfs)
+    try:
+        yield nic
+    finally:
+        nic.destroy()
+        leftover = [ns for ns in pyroute2_netns.listnetns() if ns.startswith(prefix)]
+        assert leftover == [], f"netns left behind: {leftover}"
 
 
 def free_port() -> int:

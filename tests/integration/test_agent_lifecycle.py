@@ -24,11 +24,11 @@ from agent_harness import (
     Pod,
     agent_service_account,
     allocation_patch,
+    built_nic,
     node_object,
     running_agent,
     wait_for,
 )
-from pyroute2 import netns as pyroute2_netns
 from sriov_dra import constants, release_signal
 from sriov_dra.naming import device_name
 from sriov_dra_agent.kubelet.cdi import VHOST_DEVICE_NODES
@@ -69,15 +69,8 @@ def node(cluster: DevCluster) -> Iterator[str]:
 
 @pytest.fixture
 def nic(node: str) -> Iterator[SimulatedNic]:
-    prefix = "e" + secrets.token_hex(3)
-    nic = SimulatedNic(node, prefix=prefix)
-    nic.build([SimPf("simpf0", total_vfs=8, num_vfs=4)])
-    try:
+    with built_nic(node, "e", [SimPf("simpf0", total_vfs=8, num_vfs=4)]) as nic:
         yield nic
-    finally:
-        nic.destroy()
-        leftover = [ns for ns in pyroute2_netns.listnetns() if ns.startswith(prefix)]
-        assert leftover == [], f"netns left behind: {leftover}"
 
 
 @pytest.fixture

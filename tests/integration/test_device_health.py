@@ -11,7 +11,6 @@ no new claim gets such a VF (its allocator honours the taint) until the link is 
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -20,6 +19,7 @@ import pytest
 from agent_harness import (
     AgentProcess,
     agent_service_account,
+    built_nic,
     node_object,
     running_agent,
     wait_for,
@@ -54,12 +54,9 @@ def node(cluster: DevCluster) -> Iterator[str]:
 
 @pytest.fixture
 def nic(node: str) -> Iterator[SimulatedNic]:
-    nic = SimulatedNic(node, prefix="h" + secrets.token_hex(3))
-    nic.build([SimPf(DOWN_PF, total_vfs=4, num_vfs=2), SimPf(OTHER_PF, total_vfs=4, num_vfs=2)])
-    try:
+    pfs = [SimPf(DOWN_PF, total_vfs=4, num_vfs=2), SimPf(OTHER_PF, total_vfs=4, num_vfs=2)]
+    with built_nic(node, "h", pfs) as nic:
         yield nic
-    finally:
-        nic.destroy()
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ and no address, record or CDI spec is left behind.
 from __future__ import annotations
 
 import json
-import secrets
 import time
 from collections.abc import Iterator
 
@@ -22,6 +21,7 @@ from agent_harness import (
     AgentProcess,
     Pod,
     agent_service_account,
+    built_nic,
     node_object,
     running_agent,
     wait_for,
@@ -51,12 +51,8 @@ def node(cluster: DevCluster) -> Iterator[str]:
 
 @pytest.fixture
 def nic(node: str) -> Iterator[SimulatedNic]:
-    nic = SimulatedNic(node, prefix="r" + secrets.token_hex(3))
-    nic.build(PFS)
-    try:
+    with built_nic(node, "r", PFS) as nic:
         yield nic
-    finally:
-        nic.destroy()
 
 
 @pytest.fixture
