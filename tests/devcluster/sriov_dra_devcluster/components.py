@@ -24,10 +24,14 @@ SIMULATED_NODE_ANNOTATION: Final = "kwok.x-k8s.io/node"
 SIMULATED_NODE_VALUE: Final = "fake"
 NODE_LEASE_SECONDS: Final = 40
 SERVICE_ACCOUNT_ISSUER: Final = "https://kubernetes.default.svc.cluster.local"
-CONTROL_PLANE_FEATURE_GATES: Final = "--feature-gates=DRADeviceTaints=true"
-"""Alpha in 1.34: the API server keeps ResourceSlice device taints (the agent taints the
-VFs of a PF whose link is down), the scheduler honours them, the controller manager's
-taint eviction controller knows them."""
+CONTROL_PLANE_FEATURE_GATES: Final = (
+    "--feature-gates=DRADeviceTaints=true,ResourceHealthStatus=true"
+)
+"""Alpha in 1.34. DRADeviceTaints: the API server keeps ResourceSlice device taints (the
+agent taints the VFs of a PF whose link is down), the scheduler honours them, the
+controller manager's taint eviction controller knows them. ResourceHealthStatus: the API
+server keeps the device health a kubelet with the same gate writes into a pod's
+``containerStatuses[].allocatedResourcesStatus`` (it drops the field without it)."""
 DEVICE_TAINT_RULES: Final = "--runtime-config=resource.k8s.io/v1alpha3=true"
 """The gate's DeviceTaintRule API (resource.k8s.io/v1alpha3): the scheduler and the
 controller manager watch it once the gate is on, and log a failed list every few
