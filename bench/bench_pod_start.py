@@ -73,7 +73,20 @@ def _pod(name: str, node: str, *, with_claim: bool) -> dict[str, Any]:
         "command": ["/bin/bash", "-c", "date +%s.%N; exec sleep INF"],
     }
     spec: dict[str, Any] = {
-        "nodeSelector": {"kubernetes.io/hostname": node},
+        # By node name: the dev cluster gives node-1 the upstream demos' hostname label.
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {
+                            "matchFields": [
+                                {"key": "metadata.name", "operator": "In", "values": [node]}
+                            ]
+                        }
+                    ]
+                }
+            }
+        },
         "terminationGracePeriodSeconds": 1,
         "containers": [container],
     }
