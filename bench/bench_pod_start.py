@@ -55,7 +55,7 @@ sys.path[:0] = [
 ]
 
 from sriov_dra_devcluster.cluster import DevCluster  # noqa: E402
-from sriov_dra_devcluster.demo_scenario import CLAIM, EXAMPLE, NAMESPACE  # noqa: E402
+from sriov_dra_devcluster.demo_scenario import CLAIM, EXAMPLE, NAMESPACE, on_node  # noqa: E402
 from sriov_dra_devcluster.deployment import DriverDeployment  # noqa: E402
 from sriov_dra_devcluster.walkthrough import Walkthrough  # noqa: E402
 
@@ -73,20 +73,7 @@ def _pod(name: str, node: str, *, with_claim: bool) -> dict[str, Any]:
         "command": ["/bin/bash", "-c", "date +%s.%N; exec sleep INF"],
     }
     spec: dict[str, Any] = {
-        # By node name: the dev cluster gives node-1 the upstream demos' hostname label.
-        "affinity": {
-            "nodeAffinity": {
-                "requiredDuringSchedulingIgnoredDuringExecution": {
-                    "nodeSelectorTerms": [
-                        {
-                            "matchFields": [
-                                {"key": "metadata.name", "operator": "In", "values": [node]}
-                            ]
-                        }
-                    ]
-                }
-            }
-        },
+        "affinity": on_node(node),
         "terminationGracePeriodSeconds": 1,
         "containers": [container],
     }

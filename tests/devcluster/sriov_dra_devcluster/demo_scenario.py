@@ -45,6 +45,19 @@ spec:
 """The seed's "Reusing Claims" pod, verbatim."""
 
 
+def on_node(node: str) -> dict[str, Any]:
+    """A pod's ``affinity`` that pins it to ``node`` by name.
+
+    Not by the ``kubernetes.io/hostname`` label: node-1's is the upstream demos' (node_plan).
+    """
+    term = {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}
+    return {
+        "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [term]
+        }}
+    }  # fmt: skip
+
+
 class DemoFailed(Exception):
     """A step did not do what the scenario promises; the message says what was seen."""
 
@@ -176,20 +189,7 @@ def peer_manifests(node: str) -> str:
             "kind": "Pod",
             "metadata": {"name": "peer", "namespace": NAMESPACE},
             "spec": {
-                # By node name: node-1's hostname label is the upstream demos' (node_plan).
-                "affinity": {
-                    "nodeAffinity": {
-                        "requiredDuringSchedulingIgnoredDuringExecution": {
-                            "nodeSelectorTerms": [
-                                {
-                                    "matchFields": [
-                                        {"key": "metadata.name", "operator": "In", "values": [node]}
-                                    ]
-                                }
-                            ]
-                        }
-                    }
-                },
+                "affinity": on_node(node),
                 "containers": [
                     {
                         "name": "ctr0",
